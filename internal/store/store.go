@@ -1,0 +1,129 @@
+// Package store opens the gateway's durable store and implements the storage
+// interfaces that the other packages declare.
+//
+// Two backends share one SQL dialect subset: SQLite (embedded default,
+// pure Go via modernc.org/sqlite, WAL journal, synchronous=FULL) and
+// PostgreSQL (github.com/jackc/pgx/v5 through database/sql). Queries use
+// $1, $2, ... placeholders in order of appearance, which both accept.
+//
+// Schemas are versioned per component: Migrate applies a component's
+// statements in order and records the version in schema_migrations, inside
+// one transaction, so a half-applied migration is never visible.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
+)
+
+// Dialect names the SQL backend.
+type Dialect string
+
+// Backends.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is an open store.
+type DB struct {
+	*sql.DB
+	Dialect Dialect
+	// Path is the SQLite file (empty for PostgreSQL).
+	Path string
+}
+
+// Open opens the store named by dsn. A dsn beginning with "postgres://" or
+// "postgresql://" opens PostgreSQL; anything else is a SQLite file path
+// (created with its directory when missing).
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	if dsn == "" {
+		return nil, errors.New("opening store: empty data source")
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("opening postgres: %w", err)
+		}
+		db.SetMaxOpenConns(16)
+		if err := db.PingContext(ctx); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("connecting to postgres: %w", err)
+		}
+		return &DB{DB: db, Dialect: Postgres}, nil
+	}
+	path := strings.TrimPrefix(dsn, "sqlite://")
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating data directory: %w", err)
+		}
+	}
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(ON)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	return &DB{DB: db, Dialect: SQLite, Path: path}, nil
+}
+
+// Migrate brings component's schema up to len(steps): step i (0-based) is
+// applied when the recorded version is ≤ i. Each step may hold several
+// statements separated by ";\n".
+func (db *DB) Migrate(ctx context.Context, component string, steps []string) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrating %s: %w", component, err)
+	}
+	defer tx.Rollback()
+	if db.Dialect == Postgres {
+		// Serialise concurrent migrations from several replicas.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "gatehouse.migrate."+component); err != nil {
+			return fmt.Errorf("locking migrations for %s: %w", component, err)
+		}
+	}
+	var version int
+	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_migrations WHERE component = $1`, component).Scan(&version)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("reading schema version of %s: %w", component, err)
+	}
+	if version > len(steps) {
+		return fmt.Errorf("schema of %s is at version %d, newer than this binary knows (%d)", component, version, len(steps))
+	}
+	for i := version; i < len(steps); i++ {
+		for _, stmt := range strings.Split(steps[i], ";\n") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migrating %s to version %d: %w", component, i+1, err)
+			}
+		}
+	}
+	if version != len(steps) {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (component, version) VALUES ($1, $2)
+			ON CONFLICT (component) DO UPDATE SET version = excluded.version`, component, len(steps)); err != nil {
+			return fmt.Errorf("recording schema version of %s: %w", component, err)
+		}
+	}
+	return tx.Commit()
+}
