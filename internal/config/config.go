@@ -1,0 +1,571 @@
+// Package config defines the gateway's YAML configuration file: its format,
+// strict decoding (unknown keys are errors) and whole-file validation that
+// reports every problem at once.
+//
+// The types here are the file format only: strings, paths and durations as
+// an operator writes them. The composition root (internal/gateway) translates
+// a validated File into the runtime Config of each package.
+//
+// Secrets never appear inline: a field that carries a secret names a file
+// (the *_file keys). Relative paths are resolved against the directory of the
+// configuration file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File is the whole configuration file.
+type File struct {
+	// Listen is the address of the MCP listener (agents connect here).
+	// Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// PublicURL is the externally visible base URL of the MCP listener, used
+	// in metadata and links. Default http://<listen>.
+	PublicURL string `yaml:"public_url"`
+	// TLS, when set, serves the MCP listener over TLS.
+	TLS *TLS `yaml:"tls"`
+	// DataDir holds the embedded store and generated keys. Default ./data.
+	DataDir string `yaml:"data_dir"`
+	// Store selects the durable store. Default: SQLite in DataDir.
+	Store Store `yaml:"store"`
+	// Admin configures the admin API.
+	Admin Admin `yaml:"admin"`
+	// Identity configures agent authentication and token minting.
+	Identity Identity `yaml:"identity"`
+	// Agents registers agents in the file (small deployments).
+	Agents []Agent `yaml:"agents"`
+	// Servers lists the upstream MCP servers.
+	Servers []Server `yaml:"servers"`
+	// Endpoints lists the MCP endpoints agents connect to. Default: one
+	// endpoint at /mcp aggregating every server.
+	Endpoints []Endpoint `yaml:"endpoints"`
+	// Limits bounds request handling.
+	Limits Limits `yaml:"limits"`
+	// Pinning configures tool-definition pinning.
+	Pinning Pinning `yaml:"pinning"`
+	// Log configures operational logging.
+	Log Log `yaml:"log"`
+
+	// dir is the directory of the file, for resolving relative paths.
+	dir string
+}
+
+// TLS names a certificate and key.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Store selects the durable store.
+type Store struct {
+	// DSNFile names a file holding a PostgreSQL DSN
+	// (postgres://user:pass@host/db). Empty means the embedded SQLite store
+	// at <data_dir>/gatehouse.db.
+	DSNFile string `yaml:"dsn_file"`
+}
+
+// Admin configures the admin API listener.
+type Admin struct {
+	// Listen is the admin API address. Default 127.0.0.1:8081. It must be a
+	// loopback address unless TokenFile is set.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the admin bearer credential. Default
+	// <data_dir>/admin.token, generated on first start.
+	TokenFile string `yaml:"token_file"`
+}
+
+// Identity configures agent authentication.
+type Identity struct {
+	// Issuer is the iss of tokens the gateway mints. Default "gatehouse".
+	Issuer string `yaml:"issuer"`
+	// Audience is the aud every agent token must carry. Default
+	// "gatehouse".
+	Audience string `yaml:"audience"`
+	// SigningKeyFile holds the gateway's Ed25519 signing key (JWK).
+	// Default <data_dir>/keys/signing.jwk, generated on first start.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// MaxTokenTTL caps the lifetime of minted tokens. Default 1h.
+	MaxTokenTTL Duration `yaml:"max_token_ttl"`
+	// ClockSkew is the leeway allowed on exp/nbf/iat. Default 60s; at most
+	// 60s.
+	ClockSkew Duration `yaml:"clock_skew"`
+	// AnonymousAgent, for local conformance runs only, maps unauthenticated
+	// requests to this agent. The gateway refuses to start with it on a
+	// non-loopback listener and warns at start.
+	AnonymousAgent string `yaml:"anonymous_agent"`
+}
+
+// Agent registers one agent.
+type Agent struct {
+	// ID is the agent's unique id: [a-z0-9][a-z0-9._-]{0,62}.
+	ID string `yaml:"id"`
+	// Name is a display name.
+	Name string `yaml:"name"`
+	// Owner is the accountable human (an email or directory name).
+	Owner string `yaml:"owner"`
+	// Servers lists the server ids the agent may use.
+	Servers []string `yaml:"servers"`
+	// Disabled refuses every request of the agent.
+	Disabled bool `yaml:"disabled"`
+}
+
+// Server is one upstream MCP server: either URL (Streamable HTTP) or
+// Command (stdio), not both.
+type Server struct {
+	// ID names the server: [a-z][a-z0-9-]{0,31}. It is the namespace
+	// prefix of its tools and prompts and of its resource URIs' schemes.
+	ID string `yaml:"id"`
+	// URL is the Streamable HTTP endpoint of the server.
+	URL string `yaml:"url"`
+	// HeaderFiles maps HTTP header names to files whose contents are sent
+	// as the header's value on every upstream request (credentials for the
+	// upstream; never the agent's token).
+	HeaderFiles map[string]string `yaml:"header_files"`
+	// Command starts a stdio server: argv[0] and its arguments.
+	Command []string `yaml:"command"`
+	// Dir is the working directory of a stdio server.
+	Dir string `yaml:"dir"`
+	// Env is the complete environment of a stdio server (non-secret
+	// values). The gateway's own environment is never inherited.
+	Env map[string]string `yaml:"env"`
+	// EnvFiles maps environment variable names to files holding secret
+	// values.
+	EnvFiles map[string]string `yaml:"env_files"`
+	// Timeout bounds one upstream request. Default 60s.
+	Timeout Duration `yaml:"timeout"`
+	// ConnectTimeout bounds session setup with the server. Default 10s.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+}
+
+// Endpoint is one MCP endpoint of the gateway.
+type Endpoint struct {
+	// Path is the URL path, e.g. /mcp. Unique.
+	Path string `yaml:"path"`
+	// Servers lists the server ids aggregated at this endpoint. Default all.
+	Servers []string `yaml:"servers"`
+	// Namespace prefixes tool and prompt names with "<server>__" and resource
+	// URIs with "<server>+". Default true; false is allowed only with a
+	// single server.
+	Namespace *bool `yaml:"namespace"`
+	// Stateless serves the endpoint without MCP sessions. Default false.
+	Stateless bool `yaml:"stateless"`
+}
+
+// Limits bounds request handling.
+type Limits struct {
+	// MaxBodyBytes caps an agent's request body. Default 4 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxSessions caps concurrent MCP sessions. Default 10000.
+	MaxSessions int `yaml:"max_sessions"`
+	// SessionIdleTimeout closes sessions idle this long. Default 30m.
+	SessionIdleTimeout Duration `yaml:"session_idle_timeout"`
+}
+
+// Pinning configures tool-definition pinning.
+type Pinning struct {
+	// Mode is "enforce" (default: changed tools are quarantined) or "off".
+	Mode string `yaml:"mode"`
+}
+
+// Log configures operational logs.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is text (default) or json.
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		// A *yaml.TypeError lets the decoder go on and report every problem.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q", n.Line, s)}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Std returns the value as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Load reads, strictly decodes and validates the file at path. The error
+// lists every problem found.
+func Load(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	dir := filepath.Dir(path)
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	f, err := Parse(b, dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Parse decodes and validates a configuration; dir resolves relative paths.
+func Parse(b []byte, dir string) (*File, error) {
+	f := &File{dir: dir}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(f); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, &Error{Problems: te.Errors}
+		}
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("decoding config: more than one YAML document")
+	}
+	f.setDefaults()
+	if probs := f.validate(); len(probs) > 0 {
+		return nil, &Error{Problems: probs}
+	}
+	return f, nil
+}
+
+// Error lists every problem in a configuration.
+type Error struct{ Problems []string }
+
+func (e *Error) Error() string {
+	if len(e.Problems) == 1 {
+		return "invalid config: " + e.Problems[0]
+	}
+	return fmt.Sprintf("invalid config (%d problems):\n  - %s", len(e.Problems), strings.Join(e.Problems, "\n  - "))
+}
+
+// Path resolves p against the configuration file's directory.
+func (f *File) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(f.dir, p)
+}
+
+// Dir returns the directory relative paths are resolved against.
+func (f *File) Dir() string { return f.dir }
+
+// SetDir sets the directory relative paths are resolved against (for
+// configurations built in code).
+func (f *File) SetDir(dir string) { f.dir = dir }
+
+func (f *File) setDefaults() {
+	if f.Listen == "" {
+		f.Listen = "127.0.0.1:8080"
+	}
+	if f.DataDir == "" {
+		f.DataDir = "data"
+	}
+	if f.Admin.Listen == "" {
+		f.Admin.Listen = "127.0.0.1:8081"
+	}
+	if f.Admin.TokenFile == "" {
+		f.Admin.TokenFile = filepath.Join(f.DataDir, "admin.token")
+	}
+	if f.Identity.Issuer == "" {
+		f.Identity.Issuer = "gatehouse"
+	}
+	if f.Identity.Audience == "" {
+		f.Identity.Audience = "gatehouse"
+	}
+	if f.Identity.SigningKeyFile == "" {
+		f.Identity.SigningKeyFile = filepath.Join(f.DataDir, "keys", "signing.jwk")
+	}
+	if f.Identity.MaxTokenTTL == 0 {
+		f.Identity.MaxTokenTTL = Duration(time.Hour)
+	}
+	if f.Identity.ClockSkew == 0 {
+		f.Identity.ClockSkew = Duration(60 * time.Second)
+	}
+	for i := range f.Servers {
+		s := &f.Servers[i]
+		if s.Timeout == 0 {
+			s.Timeout = Duration(60 * time.Second)
+		}
+		if s.ConnectTimeout == 0 {
+			s.ConnectTimeout = Duration(10 * time.Second)
+		}
+	}
+	if len(f.Endpoints) == 0 {
+		f.Endpoints = []Endpoint{{Path: "/mcp"}}
+	}
+	for i := range f.Endpoints {
+		e := &f.Endpoints[i]
+		if len(e.Servers) == 0 {
+			for _, s := range f.Servers {
+				e.Servers = append(e.Servers, s.ID)
+			}
+		}
+		if e.Namespace == nil {
+			t := true
+			e.Namespace = &t
+		}
+	}
+	if f.Limits.MaxBodyBytes == 0 {
+		f.Limits.MaxBodyBytes = 4 << 20
+	}
+	if f.Limits.MaxSessions == 0 {
+		f.Limits.MaxSessions = 10000
+	}
+	if f.Limits.SessionIdleTimeout == 0 {
+		f.Limits.SessionIdleTimeout = Duration(30 * time.Minute)
+	}
+	if f.Pinning.Mode == "" {
+		f.Pinning.Mode = "enforce"
+	}
+	if f.Log.Level == "" {
+		f.Log.Level = "info"
+	}
+	if f.Log.Format == "" {
+		f.Log.Format = "text"
+	}
+	if f.PublicURL == "" {
+		scheme := "http"
+		if f.TLS != nil {
+			scheme = "https"
+		}
+		f.PublicURL = scheme + "://" + f.Listen
+	}
+}
+
+var (
+	serverIDRe = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+	agentIDRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	headerRe   = regexp.MustCompile(`^[A-Za-z0-9-]+$`)
+	envRe      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+func (f *File) validate() []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+
+	checkAddr := func(key, addr string) {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			add("%s: %q is not host:port", key, addr)
+		}
+	}
+	checkAddr("listen", f.Listen)
+	checkAddr("admin.listen", f.Admin.Listen)
+	if u, err := url.Parse(f.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("public_url: %q is not an http(s) URL", f.PublicURL)
+	}
+	if f.TLS != nil && (f.TLS.CertFile == "" || f.TLS.KeyFile == "") {
+		add("tls: cert_file and key_file are both required")
+	}
+	if ttl := f.Identity.MaxTokenTTL.Std(); ttl < time.Minute || ttl > 24*time.Hour {
+		add("identity.max_token_ttl: %v is outside 1m..24h", ttl)
+	}
+	if sk := f.Identity.ClockSkew.Std(); sk < 0 || sk > 60*time.Second {
+		add("identity.clock_skew: %v is outside 0..60s", sk)
+	}
+	if a := f.Identity.AnonymousAgent; a != "" {
+		if !IsLoopback(f.Listen) {
+			add("identity.anonymous_agent: refused because listen %q is not a loopback address", f.Listen)
+		}
+	}
+
+	servers := map[string]bool{}
+	for i, s := range f.Servers {
+		key := fmt.Sprintf("servers[%d]", i)
+		if !serverIDRe.MatchString(s.ID) {
+			add("%s.id: %q must match %s", key, s.ID, serverIDRe)
+		} else if servers[s.ID] {
+			add("%s.id: duplicate server id %q", key, s.ID)
+		}
+		servers[s.ID] = true
+		switch {
+		case s.URL != "" && len(s.Command) > 0:
+			add("%s: url and command are mutually exclusive", key)
+		case s.URL == "" && len(s.Command) == 0:
+			add("%s: one of url or command is required", key)
+		case s.URL != "":
+			if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add("%s.url: %q is not an http(s) URL", key, s.URL)
+			} else if u.User != nil {
+				add("%s.url: credentials in the URL are not allowed; use header_files", key)
+			}
+			if len(s.Env)+len(s.EnvFiles) > 0 || s.Dir != "" {
+				add("%s: env, env_files and dir apply only to command servers", key)
+			}
+		default:
+			if len(s.HeaderFiles) > 0 {
+				add("%s.header_files: applies only to url servers", key)
+			}
+		}
+		for h, file := range s.HeaderFiles {
+			if !headerRe.MatchString(h) {
+				add("%s.header_files: invalid header name %q", key, h)
+			}
+			f.checkFile(&p, fmt.Sprintf("%s.header_files[%s]", key, h), file)
+		}
+		for k := range s.Env {
+			if !envRe.MatchString(k) {
+				add("%s.env: invalid variable name %q", key, k)
+			}
+		}
+		for k, file := range s.EnvFiles {
+			if !envRe.MatchString(k) {
+				add("%s.env_files: invalid variable name %q", key, k)
+			}
+			if _, dup := s.Env[k]; dup {
+				add("%s: %s is set in both env and env_files", key, k)
+			}
+			f.checkFile(&p, fmt.Sprintf("%s.env_files[%s]", key, k), file)
+		}
+		if s.Timeout.Std() <= 0 || s.ConnectTimeout.Std() <= 0 {
+			add("%s: timeouts must be positive", key)
+		}
+	}
+
+	agents := map[string]bool{}
+	for i, a := range f.Agents {
+		key := fmt.Sprintf("agents[%d]", i)
+		if !agentIDRe.MatchString(a.ID) {
+			add("%s.id: %q must match %s", key, a.ID, agentIDRe)
+		} else if agents[a.ID] {
+			add("%s.id: duplicate agent id %q", key, a.ID)
+		}
+		agents[a.ID] = true
+		if strings.TrimSpace(a.Owner) == "" {
+			add("%s.owner: every agent needs an accountable owner", key)
+		}
+		for _, s := range a.Servers {
+			if !servers[s] {
+				add("%s.servers: unknown server %q", key, s)
+			}
+		}
+	}
+	if a := f.Identity.AnonymousAgent; a != "" && !agents[a] {
+		add("identity.anonymous_agent: unknown agent %q", a)
+	}
+
+	paths := map[string]bool{}
+	for i, e := range f.Endpoints {
+		key := fmt.Sprintf("endpoints[%d]", i)
+		if !strings.HasPrefix(e.Path, "/") || strings.ContainsAny(e.Path, "?#* ") {
+			add("%s.path: %q must be an absolute URL path", key, e.Path)
+		}
+		if paths[e.Path] {
+			add("%s.path: duplicate path %q", key, e.Path)
+		}
+		if reserved(e.Path) {
+			add("%s.path: %q is reserved by the gateway", key, e.Path)
+		}
+		paths[e.Path] = true
+		if len(e.Servers) == 0 {
+			add("%s: no servers", key)
+		}
+		seen := map[string]bool{}
+		for _, s := range e.Servers {
+			if !servers[s] {
+				add("%s.servers: unknown server %q", key, s)
+			}
+			if seen[s] {
+				add("%s.servers: %q listed twice", key, s)
+			}
+			seen[s] = true
+		}
+		if e.Namespace != nil && !*e.Namespace && len(e.Servers) > 1 {
+			add("%s.namespace: false requires exactly one server (names would collide)", key)
+		}
+	}
+	if f.Limits.MaxBodyBytes < 1024 {
+		add("limits.max_body_bytes: %d is below 1024", f.Limits.MaxBodyBytes)
+	}
+	if f.Limits.MaxSessions < 1 {
+		add("limits.max_sessions: must be positive")
+	}
+	if !slices.Contains([]string{"enforce", "off"}, f.Pinning.Mode) {
+		add("pinning.mode: %q is not enforce or off", f.Pinning.Mode)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, f.Log.Level) {
+		add("log.level: %q is not debug, info, warn or error", f.Log.Level)
+	}
+	if !slices.Contains([]string{"text", "json"}, f.Log.Format) {
+		add("log.format: %q is not text or json", f.Log.Format)
+	}
+	if f.Store.DSNFile != "" {
+		f.checkFile(&p, "store.dsn_file", f.Store.DSNFile)
+	}
+	return p
+}
+
+// checkFile reports a secret file that cannot be read or is readable by
+// others than its owner.
+func (f *File) checkFile(p *[]string, key, path string) {
+	if path == "" {
+		*p = append(*p, key+": empty path")
+		return
+	}
+	st, err := os.Stat(f.Path(path))
+	if err != nil {
+		*p = append(*p, fmt.Sprintf("%s: %v", key, err))
+		return
+	}
+	if st.IsDir() {
+		*p = append(*p, fmt.Sprintf("%s: %s is a directory", key, path))
+	}
+}
+
+func reserved(path string) bool {
+	for _, r := range []string{"/.well-known", "/healthz", "/metrics", "/approvals", "/oauth"} {
+		if path == r || strings.HasPrefix(path, r+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// IsLoopback reports whether the host of addr is a loopback address or
+// "localhost".
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ReadSecret reads a secret file named in the configuration, trimming one
+// trailing newline.
+func (f *File) ReadSecret(path string) (string, error) {
+	b, err := os.ReadFile(f.Path(path))
+	if err != nil {
+		return "", fmt.Errorf("reading secret file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}

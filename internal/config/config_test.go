@@ -1,0 +1,113 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+)
+
+func TestParseValid(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("Bearer x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := config.Parse([]byte(`
+listen: 127.0.0.1:9000
+agents:
+  - id: billing-bot
+    owner: alice@example.com
+    servers: [bank]
+servers:
+  - id: bank
+    url: http://127.0.0.1:9001/mcp
+    header_files: {Authorization: token}
+    timeout: 5s
+  - id: files
+    command: [/bin/cat]
+    env: {HOME: /tmp}
+`), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Servers[0].Timeout.Std().String(); got != "5s" {
+		t.Errorf("timeout = %s", got)
+	}
+	if len(f.Endpoints) != 1 || f.Endpoints[0].Path != "/mcp" || len(f.Endpoints[0].Servers) != 2 || !*f.Endpoints[0].Namespace {
+		t.Errorf("default endpoint = %+v", f.Endpoints)
+	}
+	if got := f.Path(f.Servers[0].HeaderFiles["Authorization"]); got != filepath.Join(dir, "token") {
+		t.Errorf("Path = %s", got)
+	}
+	if s, err := f.ReadSecret("token"); err != nil || s != "Bearer x" {
+		t.Errorf("ReadSecret = %q, %v", s, err)
+	}
+}
+
+func TestParseReportsEveryProblem(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // substrings, each must appear
+	}{
+		{"unknown keys", "listen: 127.0.0.1:1\nlisten_addr: x\nservers:\n  - id: a\n    urll: http://x\n", []string{"listen_addr", "urll"}},
+		{"several semantic problems", `
+listen: nohost
+servers:
+  - id: Bad_ID
+    url: ftp://x
+  - id: ok
+    url: http://h/mcp
+    command: [x]
+agents:
+  - id: a
+    servers: [nope]
+endpoints:
+  - path: mcp
+    servers: [ok, ghost]
+pinning: {mode: maybe}
+`, []string{`listen: "nohost"`, "servers[0].id", "servers[0].url", "mutually exclusive", "agents[0].owner", `unknown server "nope"`, "endpoints[0].path", `unknown server "ghost"`, "pinning.mode"}},
+		{"namespace off with two servers", `
+servers: [{id: a, url: "http://a/"}, {id: b, url: "http://b/"}]
+endpoints: [{path: /mcp, namespace: false}]
+`, []string{"namespace: false requires exactly one server"}},
+		{"anonymous agent on public listener", `
+listen: 0.0.0.0:8080
+agents: [{id: conf, owner: me}]
+identity: {anonymous_agent: conf}
+`, []string{"anonymous_agent: refused"}},
+		{"bad duration", "identity: {max_token_ttl: soon}\n", []string{"invalid duration"}},
+		{"missing secret file", "servers: [{id: a, url: 'http://a/', header_files: {X-Key: /nonexistent/key}}]\n", []string{"header_files[X-Key]"}},
+		{"credentials in url", "servers: [{id: a, url: 'http://u:p@a/'}]\n", []string{"credentials in the URL"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tt.yaml), t.TempDir())
+			var ce *config.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v, want *config.Error", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("listen: 127.0.0.1:1\n"))
+	f.Add([]byte("servers: [{id: a, url: 'http://a/'}]\nendpoints: [{path: /x}]\n"))
+	f.Add([]byte("agents:\n  - {id: a, owner: b, servers: [c]}\n"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg, err := config.Parse(b, dir)
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without error")
+		}
+	})
+}
