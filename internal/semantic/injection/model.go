@@ -1,0 +1,205 @@
+package injection
+
+import (
+	"bytes"
+	"compress/gzip"
+	_ "embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+)
+
+// linear is a logistic-regression scorer over the feature space.
+type linear struct {
+	w []float32 // len dim
+	b float32
+}
+
+func (l *linear) logit(v *vec) float32 {
+	z := l.b
+	w := l.w
+	for k, i := range v.idx {
+		z += w[i] * v.val[k]
+	}
+	return z
+}
+
+// Model is a trained classifier: a document model that scores the whole
+// text, a segment model that scores each sentence-like unit (so that one
+// instruction hidden in a long document is not diluted), and a combiner.
+// A Model is immutable and safe for concurrent use.
+type Model struct {
+	doc, seg linear
+	// comb weighs the document logit, the top segment logit and the gap
+	// between the top segment and the mean segment (a shift of register
+	// inside the text); comb[3] is the bias.
+	comb [4]float32
+}
+
+// Score is the classifier's view of one text.
+type Score struct {
+	// Probability is the combined probability that the text carries a
+	// prompt injection or jailbreak.
+	Probability float64
+	// Doc is the document model's probability.
+	Doc float64
+	// Segment is the highest segment-model probability, and SegStart,
+	// SegEnd the byte span of that segment in the scored text.
+	Segment          float64
+	SegStart, SegEnd int
+}
+
+type scratch struct {
+	f    featurizer
+	v    vec
+	segs []Segment
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func sigmoid(z float64) float64 { return 1 / (1 + math.Exp(-z)) }
+
+// Score scores text, which should already be normalised (see textnorm).
+func (m *Model) Score(text string) Score {
+	s := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(s)
+	dl, sl, gap, span := m.logits(s, text)
+	z := float64(m.comb[0]*dl + m.comb[1]*sl + m.comb[2]*gap + m.comb[3])
+	return Score{
+		Probability: sigmoid(z),
+		Doc:         sigmoid(float64(dl)),
+		Segment:     sigmoid(float64(sl)),
+		SegStart:    span.Start,
+		SegEnd:      span.End,
+	}
+}
+
+// logits returns the document logit, the top segment logit, the gap between
+// the top and the mean segment logit, and the top segment's span.
+func (m *Model) logits(s *scratch, text string) (doc, top, gap float32, span Segment) {
+	s.f.featurize(text, &s.v)
+	doc = m.doc.logit(&s.v)
+	s.segs = segments(text, s.segs)
+	if len(s.segs) <= 1 {
+		top = m.seg.logit(&s.v)
+		return doc, top, 0, Segment{0, len(text)}
+	}
+	top = float32(math.Inf(-1))
+	var sum float32
+	for _, g := range s.segs {
+		s.f.featurize(text[g.Start:g.End], &s.v)
+		z := m.seg.logit(&s.v)
+		sum += z
+		if z > top {
+			top, span = z, g
+		}
+	}
+	return doc, top, top - sum/float32(len(s.segs)), span
+}
+
+// Serialisation: gzip of magic, dim, numDense, comb, then for each linear
+// model its bias, a scale and dim int8 weights (w = q * scale).
+var magic = [8]byte{'G', 'H', 'I', 'N', 'J', 0, 0, 1}
+
+// MarshalBinary encodes m in the compact weight file format. Weights are
+// quantised to 8 bits; the shipped model is always the quantised one.
+func (m *Model) MarshalBinary() ([]byte, error) {
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	hdr := struct {
+		Magic         [8]byte
+		Dim, NumDense uint32
+		Comb          [4]float32
+	}{magic, dim, numDense, m.comb}
+	if err := binary.Write(zw, binary.LittleEndian, hdr); err != nil {
+		return nil, err
+	}
+	for _, l := range []*linear{&m.doc, &m.seg} {
+		var mx float32
+		for _, x := range l.w {
+			mx = max(mx, float32(math.Abs(float64(x))))
+		}
+		scale := mx / 127
+		if scale == 0 {
+			scale = 1
+		}
+		q := make([]int8, len(l.w))
+		for i, x := range l.w {
+			q[i] = int8(math.Round(float64(x / scale)))
+		}
+		if err := binary.Write(zw, binary.LittleEndian, [2]float32{l.b, scale}); err != nil {
+			return nil, err
+		}
+		if err := binary.Write(zw, binary.LittleEndian, q); err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ErrFormat reports a weight file that is not in the expected format.
+var ErrFormat = errors.New("injection: bad weight file")
+
+// Load decodes a weight file written by MarshalBinary.
+func Load(data []byte) (*Model, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	var hdr struct {
+		Magic         [8]byte
+		Dim, NumDense uint32
+		Comb          [4]float32
+	}
+	if err := binary.Read(zr, binary.LittleEndian, &hdr); err != nil {
+		return nil, fmt.Errorf("%w: reading header: %v", ErrFormat, err)
+	}
+	if hdr.Magic != magic || hdr.Dim != dim || hdr.NumDense != numDense {
+		return nil, fmt.Errorf("%w: header mismatch (dim %d, dense %d)", ErrFormat, hdr.Dim, hdr.NumDense)
+	}
+	m := &Model{comb: hdr.Comb}
+	q := make([]int8, dim)
+	for _, l := range []*linear{&m.doc, &m.seg} {
+		var bs [2]float32
+		if err := binary.Read(zr, binary.LittleEndian, &bs); err != nil {
+			return nil, fmt.Errorf("%w: reading weights: %v", ErrFormat, err)
+		}
+		if err := binary.Read(zr, binary.LittleEndian, q); err != nil {
+			return nil, fmt.Errorf("%w: reading weights: %v", ErrFormat, err)
+		}
+		l.b = bs[0]
+		l.w = make([]float32, dim)
+		for i, x := range q {
+			l.w[i] = float32(x) * bs[1]
+		}
+	}
+	if _, err := zr.Read(make([]byte, 1)); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data", ErrFormat)
+	}
+	return m, nil
+}
+
+//go:embed weights.bin
+var embedded []byte
+
+var (
+	defaultOnce  sync.Once
+	defaultModel *Model
+	defaultErr   error
+)
+
+// Default returns the model shipped with the binary (weights.bin, trained
+// by `gatehouse semantic train`; see docs/model-card.md).
+func Default() (*Model, error) {
+	defaultOnce.Do(func() { defaultModel, defaultErr = Load(embedded) })
+	return defaultModel, defaultErr
+}

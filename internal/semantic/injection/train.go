@@ -1,0 +1,448 @@
+package injection
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	"github.com/gatehouse/gatehouse/internal/semantic/textnorm"
+)
+
+// Row is one labelled example in the data-set format shared with the
+// evaluation command: one JSON object per line.
+type Row struct {
+	ID       string `json:"id"`
+	Text     string `json:"text"`
+	Label    int    `json:"label"` // 1 = attack, 0 = benign
+	Category string `json:"category"`
+	Surface  string `json:"surface"`
+	Source   string `json:"source"`
+}
+
+// ReadRows reads JSON-lines rows from r. Blank lines are skipped; any other
+// malformed line is an error that names its line number.
+func ReadRows(r io.Reader) ([]Row, error) {
+	var rows []Row
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var row Row
+		if err := json.Unmarshal([]byte(line), &row); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		if row.Label != 0 && row.Label != 1 {
+			return nil, fmt.Errorf("line %d: label %d is neither 0 nor 1", n, row.Label)
+		}
+		rows = append(rows, row)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("line %d: %w", n+1, err)
+	}
+	return rows, nil
+}
+
+// TrainOptions tunes training. The zero value is the documented default.
+type TrainOptions struct {
+	// Seed fixes shuffling and augmentation; default 1.
+	Seed uint64
+	// Epochs of AdaGrad SGD; default 12.
+	Epochs int
+	// Folds for the out-of-fold predictions that fit the combiner;
+	// default 5.
+	Folds int
+	// Augment is how many synthetic indirect injections are made from each
+	// short attack instruction by planting it in a benign document;
+	// default 3, negative disables.
+	Augment int
+	// Logger receives progress; nil discards.
+	Logger *slog.Logger
+}
+
+func (o TrainOptions) withDefaults() TrainOptions {
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
+	if o.Epochs == 0 {
+		o.Epochs = 12
+	}
+	if o.Folds == 0 {
+		o.Folds = 5
+	}
+	if o.Augment == 0 {
+		o.Augment = 3
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Training hyper-parameters.
+const (
+	learningRate = 0.15
+	l2           = 2e-6
+	maxInstr     = 600 // attack rows at most this long count as instructions
+)
+
+// example is one featurised training example.
+type example struct {
+	v      vec
+	y      float32
+	weight float32
+}
+
+// stem groups rows that come from the same source item: BIPIA-style ids
+// "...-clean" and "...-inj-<pos>" share a stem.
+func stem(id string) string {
+	if i := strings.LastIndex(id, "-inj-"); i >= 0 {
+		return id[:i]
+	}
+	return strings.TrimSuffix(id, "-clean")
+}
+
+// inserted returns the text that was inserted into clean to give attacked:
+// what is left after removing their common prefix and suffix.
+func inserted(clean, attacked string) string {
+	p := 0
+	for p < len(clean) && p < len(attacked) && clean[p] == attacked[p] {
+		p++
+	}
+	s := 0
+	for s < len(clean)-p && s < len(attacked)-p && clean[len(clean)-1-s] == attacked[len(attacked)-1-s] {
+		s++
+	}
+	// widen to word boundaries
+	for p > 0 && attacked[p-1] != ' ' && attacked[p-1] != '\n' {
+		p--
+	}
+	end := len(attacked) - s
+	for end < len(attacked) && attacked[end] != ' ' && attacked[end] != '\n' {
+		end++
+	}
+	return strings.TrimSpace(attacked[p:end])
+}
+
+// corpus is the training material derived from rows.
+type corpus struct {
+	docs    []labelled // whole texts
+	segPos  []string   // attack instructions (segment positives)
+	segNeg  []string   // benign segments
+	carrier []string   // benign documents that instructions can be planted in
+}
+
+type labelled struct {
+	text string
+	y    float32
+}
+
+func buildCorpus(rows []Row, rng *rand.Rand, augment int) corpus {
+	var c corpus
+	norm := func(s string) string { return textnorm.Normalize(s).Text }
+	clean := map[string]string{}
+	for _, r := range rows {
+		if r.Label == 0 && strings.HasSuffix(r.ID, "-clean") {
+			clean[stem(r.ID)] = norm(r.Text)
+		}
+	}
+	var seg []Segment
+	var instructions []string
+	for _, r := range rows {
+		t := norm(r.Text)
+		c.docs = append(c.docs, labelled{t, float32(r.Label)})
+		switch {
+		case r.Label == 0:
+			seg = segments(t, seg)
+			for _, g := range seg {
+				c.segNeg = append(c.segNeg, t[g.Start:g.End])
+			}
+			if r.Surface == "document" || r.Surface == "tool_output" {
+				c.carrier = append(c.carrier, t)
+			}
+		case r.Category == "indirect" || r.Category == "direct":
+			if cl, ok := clean[stem(r.ID)]; ok {
+				if ins := inserted(cl, t); ins != "" {
+					c.segPos = append(c.segPos, ins)
+					instructions = append(instructions, ins)
+				}
+			} else if len(t) <= maxInstr {
+				c.segPos = append(c.segPos, t)
+				instructions = append(instructions, t)
+			}
+		case r.Category == "jailbreak" && len(t) <= maxInstr:
+			c.segPos = append(c.segPos, t)
+		}
+	}
+	if augment > 0 && len(c.carrier) > 0 {
+		for _, ins := range instructions {
+			for range augment {
+				doc := c.carrier[rng.IntN(len(c.carrier))]
+				c.docs = append(c.docs, labelled{plant(doc, ins, rng), 1})
+			}
+		}
+	}
+	return c
+}
+
+// plant inserts instruction into doc at the start, the end or a segment
+// boundary in between, as an attacker planting text in data would.
+func plant(doc, instruction string, rng *rand.Rand) string {
+	seg := segments(doc, nil)
+	at := 0
+	switch k := rng.IntN(3); {
+	case k == 0 || len(seg) == 0:
+		at = 0
+	case k == 1:
+		at = len(doc)
+	default:
+		at = seg[rng.IntN(len(seg))].End
+	}
+	return doc[:at] + " " + instruction + " " + doc[at:]
+}
+
+// fit trains a linear model on the examples with AdaGrad SGD and L2.
+func fit(ctx context.Context, exs []example, epochs int, seed uint64) (linear, error) {
+	w := make([]float64, dim)
+	g2 := make([]float64, dim)
+	var b, gb float64
+	order := make([]int, len(exs))
+	for i := range order {
+		order[i] = i
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	for ep := 0; ep < epochs; ep++ {
+		if err := ctx.Err(); err != nil {
+			return linear{}, err
+		}
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, k := range order {
+			e := &exs[k]
+			z := b
+			for j, i := range e.v.idx {
+				z += w[i] * float64(e.v.val[j])
+			}
+			g := (sigmoid(z) - float64(e.y)) * float64(e.weight)
+			for j, i := range e.v.idx {
+				gi := g*float64(e.v.val[j]) + l2*w[i]
+				g2[i] += gi * gi
+				w[i] -= learningRate * gi / (math.Sqrt(g2[i]) + 1e-8)
+			}
+			gb += g * g
+			b -= learningRate * g / (math.Sqrt(gb) + 1e-8)
+		}
+	}
+	l := linear{w: make([]float32, dim), b: float32(b)}
+	for i, x := range w {
+		l.w[i] = float32(x)
+	}
+	return l, nil
+}
+
+// examples featurises texts with labels, weighting the classes equally.
+func examples(texts []string, ys []float32) []example {
+	var f featurizer
+	exs := make([]example, len(texts))
+	var pos float32
+	for _, y := range ys {
+		pos += y
+	}
+	neg := float32(len(ys)) - pos
+	for i, t := range texts {
+		f.featurize(t, &exs[i].v)
+		exs[i].v.idx = slices.Clone(exs[i].v.idx)
+		exs[i].v.val = slices.Clone(exs[i].v.val)
+		exs[i].y = ys[i]
+		switch {
+		case ys[i] == 1 && pos > 0:
+			exs[i].weight = float32(len(ys)) / (2 * pos)
+		case neg > 0:
+			exs[i].weight = float32(len(ys)) / (2 * neg)
+		}
+	}
+	return exs
+}
+
+// trainBase fits the document and segment models on rows.
+func trainBase(ctx context.Context, rows []Row, o TrainOptions) (*Model, error) {
+	rng := rand.New(rand.NewPCG(o.Seed, 0xa06))
+	c := buildCorpus(rows, rng, o.Augment)
+	var texts []string
+	var ys []float32
+	for _, d := range c.docs {
+		texts = append(texts, d.text)
+		ys = append(ys, d.y)
+	}
+	doc, err := fit(ctx, examples(texts, ys), o.Epochs, o.Seed)
+	if err != nil {
+		return nil, err
+	}
+	texts, ys = texts[:0], ys[:0]
+	for _, t := range c.segPos {
+		texts = append(texts, t)
+		ys = append(ys, 1)
+	}
+	for _, t := range c.segNeg {
+		texts = append(texts, t)
+		ys = append(ys, 0)
+	}
+	seg, err := fit(ctx, examples(texts, ys), o.Epochs, o.Seed+1)
+	if err != nil {
+		return nil, err
+	}
+	o.Logger.Info("trained base models", "docs", len(c.docs), "seg_pos", len(c.segPos), "seg_neg", len(c.segNeg))
+	return &Model{doc: doc, seg: seg, comb: [4]float32{1, 1, 0, 0}}, nil
+}
+
+// OOF is one out-of-fold prediction made during cross-validation.
+type OOF struct {
+	Row   Row
+	Score float64
+}
+
+// folds assigns each row to a fold by its stem, so that an attacked
+// document and its clean twin never fall on different sides.
+func folds(rows []Row, k int, seed uint64) []int {
+	stems := map[string]int{}
+	var names []string
+	for _, r := range rows {
+		s := stem(r.ID)
+		if _, ok := stems[s]; !ok {
+			stems[s] = 0
+			names = append(names, s)
+		}
+	}
+	slices.Sort(names)
+	rng := rand.New(rand.NewPCG(seed, 0xf01d))
+	rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	for i, n := range names {
+		stems[n] = i % k
+	}
+	out := make([]int, len(rows))
+	for i, r := range rows {
+		out[i] = stems[stem(r.ID)]
+	}
+	return out
+}
+
+// crossLogits trains on k-1 folds and records the base logits of the
+// held-out fold, for every fold.
+func crossLogits(ctx context.Context, rows []Row, o TrainOptions) ([][3]float32, error) {
+	fold := folds(rows, o.Folds, o.Seed)
+	out := make([][3]float32, len(rows))
+	s := new(scratch)
+	for f := 0; f < o.Folds; f++ {
+		var tr []Row
+		for i, r := range rows {
+			if fold[i] != f {
+				tr = append(tr, r)
+			}
+		}
+		m, err := trainBase(ctx, tr, o)
+		if err != nil {
+			return nil, err
+		}
+		m, err = quantised(m)
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range rows {
+			if fold[i] == f {
+				dl, sl, gap, _ := m.logits(s, textnorm.Normalize(r.Text).Text)
+				out[i] = [3]float32{dl, sl, gap}
+			}
+		}
+		o.Logger.Info("fold done", "fold", f+1, "of", o.Folds)
+	}
+	return out, nil
+}
+
+// fitCombiner fits the combiner by class-balanced logistic regression on
+// out-of-fold logits.
+func fitCombiner(xs [][3]float32, ys []float32) [4]float32 {
+	var pos float32
+	for _, y := range ys {
+		pos += y
+	}
+	n := float32(len(ys))
+	wp, wn := n/(2*max(pos, 1)), n/(2*max(n-pos, 1))
+	var c [4]float64
+	c[0], c[1] = 0.5, 0.5
+	for it := 0; it < 3000; it++ {
+		var g [4]float64
+		for i, x := range xs {
+			z := c[0]*float64(x[0]) + c[1]*float64(x[1]) + c[2]*float64(x[2]) + c[3]
+			e := sigmoid(z) - float64(ys[i])
+			if ys[i] == 1 {
+				e *= float64(wp)
+			} else {
+				e *= float64(wn)
+			}
+			g[0] += e * float64(x[0])
+			g[1] += e * float64(x[1])
+			g[2] += e * float64(x[2])
+			g[3] += e
+		}
+		for j := range c {
+			c[j] -= 0.05 * (g[j]/float64(len(xs)) + 1e-3*c[j]*float64(min(j, 2)/2))
+		}
+	}
+	return [4]float32{float32(c[0]), float32(c[1]), float32(c[2]), float32(c[3])}
+}
+
+func quantised(m *Model) (*Model, error) {
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return Load(b)
+}
+
+// Train trains a model on rows. The result depends only on rows (in their
+// order) and opts: training is deterministic for a fixed seed. The
+// returned model is the quantised one that MarshalBinary ships. It also
+// returns the out-of-fold scores used to fit the combiner, which give an
+// honest cross-validation estimate on the training rows.
+func Train(ctx context.Context, rows []Row, opts TrainOptions) (*Model, []OOF, error) {
+	o := opts.withDefaults()
+	if len(rows) == 0 {
+		return nil, nil, fmt.Errorf("no training rows")
+	}
+	xs, err := crossLogits(ctx, rows, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	ys := make([]float32, len(rows))
+	for i, r := range rows {
+		ys[i] = float32(r.Label)
+	}
+	comb := fitCombiner(xs, ys)
+	oof := make([]OOF, len(rows))
+	for i, r := range rows {
+		x := xs[i]
+		z := float64(comb[0]*x[0] + comb[1]*x[1] + comb[2]*x[2] + comb[3])
+		oof[i] = OOF{Row: r, Score: sigmoid(z)}
+	}
+	m, err := trainBase(ctx, rows, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.comb = comb
+	m, err = quantised(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	o.Logger.Info("trained model", "rows", len(rows), "combiner", fmt.Sprint(comb))
+	return m, oof, nil
+}
