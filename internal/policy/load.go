@@ -262,32 +262,25 @@ var (
 	toolOnly = []string{"arguments", "paths"}
 )
 
-var contextAttrRE = regexp.MustCompile("attribute `([^`]+)` in context for " + regexp.QuoteMeta(Namespace) + `::Action::"([a-z_]+)" not found`)
-
 // check validates one policy against the schema and returns its problems.
 func (s *Schema) check(id string, pol *cedar.Policy, warnings *[]string) []string {
 	a := (*xast.Policy)(pol.AST())
-	if !readsToolContext(a) {
-		return explain(s.base.Policy(id, a), "")
+	paths := contextPaths(a)
+	if !slices.ContainsFunc(paths, func(p string) bool { return slices.Contains(toolOnly, rootOf(p)) }) {
+		return explain(s.base.Policy(id, a), "", paths, false)
 	}
 	tools := s.toolsFor(a.Resource)
 	if len(tools) == 0 {
 		// No tool the policy can apply to is known: type-check everything
 		// but the tool-specific context, which is checked when the tool's
 		// schema arrives (Engine.SetSchema).
-		var out []string
-		for _, msg := range explain(s.base.Policy(id, a), "") {
-			if !mentionsToolContext(msg) {
-				out = append(out, msg)
-			}
-		}
 		*warnings = append(*warnings, fmt.Sprintf("policy %s: no tool it applies to is in the schema; its argument conditions are not type-checked", id))
-		return out
+		return explain(s.base.Policy(id, a), "", paths, true)
 	}
 	var out []string
 	seen := map[string]bool{}
 	for _, t := range tools {
-		for _, msg := range explain(s.variants[t].Policy(id, a), t) {
+		for _, msg := range explain(s.variants[t].Policy(id, a), t, paths, false) {
 			if !seen[msg] {
 				seen[msg] = true
 				out = append(out, msg)
@@ -297,13 +290,21 @@ func (s *Schema) check(id string, pol *cedar.Policy, warnings *[]string) []strin
 	return out
 }
 
-func mentionsToolContext(msg string) bool {
-	return strings.Contains(msg, "context.arguments") || strings.Contains(msg, "context.paths") ||
-		strings.Contains(msg, "`arguments") || strings.Contains(msg, "`paths")
+func rootOf(path string) string {
+	root, _, _ := strings.Cut(path, ".")
+	return root
 }
 
-// explain turns validator errors into messages an operator can act on.
-func explain(err error, tool string) []string {
+var (
+	contextAttrRE = regexp.MustCompile("^attribute `([^`]+)` in context for " + regexp.QuoteMeta(Namespace) + `::Action::"([a-z_]+)" not found$`)
+	optionalRE    = regexp.MustCompile("^unable to guarantee safety of access to optional attribute `([^`]+)` in context for " + regexp.QuoteMeta(Namespace) + `::Action::"([a-z_]+)"$`)
+)
+
+// explain turns validator errors into messages an operator can act on:
+// full context paths instead of leaf names, phase violations said as such,
+// one message per attribute rather than one per action. With
+// skipToolContext it drops problems with call_tool's arguments and paths.
+func explain(err error, tool string, ctxPaths []string, skipToolContext bool) []string {
 	if err == nil {
 		return nil
 	}
@@ -313,30 +314,82 @@ func explain(err error, tool string) []string {
 	} else {
 		errs = []error{err}
 	}
+	type key struct{ kind, attr string }
+	var order []key
+	actions := map[key][]string{}
 	var out []string
 	for _, e := range errs {
 		msg := e.Error()
 		if i := strings.Index(msg, "`, "); strings.HasPrefix(msg, "for policy `") && i > 0 {
 			msg = msg[i+3:]
 		}
-		if m := contextAttrRE.FindStringSubmatch(msg); m != nil {
-			attr, action := m[1], Action(m[2])
-			root, _, _ := strings.Cut(attr, ".")
-			switch {
-			case action.Phase() == List && slices.Contains(callOnly, root):
-				msg = fmt.Sprintf("refers to context.%s, which the list phase (action %s) cannot see; "+
-					"scope the policy to call-phase actions, e.g. action == %s::Action::\"call_tool\"", attr, action, Namespace)
-			case action != CallTool && slices.Contains(toolOnly, root):
-				msg = fmt.Sprintf("refers to context.%s, which action %s does not have (only call_tool does); "+
-					"scope the policy to action == %s::Action::\"call_tool\"", attr, action, Namespace)
-			case action == CallTool && slices.Contains(toolOnly, root) && tool != "":
-				msg = fmt.Sprintf("refers to context.%s, which tool %s's input schema does not declare; "+
-					"scope the policy to the tools that have it or test `context.%s has %s` first",
-					attr, tool, root, attr[len(root)+1:])
-			default:
-				msg = fmt.Sprintf("refers to context.%s, which action %s does not have", attr, action)
+		m := contextAttrRE.FindStringSubmatch(msg)
+		optional := false
+		if m == nil {
+			m, optional = optionalRE.FindStringSubmatch(msg), true
+		}
+		if m == nil {
+			if tool != "" && (strings.Contains(msg, "`arguments") || strings.Contains(msg, "`paths")) {
+				msg += " (checking against tool " + tool + ")"
 			}
-		} else if tool != "" && mentionsToolContext(msg) {
+			out = append(out, msg)
+			continue
+		}
+		attr, action := fullPath(m[1], ctxPaths), Action(m[2])
+		root := rootOf(attr)
+		if skipToolContext && action == CallTool && slices.Contains(toolOnly, root) {
+			continue
+		}
+		var kind string
+		switch {
+		case optional:
+			kind = "optional"
+		case action.Phase() == List && slices.Contains(callOnly, root):
+			kind = "list"
+		case action != CallTool && slices.Contains(toolOnly, root):
+			kind = "not-tool"
+		case action == CallTool && slices.Contains(toolOnly, root) && tool != "":
+			kind = "tool"
+		default:
+			kind = "unknown"
+		}
+		k := key{kind, attr}
+		if _, ok := actions[k]; !ok {
+			order = append(order, k)
+		}
+		if !slices.Contains(actions[k], string(action)) {
+			actions[k] = append(actions[k], string(action))
+		}
+	}
+	for _, k := range order {
+		acts := actions[k]
+		sort.Strings(acts)
+		list := strings.Join(acts, ", ")
+		word := "action"
+		if len(acts) > 1 {
+			word = "actions"
+		}
+		parent, leaf := "context", k.attr
+		if i := strings.LastIndex(k.attr, "."); i >= 0 {
+			parent, leaf = "context."+k.attr[:i], k.attr[i+1:]
+		}
+		var msg string
+		switch k.kind {
+		case "optional":
+			msg = fmt.Sprintf("reads context.%s, which may be absent (%s %s); test `%s has %s` first", k.attr, word, list, parent, leaf)
+		case "list":
+			msg = fmt.Sprintf("refers to context.%s, which the list phase (%s %s) cannot see; "+
+				"scope the policy to call-phase actions, e.g. action == %s::Action::\"call_tool\"", k.attr, word, list, Namespace)
+		case "not-tool":
+			msg = fmt.Sprintf("refers to context.%s, which %s %s %s not have (only call_tool does); "+
+				"scope the policy to action == %s::Action::\"call_tool\"", k.attr, word, list, map[bool]string{true: "do", false: "does"}[len(acts) > 1], Namespace)
+		case "tool":
+			msg = fmt.Sprintf("refers to context.%s, which tool %s's input schema does not declare; "+
+				"scope the policy to the tools that have it or test `%s has %s` first", k.attr, tool, parent, leaf)
+		default:
+			msg = fmt.Sprintf("refers to context.%s, which the schema does not declare (%s %s)", k.attr, word, list)
+		}
+		if tool != "" && k.kind == "optional" && slices.Contains(toolOnly, rootOf(k.attr)) {
 			msg += " (checking against tool " + tool + ")"
 		}
 		out = append(out, msg)
@@ -344,29 +397,58 @@ func explain(err error, tool string) []string {
 	return out
 }
 
-// readsToolContext reports whether a policy mentions context.arguments or
-// context.paths (by access or by has).
-func readsToolContext(p *xast.Policy) bool {
-	found := false
-	visit := func(n xast.IsNode) bool {
+// fullPath returns the context path (from contextPaths) whose last element
+// is attr, preferring attr itself; the validator names only the last
+// element of a missing attribute.
+func fullPath(attr string, paths []string) string {
+	if strings.Contains(attr, ".") || slices.Contains(paths, attr) {
+		return attr
+	}
+	for _, p := range paths {
+		if strings.HasSuffix(p, "."+attr) {
+			return p
+		}
+	}
+	return attr
+}
+
+// contextPaths returns every attribute path a policy reads from context
+// ("arguments.amount", "session_labels"), by access or by has, sorted.
+func contextPaths(p *xast.Policy) []string {
+	var out []string
+	var path func(n xast.IsNode) (string, bool)
+	path = func(n xast.IsNode) (string, bool) {
 		var so xast.StrOpNode
 		switch n := n.(type) {
+		case xast.NodeTypeVariable:
+			return "", n.Name == "context"
 		case xast.NodeTypeAccess:
 			so = n.StrOpNode
 		case xast.NodeTypeHas:
 			so = n.StrOpNode
 		default:
-			return !found
+			return "", false
 		}
-		if v, ok := so.Arg.(xast.NodeTypeVariable); ok && v.Name == "context" && slices.Contains(toolOnly, string(so.Value)) {
-			found = true
+		base, ok := path(so.Arg)
+		if !ok {
+			return "", false
 		}
-		return !found
+		if base == "" {
+			return string(so.Value), true
+		}
+		return base + "." + string(so.Value), true
+	}
+	visit := func(n xast.IsNode) bool {
+		if p, ok := path(n); ok && p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+		return true
 	}
 	for _, c := range p.Conditions {
 		xast.Inspect(xast.NewNode(c.Body), visit)
 	}
-	return found
+	sort.Strings(out)
+	return out
 }
 
 // toolsFor returns the ids of the schema's tools a resource scope admits,
