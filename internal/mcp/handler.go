@@ -1,0 +1,478 @@
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/pipeline"
+	"github.com/gatehouse/gatehouse/internal/verdict"
+)
+
+// ServeHTTP serves every endpoint of the proxy (Streamable HTTP transport:
+// POST for messages, GET for the standalone stream, DELETE to end a
+// session).
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ep, ok := p.endpoints[r.URL.Path]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	if msg, ok := p.checkOrigin(r); !ok {
+		writeHTTPError(w, http.StatusForbidden, msg)
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+		p.servePOST(w, r, ep)
+	case http.MethodGet:
+		p.serveGET(w, r, ep)
+	case http.MethodDelete:
+		p.serveDELETE(w, r, ep)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		writeHTTPError(w, http.StatusMethodNotAllowed, "method not allowed")
+	}
+}
+
+// checkOrigin protects against DNS rebinding: a browser page must not reach
+// the gateway through a name that resolves to it. Requests with an Origin
+// must be same-origin or allow-listed; a loopback listener answers only
+// loopback Host names.
+func (p *Proxy) checkOrigin(r *http.Request) (string, bool) {
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && la != nil {
+		if isLoopbackAddr(la.String()) && !isLoopbackHost(r.Host) {
+			return fmt.Sprintf("invalid Host header %q", r.Host), false
+		}
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return "", true
+	}
+	for _, o := range p.cfg.AllowedOrigins {
+		if o == origin {
+			return "", true
+		}
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host == r.Host {
+		return "", true
+	}
+	return fmt.Sprintf("origin %q is not allowed", origin), false
+}
+
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func writeHTTPError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	io.WriteString(w, msg+"\n")
+}
+
+// writeMessage writes one JSON-RPC message as an application/json response.
+func writeMessage(w http.ResponseWriter, status int, m *Message) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(encode(m))
+}
+
+// authenticate runs the Authenticator and answers 401 on failure.
+func (p *Proxy) authenticate(w http.ResponseWriter, r *http.Request, ep *endpoint) (*pipeline.Caller, bool) {
+	caller, err := p.cfg.Auth(r)
+	if err == nil && caller != nil {
+		return caller, true
+	}
+	code, msg := "invalid_token", "authentication failed"
+	var ae AuthError
+	if errors.As(err, &ae) {
+		code, msg = ae.PublicCode(), ae.PublicMessage()
+	}
+	challenge := fmt.Sprintf(`Bearer realm="gatehouse", error="invalid_token", error_description=%q`, code+": "+msg)
+	if p.cfg.ResourceMetadata != "" {
+		challenge += fmt.Sprintf(`, resource_metadata=%q`, p.cfg.ResourceMetadata)
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	p.cfg.Mediator.Refuse(r.Context(), &pipeline.Request{
+		ID: newCorrelationID(), Time: p.cfg.Now(), Protocol: "mcp", Method: r.Method + " " + ep.path, Endpoint: ep.path, Action: pipeline.ActionOther,
+	}, verdict.Deny(verdict.Identity, "identity."+code, msg))
+	writeMessage(w, http.StatusUnauthorized, errorResponse(nil, CodeInvalidRequest, "unauthorized: "+msg, map[string]string{"code": code}))
+	return nil, false
+}
+
+func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		writeHTTPError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return
+	}
+	if !acceptsBoth(r.Header.Values("Accept")) {
+		writeHTTPError(w, http.StatusNotAcceptable, "Accept must include application/json and text/event-stream")
+		return
+	}
+	caller, ok := p.authenticate(w, r, ep)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			p.refuse(r.Context(), ep, caller, "", verdict.Deny(verdict.Core, "request.too_large", "request body too large"))
+			writeMessage(w, http.StatusRequestEntityTooLarge, errorResponse(nil, CodeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", p.cfg.MaxBodyBytes), nil))
+			return
+		}
+		writeHTTPError(w, http.StatusBadRequest, "reading request body failed")
+		return
+	}
+	if err := checkJSON(body); err != nil {
+		p.refuse(r.Context(), ep, caller, "", verdict.Deny(verdict.Core, "request.parse_error", err.Error()))
+		writeMessage(w, http.StatusBadRequest, errorResponse(nil, CodeParseError, "parse error: "+err.Error(), nil))
+		return
+	}
+	m, werr := decodeMessage(body)
+	if werr != nil {
+		p.refuse(r.Context(), ep, caller, "", verdict.Deny(verdict.Core, "request.invalid", werr.Message))
+		writeMessage(w, http.StatusBadRequest, errorResponse(idOf(body), werr.Code, werr.Message, nil))
+		return
+	}
+	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" && !supportedVersion(v) {
+		writeHTTPError(w, http.StatusBadRequest, fmt.Sprintf("unsupported protocol version %q (supported: %s)", v, strings.Join(SupportedVersions, ", ")))
+		return
+	}
+	if msg, ok := checkStandardHeaders(r.Header, m); !ok {
+		p.refuse(r.Context(), ep, caller, m.Method, verdict.Deny(verdict.Core, "request.header_mismatch", msg))
+		writeMessage(w, http.StatusBadRequest, errorResponse(m.ID, CodeInvalidRequest, msg, nil))
+		return
+	}
+
+	if ep.stateless {
+		sc := &scope{p: p, ep: ep, caller: caller, version: r.Header.Get("Mcp-Protocol-Version")}
+		if sc.version == "" {
+			sc.version = Version20250618
+		}
+		p.dispatch(w, r, sc, m)
+		return
+	}
+
+	sid := r.Header.Get("Mcp-Session-Id")
+	if m.Method == "initialize" {
+		if sid != "" {
+			writeMessage(w, http.StatusBadRequest, errorResponse(m.ID, CodeInvalidRequest, "initialize must not carry a session id", nil))
+			return
+		}
+		p.initialize(w, r, ep, caller, m)
+		return
+	}
+	if sid == "" {
+		writeHTTPError(w, http.StatusBadRequest, "missing Mcp-Session-Id header")
+		return
+	}
+	s, ok := p.sessions.get(sid)
+	if !ok || s.ep != ep || s.caller.Agent != caller.Agent {
+		// An unknown session and another agent's session look the same.
+		writeHTTPError(w, http.StatusNotFound, "session not found")
+		return
+	}
+	s.touch(p.cfg.Now())
+	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" && v != s.version {
+		writeHTTPError(w, http.StatusBadRequest, fmt.Sprintf("protocol version %q does not match the session's %q", v, s.version))
+		return
+	}
+	sc := &scope{p: p, ep: ep, caller: caller, sess: s, version: s.version}
+	p.dispatch(w, r, sc, m)
+}
+
+// dispatch handles one decoded message.
+func (p *Proxy) dispatch(w http.ResponseWriter, r *http.Request, sc *scope, m *Message) {
+	switch {
+	case m.IsRequest():
+		rep := newReply(w)
+		p.handleRequest(r.Context(), sc, rep, m)
+		rep.finish()
+	case m.IsNotification():
+		p.handleNotification(r.Context(), sc, m)
+		w.WriteHeader(http.StatusAccepted)
+	default:
+		p.handleClientResponse(r.Context(), sc, m)
+		w.WriteHeader(http.StatusAccepted)
+	}
+}
+
+func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	if !acceptsSSE(r.Header.Values("Accept")) {
+		writeHTTPError(w, http.StatusNotAcceptable, "Accept must include text/event-stream")
+		return
+	}
+	if ep.stateless {
+		w.Header().Set("Allow", "POST")
+		writeHTTPError(w, http.StatusMethodNotAllowed, "this endpoint is stateless: no standalone stream")
+		return
+	}
+	caller, ok := p.authenticate(w, r, ep)
+	if !ok {
+		return
+	}
+	sid := r.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		writeHTTPError(w, http.StatusBadRequest, "missing Mcp-Session-Id header")
+		return
+	}
+	s, ok := p.sessions.get(sid)
+	if !ok || s.ep != ep || s.caller.Agent != caller.Agent {
+		writeHTTPError(w, http.StatusNotFound, "session not found")
+		return
+	}
+	s.mu.Lock()
+	if s.listening {
+		s.mu.Unlock()
+		writeHTTPError(w, http.StatusConflict, "a standalone stream is already open for this session")
+		return
+	}
+	s.listening = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.listening = false
+		s.mu.Unlock()
+	}()
+	p.startListeners(s)
+
+	sse := newSSEWriter(w)
+	sse.start(http.StatusOK)
+	ctx := r.Context()
+	keepAlive := time.NewTicker(25 * time.Second)
+	defer keepAlive.Stop()
+	items := make(chan []*Message)
+	go func() {
+		defer close(items)
+		for {
+			batch, ok := s.standalone.pop(ctx)
+			if !ok {
+				return
+			}
+			select {
+			case items <- batch:
+			case <-ctx.Done():
+				// Put them back for the next stream.
+				for _, m := range batch {
+					s.standalone.push(m)
+				}
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ctx.Done():
+			return
+		case batch, ok := <-items:
+			if !ok {
+				return
+			}
+			for _, m := range batch {
+				if err := sse.write("", encode(m)); err != nil {
+					return
+				}
+			}
+		case <-keepAlive.C:
+			if err := sse.comment("keep-alive"); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (p *Proxy) serveDELETE(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	if ep.stateless {
+		w.Header().Set("Allow", "POST")
+		writeHTTPError(w, http.StatusMethodNotAllowed, "this endpoint is stateless: no sessions")
+		return
+	}
+	caller, ok := p.authenticate(w, r, ep)
+	if !ok {
+		return
+	}
+	sid := r.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		writeHTTPError(w, http.StatusBadRequest, "missing Mcp-Session-Id header")
+		return
+	}
+	s, ok := p.sessions.get(sid)
+	if !ok || s.ep != ep || s.caller.Agent != caller.Agent {
+		writeHTTPError(w, http.StatusNotFound, "session not found")
+		return
+	}
+	p.endSession(s)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func acceptsBoth(values []string) bool {
+	var json, sse bool
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+			switch mt {
+			case "application/json", "application/*":
+				json = true
+			case "text/event-stream", "text/*":
+				sse = true
+			case "*/*":
+				json, sse = true, true
+			}
+		}
+	}
+	return json && sse
+}
+
+func acceptsSSE(values []string) bool {
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := mime.ParseMediaType(strings.TrimSpace(part))
+			if mt == "text/event-stream" || mt == "text/*" || mt == "*/*" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// idOf extracts the id of a message that failed validation, so the error
+// can answer it when the id itself is valid.
+func idOf(body []byte) json.RawMessage {
+	var probe struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(body, &probe) != nil || len(probe.ID) == 0 || validID(probe.ID) != nil {
+		return nil
+	}
+	return probe.ID
+}
+
+// checkStandardHeaders verifies that the Mcp-Method and Mcp-Name headers,
+// when present, say what the body says: intermediaries route on headers,
+// servers act on bodies, and the two must not disagree.
+func checkStandardHeaders(h http.Header, m *Message) (string, bool) {
+	if hm := h.Get("Mcp-Method"); hm != "" && hm != m.Method {
+		return fmt.Sprintf("Mcp-Method header %q does not match the body's method %q", hm, m.Method), false
+	}
+	if hn := h.Get("Mcp-Name"); hn != "" {
+		name, ok := nameOf(m)
+		if !ok || encodeHeaderValue(name) != hn && name != hn {
+			return "Mcp-Name header does not match the body", false
+		}
+	}
+	return "", true
+}
+
+// reply writes the answer to one POSTed request: a single JSON response, or
+// an event stream when related messages precede the response. Writes after
+// finish are dropped; reply is safe for concurrent use.
+type reply struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	sse     *sseWriter
+	final   *Message
+	done    bool
+	headers map[string]string
+}
+
+func newReply(w http.ResponseWriter) *reply { return &reply{w: w} }
+
+// event sends a message related to the request (switching to an event
+// stream). It reports false when the reply is already finished.
+func (r *reply) event(m *Message) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return false
+	}
+	if r.sse == nil {
+		r.applyHeaders()
+		r.sse = newSSEWriter(r.w)
+		r.sse.start(http.StatusOK)
+	}
+	return r.sse.write("", encode(m)) == nil
+}
+
+// respond sets the final response; it is written by finish.
+func (r *reply) respond(m *Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.final == nil {
+		r.final = m
+	}
+}
+
+func (r *reply) setHeader(k, v string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.headers == nil {
+		r.headers = map[string]string{}
+	}
+	r.headers[k] = v
+}
+
+func (r *reply) applyHeaders() {
+	for k, v := range r.headers {
+		r.w.Header().Set(k, v)
+	}
+}
+
+func (r *reply) finish() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return
+	}
+	r.done = true
+	final := r.final
+	if final == nil {
+		final = errorResponse(nil, CodeInternalError, "internal error: no response", nil)
+	}
+	if r.sse != nil {
+		_ = r.sse.write("", encode(final))
+		return
+	}
+	r.applyHeaders()
+	writeMessage(r.w, http.StatusOK, final)
+}
+
+func newCorrelationID() string { return newSessionKey()[:32] }
+
+// refuse records a refusal made before a request was routed.
+func (p *Proxy) refuse(ctx context.Context, ep *endpoint, caller *pipeline.Caller, method string, v verdict.Verdict) {
+	p.cfg.Mediator.Refuse(ctx, &pipeline.Request{
+		ID: newCorrelationID(), Time: p.cfg.Now(), Protocol: "mcp", Method: method, Action: pipeline.ActionOther,
+		Caller: caller, Endpoint: ep.path,
+	}, v)
+}

@@ -1,0 +1,233 @@
+// Package pipeline is the gateway's single request pipeline: every agent
+// request, whatever its protocol, is described by a Request and passes the
+// same ordered stages:
+//
+//	authenticate → locks → screen input → validate → authorize → approval →
+//	limits → record intent → (forward) → screen output → record outcome
+//
+// Each stage returns a verdict.Verdict; the pipeline combines them (block >
+// challenge > allow) and stops at the first block. A stage that fails
+// returns an error, which the pipeline turns into a block: no error ever
+// becomes an allow.
+//
+// Write-ahead: when the verdict allows, the intent record is durable before
+// Admit returns, so a request is forwarded only after it is on record. The
+// outcome is a second record linked by the correlation id.
+//
+// The stage interfaces are declared here, by their consumer; the composition
+// root (internal/gateway) supplies the implementations.
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/verdict"
+)
+
+// Actions, protocol-independent.
+const (
+	ActionListTools    = "list_tools"
+	ActionCallTool     = "call_tool"
+	ActionListResource = "list_resources"
+	ActionReadResource = "read_resource"
+	ActionListPrompts  = "list_prompts"
+	ActionGetPrompt    = "get_prompt"
+	ActionComplete     = "complete"
+	ActionSubscribe    = "subscribe"
+	ActionSample       = "sample" // server-initiated
+	ActionElicit       = "elicit" // server-initiated
+	ActionOther        = "other"
+)
+
+// Caller is the authenticated principal behind a request.
+type Caller struct {
+	Agent  string
+	Owner  string
+	User   string // on whose behalf, when known
+	Task   string
+	Method string // how the agent authenticated
+	// TokenID is the jti of the presented token.
+	TokenID string
+	// Servers lists the servers the agent may use.
+	Servers []string
+}
+
+// MayUse reports whether the caller may use server.
+func (c *Caller) MayUse(server string) bool {
+	for _, s := range c.Servers {
+		if s == server {
+			return true
+		}
+	}
+	return false
+}
+
+// Request describes one mediated request.
+type Request struct {
+	// ID is the correlation id linking every record of the request.
+	ID      string
+	TraceID string
+	Time    time.Time
+	// Protocol is "mcp" (later also "llm").
+	Protocol string
+	// Method is the protocol method ("tools/call").
+	Method string
+	// Action is the protocol-independent action (ActionCallTool).
+	Action string
+	Caller *Caller
+	// Session is the gateway's session key (empty when stateless).
+	Session  string
+	Endpoint string
+	// Server is the upstream server the request goes to (empty for a list
+	// spanning several servers).
+	Server string
+	// Target is the tool or prompt name, or the resource URI, as the
+	// upstream server knows it.
+	Target string
+	// Exposed is the name the agent used (namespaced).
+	Exposed string
+	// Arguments are the call's arguments (tools/call, prompts/get,
+	// completion).
+	Arguments json.RawMessage
+	// Labels are the target tool's risk labels.
+	Labels []verdict.Label
+	// SessionLabels are the session's information-flow labels.
+	SessionLabels []verdict.Label
+	// SideEffect is true when the request may change state upstream; its
+	// intent record is then durable before forwarding.
+	SideEffect bool
+}
+
+// Outcome is what happened to a forwarded request.
+type Outcome struct {
+	// Status is "ok", "tool_error" (the tool reported an error),
+	// "error" (a JSON-RPC error from upstream), "upstream_error" (the
+	// upstream failed or was unreachable) or "cancelled".
+	Status   string
+	Error    string
+	Result   json.RawMessage
+	Duration time.Duration
+}
+
+// Stage is one check of the pipeline. Check must be safe for concurrent use.
+// An error means the stage could not decide; the pipeline blocks.
+type Stage interface {
+	Name() string
+	Check(ctx context.Context, r *Request) (verdict.Verdict, error)
+}
+
+// Record is one entry of the durable record of requests.
+type Record struct {
+	Kind     string // "decision" (refused or held), "intent", "outcome", "list"
+	Request  *Request
+	Verdict  verdict.Verdict
+	Outcome  *Outcome
+	Recorded time.Time
+}
+
+// Recorder keeps the durable record. Record returns only when the record is
+// durable (or has failed); Enqueue hands a record over for the next durable
+// batch without waiting. Both must be safe for concurrent use.
+type Recorder interface {
+	Record(ctx context.Context, rec *Record) error
+	Enqueue(rec *Record)
+}
+
+// Config configures a Pipeline.
+type Config struct {
+	// Stages run in order before forwarding.
+	Stages []Stage
+	// Recorder keeps the durable record. Required.
+	Recorder Recorder
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Pipeline runs the stages.
+type Pipeline struct {
+	cfg Config
+}
+
+// New returns a pipeline.
+func New(cfg Config) (*Pipeline, error) {
+	if cfg.Recorder == nil {
+		return nil, fmt.Errorf("pipeline: a recorder is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Pipeline{cfg: cfg}, nil
+}
+
+// Admit runs the stages for r and, when the verdict allows, records the
+// intent durably. Any stage error, and a failure to record the intent,
+// blocks.
+func (p *Pipeline) Admit(ctx context.Context, r *Request) verdict.Verdict {
+	v := p.decide(ctx, r)
+	kind := "intent"
+	if v.Outcome != verdict.Allow {
+		kind = "decision"
+	}
+	rec := &Record{Kind: kind, Request: r, Verdict: v, Recorded: p.cfg.Now()}
+	if v.Outcome == verdict.Allow && !r.SideEffect {
+		// Reads need no write-ahead: the record is committed with the next
+		// batch.
+		p.cfg.Recorder.Enqueue(rec)
+		return v
+	}
+	if err := p.cfg.Recorder.Record(ctx, rec); err != nil {
+		p.cfg.Logger.Error("recording request failed; refusing it", "correlation_id", r.ID, "err", err)
+		return v.Combine(verdict.Deny(verdict.Audit, "audit.unavailable", "the audit log is unavailable; the request was refused"))
+	}
+	return v
+}
+
+func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
+	var v verdict.Verdict
+	if r.Caller == nil {
+		return verdict.Deny(verdict.Identity, "identity.unauthenticated", "the request is not authenticated")
+	}
+	if r.Server != "" && !r.Caller.MayUse(r.Server) {
+		return verdict.Deny(verdict.Execution, "server.not_allowed", fmt.Sprintf("agent %s may not use server %s", r.Caller.Agent, r.Server))
+	}
+	for _, s := range p.cfg.Stages {
+		sv, err := s.Check(ctx, r)
+		if err != nil {
+			p.cfg.Logger.Error("pipeline stage failed; refusing", "stage", s.Name(), "correlation_id", r.ID, "err", err)
+			return v.Combine(verdict.Deny(verdict.Core, "stage.error", "a control could not decide; the request was refused"))
+		}
+		v = v.Combine(sv)
+		if v.Outcome == verdict.Block {
+			return v
+		}
+	}
+	return v
+}
+
+// Complete records the outcome of a forwarded request. It does not wait
+// for durability: the intent is already on record.
+func (p *Pipeline) Complete(_ context.Context, r *Request, o *Outcome) {
+	p.cfg.Recorder.Enqueue(&Record{Kind: "outcome", Request: r, Outcome: o, Recorded: p.cfg.Now()})
+}
+
+// Visible reports whether r (a list-time view of one item) may be shown to
+// the caller: the same stages run, and only an allow or a challenge shows
+// the item (a challenged tool can still be called, subject to approval).
+// Nothing is recorded.
+func (p *Pipeline) Visible(ctx context.Context, r *Request) bool {
+	return p.decide(ctx, r).Outcome != verdict.Block
+}
+
+// Refuse records a refusal decided outside the stages (by the transport:
+// malformed requests, unknown or quarantined tools). The record is
+// committed with the next batch.
+func (p *Pipeline) Refuse(_ context.Context, r *Request, v verdict.Verdict) {
+	p.cfg.Recorder.Enqueue(&Record{Kind: "decision", Request: r, Verdict: v, Recorded: p.cfg.Now()})
+}
