@@ -80,7 +80,10 @@ func WriteBundle(ctx context.Context, w io.Writer, b Backend, cps CheckpointStor
 			to = all[n-1].Size
 		}
 	}
-	if to > size || from > to {
+	// A deletion at the end may leave the store smaller than its
+	// checkpoint: export what there is, verification reports the rest.
+	readTo := min(to, size)
+	if from > to {
 		return fmt.Errorf("exporting bundle: range [%d, %d) is outside the log (size %d)", from, to, size)
 	}
 	// The checkpoints to include: all up to the covering one for a whole
@@ -130,26 +133,38 @@ func WriteBundle(ctx context.Context, w io.Writer, b Backend, cps CheckpointStor
 	}
 	const chunk = 4096
 	var line []byte
-	for lo := from; lo < to; lo += chunk {
-		es, err := b.Entries(ctx, lo, min(lo+chunk, to))
+	for lo := from; lo < readTo; lo += chunk {
+		es, err := b.Entries(ctx, lo, min(lo+chunk, readTo))
 		if err != nil {
 			return fmt.Errorf("exporting bundle: reading entries: %w", err)
 		}
 		for _, e := range es {
-			hb, _ := e.Hash.MarshalJSON()
-			line = append(line[:0], `{"type":"entry","index":`...)
-			line = strconv.AppendInt(line, e.Index, 10)
-			line = append(line, `,"hash":`...)
-			line = append(line, hb...)
-			line = append(line, `,"leaf":`...)
-			line = append(line, e.Data...)
-			line = append(line, "}\n"...)
+			line = entryLine(line[:0], e)
 			if _, err := bw.Write(line); err != nil {
 				return err
 			}
 		}
 	}
+	err = extend(ctx, b, readTo, size, func(e Entry) {
+		if err == nil {
+			_, err = bw.Write(entryLine(line[:0], e))
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("exporting bundle: %w", err)
+	}
 	return bw.Flush()
+}
+
+func entryLine(line []byte, e Entry) []byte {
+	hb, _ := e.Hash.MarshalJSON()
+	line = append(line, `{"type":"entry","index":`...)
+	line = strconv.AppendInt(line, e.Index, 10)
+	line = append(line, `,"hash":`...)
+	line = append(line, hb...)
+	line = append(line, `,"leaf":`...)
+	line = append(line, e.Data...)
+	return append(line, "}\n"...)
 }
 
 func firstLine(b []byte) string {

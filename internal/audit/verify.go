@@ -142,6 +142,7 @@ func VerifyBackend(ctx context.Context, b Backend, cps CheckpointStore, opts Ver
 		}
 	}
 	v.setCheckpoints(checkpoints, func(idx []int64) ([]tlog.Hash, error) { return b.Hashes(ctx, idx) })
+	v.treeLeaves = true
 	const chunk = 4096
 	for lo := from; lo < to; lo += chunk {
 		es, err := b.Entries(ctx, lo, min(lo+chunk, to))
@@ -151,9 +152,35 @@ func VerifyBackend(ctx context.Context, b Backend, cps CheckpointStore, opts Ver
 		for _, e := range es {
 			v.push(e, true)
 		}
+		v.checkTreeLeaves()
 	}
+	// Entries pushed past the range by insertions still belong to it.
+	err = extend(ctx, b, to, size, func(e Entry) { v.push(e, true) })
+	if err != nil {
+		return nil, fmt.Errorf("verifying audit log: reading entries: %w", err)
+	}
+	v.checkTreeLeaves()
 	v.finish()
 	return rep, nil
+}
+
+// extend passes the entries stored at positions from `to` on whose own
+// index is below to, stopping at the first that is not.
+func extend(ctx context.Context, b Backend, to, size int64, f func(Entry)) error {
+	for lo := to; lo < size; lo += 256 {
+		es, err := b.Entries(ctx, lo, min(lo+256, size))
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			lf, err := ParseLeaf(e.Data)
+			if err != nil || lf.Index >= to {
+				return nil
+			}
+			f(e)
+		}
+	}
+	return nil
 }
 
 // verifier runs the classifier over entries in storage order and checks
@@ -174,6 +201,16 @@ type verifier struct {
 	unknown     bool
 	nodes       func([]int64) ([]tlog.Hash, error)
 	proof       map[int64]tlog.Hash // range mode: subtree hashes given by a bundle
+
+	mismatches []int64        // sizes of checkpoints whose root did not match
+	located    map[int64]bool // indexes with a located discrepancy
+	pending    []logicalLeaf  // leaves awaiting the tree-leaf comparison
+	treeLeaves bool           // compare leaves with the tree's stored leaf hashes
+}
+
+type logicalLeaf struct {
+	seq int64
+	h   tlog.Hash
 }
 
 func newVerifier(rep *Report, from, to int64, window int) *verifier {
@@ -181,9 +218,45 @@ func newVerifier(rep *Report, from, to int64, window int) *verifier {
 		window = 256
 	}
 	rep.From, rep.To = from, to
-	v := &verifier{rep: rep, from: from, to: to}
-	v.c = classifier{expected: from, window: window, report: rep.add, emit: v.leaf}
+	v := &verifier{rep: rep, from: from, to: to, located: map[int64]bool{}}
+	v.c = classifier{expected: from, window: window, report: v.report, emit: v.leaf}
 	return v
+}
+
+func (v *verifier) report(d Discrepancy) {
+	if d.Kind == Modified {
+		if v.located[d.Index] {
+			return
+		}
+	}
+	v.located[d.Index] = true
+	v.rep.add(d)
+}
+
+// checkTreeLeaves compares the pending logical leaves with the leaf hashes
+// stored in the tree (a second record of each leaf hash, next to the
+// entry's own).
+func (v *verifier) checkTreeLeaves() {
+	if !v.treeLeaves || len(v.pending) == 0 {
+		v.pending = v.pending[:0]
+		return
+	}
+	idx := make([]int64, len(v.pending))
+	for i, l := range v.pending {
+		idx[i] = tlog.StoredHashIndex(0, l.seq)
+	}
+	hs, err := v.nodes(idx)
+	if err != nil {
+		v.rep.Warnings = append(v.rep.Warnings, fmt.Sprintf("tree leaf hashes for indexes %d..%d not compared: %v", v.pending[0].seq, v.pending[len(v.pending)-1].seq, err))
+		v.treeLeaves = false
+	} else {
+		for i, l := range v.pending {
+			if hs[i] != l.h {
+				v.report(Discrepancy{Kind: Modified, Index: l.seq, Position: -1, Detail: "data does not match the leaf hash stored in the tree"})
+			}
+		}
+	}
+	v.pending = v.pending[:0]
 }
 
 func (v *verifier) setCheckpoints(cs []Checkpoint, nodes func([]int64) ([]tlog.Hash, error)) {
@@ -201,6 +274,9 @@ func (v *verifier) push(e Entry, hasStored bool) {
 
 // leaf receives the logical sequence from the classifier.
 func (v *verifier) leaf(seq int64, h tlog.Hash, known bool) {
+	if known && v.treeLeaves {
+		v.pending = append(v.pending, logicalLeaf{seq, h})
+	}
 	if v.from == 0 {
 		if !known {
 			v.broken = true
@@ -212,6 +288,9 @@ func (v *verifier) leaf(seq int64, h tlog.Hash, known bool) {
 			v.checkRoot(v.checkpoints[v.next], v.front.root(), !v.broken)
 			v.next++
 		}
+		return
+	}
+	if seq >= v.to {
 		return
 	}
 	if !known {
@@ -227,24 +306,28 @@ func (v *verifier) checkRoot(c Checkpoint, root tlog.Hash, ok bool) {
 	case root != c.Root:
 		v.rep.add(Discrepancy{Kind: CheckpointMismatch, Index: c.Size, Position: -1,
 			Detail: "the root recomputed from the entries differs from the signed root: entries before this size were modified, deleted or inserted"})
+		v.mismatches = append(v.mismatches, c.Size)
 	default:
 		v.rep.Verified = append(v.rep.Verified, c.Size)
 	}
 }
 
 func (v *verifier) finish() {
-	v.c.flush(v.to)
-	last := int64(0)
+	var signed int64
 	if n := len(v.checkpoints); n > 0 {
-		last = v.checkpoints[n-1].Size
+		signed = v.checkpoints[n-1].Size
 	}
-	if v.to > last {
-		v.rep.Unsigned = v.to - max(last, v.from)
-	}
+	// Missing indexes at the end are deletions only where a signature
+	// proves the entries existed.
+	v.c.flush(min(v.to, signed))
+	v.checkTreeLeaves()
+	defer v.locateMismatches()
+	end := v.c.expected
+	v.rep.Unsigned = max(0, end-max(signed, v.from))
 	if v.from == 0 {
 		for ; v.next < len(v.checkpoints); v.next++ {
 			c := v.checkpoints[v.next]
-			if c.Size > v.to {
+			if c.Size > end {
 				break
 			}
 			v.checkRoot(c, tlog.Hash{}, false)
@@ -252,11 +335,12 @@ func (v *verifier) finish() {
 		return
 	}
 	// Range mode: check the smallest checkpoint that covers the range.
+	v.to = v.from + int64(len(v.leaves))
 	for _, c := range v.checkpoints {
 		if c.Size < v.to {
 			continue
 		}
-		if v.unknown || int64(len(v.leaves)) != v.to-v.from {
+		if v.unknown {
 			v.checkRoot(c, tlog.Hash{}, false)
 			return
 		}
@@ -269,6 +353,32 @@ func (v *verifier) finish() {
 		return
 	}
 	v.rep.Warnings = append(v.rep.Warnings, "no signed checkpoint covers the end of the range")
+}
+
+// locateMismatches explains a root mismatch that no located discrepancy
+// explains: with the chain intact, the one entry below the checkpoint's size
+// that no successor links to is its last, so that is the modified entry —
+// unless every entry after the last matching checkpoint was rewritten.
+func (v *verifier) locateMismatches() {
+	for _, size := range v.mismatches {
+		lo := v.from
+		for _, ok := range v.rep.Verified {
+			if ok < size {
+				lo = max(lo, ok)
+			}
+		}
+		explained := false
+		for i := range v.located {
+			if i >= lo && i < size {
+				explained = true
+				break
+			}
+		}
+		if !explained {
+			v.report(Discrepancy{Kind: Modified, Index: size - 1, Position: -1, Detail: fmt.Sprintf(
+				"the signed root at size %d does not match and every link holds: the last entry it covers was modified, or entries %d..%d were rewritten consistently", size, lo, size-1)})
+		}
+	}
 }
 
 // rangeRoot computes the root of the tree of size n from the range's leaves
@@ -405,12 +515,12 @@ type classifier struct {
 	window    int
 	buf       []parsed
 
-	held         *parsed
-	heldLink     tlog.Hash // the hash the successor of held must link to
-	beforeHeld   tlog.Hash
-	beforeKnown  bool
-	report       func(Discrepancy)
-	emit         func(seq int64, h tlog.Hash, known bool)
+	held        *parsed
+	heldLink    tlog.Hash // the hash the successor of held must link to
+	beforeHeld  tlog.Hash
+	beforeKnown bool
+	report      func(Discrepancy)
+	emit        func(seq int64, h tlog.Hash, known bool)
 }
 
 func (c *classifier) push(e Entry, hasStored bool) {
@@ -538,15 +648,28 @@ func (c *classifier) step() {
 		c.accept(e, link, true)
 
 	case e.seq > c.expected:
-		// The missing index appears later, and e is part of the chain:
-		// the entries were reordered.
-		if j := c.find(1, func(o parsed) bool { return o.seq == c.expected }); j > 0 && c.linked(e.h, 1) {
-			moved := c.buf[j]
-			c.report(Discrepancy{Kind: Reordered, Index: moved.seq, Position: moved.pos,
-				Detail: fmt.Sprintf("found after index %d (position %d)", e.seq, e.pos)})
-			copy(c.buf[1:j+1], c.buf[:j])
-			c.buf[0] = moved
-			return
+		if j := c.find(1, func(o parsed) bool { return o.seq == c.expected }); j > 0 {
+			// e is genuine if the chain holds around it: its successor links
+			// to it, or its predecessor is nearby.
+			p := c.find(1, func(o parsed) bool { return o.seq == e.seq-1 && o.h == e.prev })
+			if p > 0 && j == 1 {
+				// e was moved ahead of its place: put it back after its
+				// predecessor.
+				c.report(Discrepancy{Kind: Reordered, Index: e.seq, Position: e.pos,
+					Detail: fmt.Sprintf("found before index %d (position %d)", c.buf[1].seq, c.buf[1].pos)})
+				copy(c.buf[:p], c.buf[1:p+1])
+				c.buf[p] = e
+				return
+			}
+			if p > 0 || c.linked(e.h, 1) {
+				// The missing index appears later: it was moved back.
+				moved := c.buf[j]
+				c.report(Discrepancy{Kind: Reordered, Index: moved.seq, Position: moved.pos,
+					Detail: fmt.Sprintf("found after index %d (position %d)", e.seq, e.pos)})
+				copy(c.buf[1:j+1], c.buf[:j])
+				c.buf[0] = moved
+				return
+			}
 		}
 		// Nothing links to e while an entry follows it: e was inserted.
 		if len(c.buf) > 1 && !c.linked(e.h, 1) && !c.linked(e.stored, 1) {
