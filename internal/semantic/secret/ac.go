@@ -1,0 +1,99 @@
+package secret
+
+// matcher is an Aho–Corasick automaton over ASCII-case-folded bytes. It
+// finds every occurrence of every keyword in one pass, with byte offsets
+// that are valid in the original text (folding never changes lengths).
+type matcher struct {
+	class   [256]uint8 // byte -> alphabet class; 0 = no keyword uses it
+	nclass  int
+	delta   []int32   // state*nclass + class -> next state
+	out     [][]int32 // state -> keyword ids ending here (after fail links)
+	lengths []int     // keyword id -> length
+}
+
+func fold(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+func newMatcher(keywords []string) *matcher {
+	m := &matcher{lengths: make([]int, len(keywords))}
+	m.nclass = 1
+	for _, k := range keywords {
+		for i := 0; i < len(k); i++ {
+			c := fold(k[i])
+			if m.class[c] == 0 {
+				m.class[c] = uint8(m.nclass)
+				m.nclass++
+			}
+		}
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		m.class[c] = m.class[c+'a'-'A']
+	}
+	// trie
+	type node struct {
+		next map[uint8]int32
+		out  []int32
+	}
+	nodes := []node{{next: map[uint8]int32{}}}
+	for id, k := range keywords {
+		m.lengths[id] = len(k)
+		s := int32(0)
+		for i := 0; i < len(k); i++ {
+			c := m.class[fold(k[i])]
+			n, ok := nodes[s].next[c]
+			if !ok {
+				n = int32(len(nodes))
+				nodes = append(nodes, node{next: map[uint8]int32{}})
+				nodes[s].next[c] = n
+			}
+			s = n
+		}
+		nodes[s].out = append(nodes[s].out, int32(id))
+	}
+	// breadth-first fail links, filling the dense transition table
+	m.delta = make([]int32, len(nodes)*m.nclass)
+	m.out = make([][]int32, len(nodes))
+	fail := make([]int32, len(nodes))
+	queue := []int32{}
+	for c := 0; c < m.nclass; c++ {
+		if n, ok := nodes[0].next[uint8(c)]; ok && c != 0 {
+			m.delta[c] = n
+			queue = append(queue, n)
+		}
+	}
+	m.out[0] = nodes[0].out
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		m.out[s] = append(append([]int32(nil), nodes[s].out...), m.out[fail[s]]...)
+		for c := 0; c < m.nclass; c++ {
+			f := m.delta[int(fail[s])*m.nclass+c]
+			if n, ok := nodes[s].next[uint8(c)]; ok && c != 0 {
+				fail[n] = f
+				m.delta[int(s)*m.nclass+c] = n
+				queue = append(queue, n)
+			} else {
+				m.delta[int(s)*m.nclass+c] = f
+			}
+		}
+	}
+	return m
+}
+
+// find calls hit with the keyword id and start offset of every occurrence.
+func (m *matcher) find(s string, hit func(id int, start int)) {
+	state := int32(0)
+	nc := int32(m.nclass)
+	for i := 0; i < len(s); i++ {
+		state = m.delta[state*nc+int32(m.class[s[i]])]
+		if out := m.out[state]; len(out) > 0 {
+			for _, id := range out {
+				hit(int(id), i+1-m.lengths[id])
+			}
+		}
+	}
+}
