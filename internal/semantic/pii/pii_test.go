@@ -1,0 +1,56 @@
+package pii_test
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gatehouse/gatehouse/internal/semantic/pii"
+)
+
+func TestScan(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want []string // "type:matched text"
+	}{
+		{"visa", "card 4111 1111 1111 1111 exp 12/29", []string{"card:4111 1111 1111 1111"}},
+		{"card bad luhn", "card 4111 1111 1111 1112", nil},
+		{"mastercard dashes", "pay with 5500-0000-0000-0004 now", []string{"card:5500-0000-0000-0004"}},
+		{"order number not a card", "order 1234567890123", nil},
+		{"iban", "send to DE89 3704 0044 0532 0130 00 today", []string{"iban:DE89 3704 0044 0532 0130 00"}},
+		{"iban compact", "IBAN GB33BUKB20201555555555", []string{"iban:GB33BUKB20201555555555"}},
+		{"iban bad check", "IBAN GB34BUKB20201555555555", nil},
+		{"ssn", "SSN 536-22-1234 on file", []string{"ssn:536-22-1234"}},
+		{"ssn area 666", "SSN 666-22-1234", nil},
+		{"ssn mixed separators", "536-22 1234", nil},
+		{"email", "mail alice.smith@example.co.uk please", []string{"email:alice.smith@example.co.uk"}},
+		{"phone intl", "call +44 20 7946 0958 today", []string{"phone:+44 20 7946 0958"}},
+		{"phone us", "call (415) 555-2671 now", []string{"phone:(415) 555-2671"}},
+		{"date not phone", "on 2024-01-02 we met", nil},
+		{"ipv4", "from 203.0.113.7 port 22", []string{"ip:203.0.113.7"}},
+		{"bad ipv4", "version 1.2.3.400", nil},
+		{"ipv6", "addr 2001:db8::1 up", []string{"ip:2001:db8::1"}},
+		{"plain", "nothing personal here", nil},
+	}
+	s := &pii.Scanner{}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, m := range s.Scan(tt.text) {
+				got = append(got, string(m.Type)+":"+tt.text[m.Start:m.End])
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Scan(%q) (-want +got):\n%s", tt.text, diff)
+			}
+		})
+	}
+}
+
+func TestTypesFilter(t *testing.T) {
+	s := &pii.Scanner{Types: []pii.Type{pii.Email}}
+	got := s.Scan("a@b.example 4111 1111 1111 1111")
+	if len(got) != 1 || got[0].Type != pii.Email {
+		t.Errorf("got %v, want only the e-mail", got)
+	}
+}
