@@ -17,6 +17,10 @@ import (
 // implements audit.Backend, audit.CheckpointStore, audit.Searcher and
 // audit.CursorStore.
 //
+// Each entry row also holds, in column tree, the tlog stored hashes that
+// its append added (its leaf hash and the subtree hashes it completed), so
+// one row is written per record and a proof reads O(log n) rows.
+//
 // Durability: Append writes a batch in one transaction; on SQLite the store
 // runs in WAL mode with synchronous=FULL, so a committed transaction
 // survives power loss; on PostgreSQL it relies on the server's
@@ -37,13 +41,13 @@ var auditSchema = map[Dialect][]string{
 	agent TEXT NOT NULL,
 	tool TEXT NOT NULL,
 	outcome TEXT NOT NULL,
-	correlation TEXT NOT NULL
+	correlation TEXT NOT NULL,
+	tree BLOB NOT NULL
 );
 CREATE INDEX audit_entries_agent ON audit_entries (agent, idx);
 CREATE INDEX audit_entries_tool ON audit_entries (tool, idx);
 CREATE INDEX audit_entries_correlation ON audit_entries (correlation, idx);
 CREATE INDEX audit_entries_time ON audit_entries (time_ms);
-CREATE TABLE audit_hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE audit_checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL, note BLOB NOT NULL, time_ms INTEGER NOT NULL);
 CREATE TABLE audit_cursors (name TEXT PRIMARY KEY, idx INTEGER NOT NULL)`},
 	Postgres: {`CREATE TABLE audit_entries (
@@ -55,13 +59,13 @@ CREATE TABLE audit_cursors (name TEXT PRIMARY KEY, idx INTEGER NOT NULL)`},
 	agent TEXT NOT NULL,
 	tool TEXT NOT NULL,
 	outcome TEXT NOT NULL,
-	correlation TEXT NOT NULL
+	correlation TEXT NOT NULL,
+	tree BYTEA NOT NULL
 );
 CREATE INDEX audit_entries_agent ON audit_entries (agent, idx);
 CREATE INDEX audit_entries_tool ON audit_entries (tool, idx);
 CREATE INDEX audit_entries_correlation ON audit_entries (correlation, idx);
 CREATE INDEX audit_entries_time ON audit_entries (time_ms);
-CREATE TABLE audit_hashes (idx BIGINT PRIMARY KEY, hash BYTEA NOT NULL);
 CREATE TABLE audit_checkpoints (size BIGINT PRIMARY KEY, root BYTEA NOT NULL, note BYTEA NOT NULL, time_ms BIGINT NOT NULL);
 CREATE TABLE audit_cursors (name TEXT PRIMARY KEY, idx BIGINT NOT NULL)`},
 }
@@ -74,8 +78,7 @@ func OpenAuditLog(ctx context.Context, db *DB) (*AuditLog, error) {
 	return &AuditLog{db: db}, nil
 }
 
-// rows per INSERT statement: 9 columns × 500 stays under SQLite's and
-// PostgreSQL's parameter limits.
+// auditChunk bounds the parameters of one query (IN lists).
 const auditChunk = 500
 
 // Append implements audit.Backend.
@@ -100,36 +103,32 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 	if size != b.Entries[0].Index {
 		return fmt.Errorf("%w: batch starts at %d, size is %d", audit.ErrConflict, b.Entries[0].Index, size)
 	}
-	var q strings.Builder
-	args := make([]any, 0, 9*auditChunk)
-	for lo := 0; lo < len(b.Entries); lo += auditChunk {
-		q.Reset()
-		args = args[:0]
-		q.WriteString(`INSERT INTO audit_entries (idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation) VALUES `)
-		for i, e := range b.Entries[lo:min(lo+auditChunk, len(b.Entries))] {
-			if i > 0 {
-				q.WriteByte(',')
-			}
-			placeholders(&q, len(args), 9)
-			args = append(args, e.Index, e.Data, e.Hash[:], e.Time, e.Class, e.Agent, e.Tool, e.Outcome, e.Correlation)
-		}
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("inserting audit entries: %w", err)
-		}
+	// One prepared single-row statement per table: SQLite parses it once
+	// per batch, which costs far less than a multi-row VALUES list. The
+	// row inserts run without ctx's deadline: modernc.org/sqlite starts a
+	// watcher goroutine per statement for a cancellable context, which
+	// dominated the cost; the transaction as a whole still honours ctx.
+	rowCtx := ctx
+	if a.db.Dialect == SQLite {
+		rowCtx = context.WithoutCancel(ctx)
 	}
-	for lo := 0; lo < len(b.Hashes); lo += 4 * auditChunk {
-		q.Reset()
-		args = args[:0]
-		q.WriteString(`INSERT INTO audit_hashes (idx, hash) VALUES `)
-		for i, h := range b.Hashes[lo:min(lo+4*auditChunk, len(b.Hashes))] {
-			if i > 0 {
-				q.WriteByte(',')
-			}
-			placeholders(&q, len(args), 2)
-			args = append(args, b.HashStart+int64(lo+i), h[:])
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO audit_entries (idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation, tree) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`)
+	if err != nil {
+		return fmt.Errorf("inserting audit entries: %w", err)
+	}
+	defer ins.Close()
+	var tree []byte
+	for _, e := range b.Entries {
+		lo, hi := tlog.StoredHashIndex(0, e.Index)-b.HashStart, tlog.StoredHashIndex(0, e.Index+1)-b.HashStart
+		if lo < 0 || hi > int64(len(b.Hashes)) {
+			return fmt.Errorf("appending audit batch: hashes do not cover entry %d", e.Index)
 		}
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("inserting audit hashes: %w", err)
+		tree = tree[:0]
+		for _, h := range b.Hashes[lo:hi] {
+			tree = append(tree, h[:]...)
+		}
+		if _, err := ins.ExecContext(rowCtx, e.Index, e.Data, e.Hash[:], e.Time, e.Class, e.Agent, e.Tool, e.Outcome, e.Correlation, tree); err != nil {
+			return fmt.Errorf("inserting audit entry %d: %w", e.Index, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -138,17 +137,6 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 	return nil
 }
 
-func placeholders(q *strings.Builder, start, n int) {
-	q.WriteByte('(')
-	for j := range n {
-		if j > 0 {
-			q.WriteByte(',')
-		}
-		q.WriteByte('$')
-		q.WriteString(strconv.Itoa(start + j + 1))
-	}
-	q.WriteByte(')')
-}
 
 const auditColumns = `idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation`
 
@@ -180,14 +168,25 @@ func (a *AuditLog) Entries(ctx context.Context, from, to int64) ([]audit.Entry, 
 	return es, nil
 }
 
-// Hashes implements audit.Backend.
+// Hashes implements audit.Backend. The node at stored index x was added by
+// the record that completed it: n = (k+1)·2^level − 1 for x = (level, k).
 func (a *AuditLog) Hashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(indexes))
-	found := make(map[int64]tlog.Hash, len(indexes))
-	for lo := 0; lo < len(indexes); lo += 4 * auditChunk {
-		chunk := indexes[lo:min(lo+4*auditChunk, len(indexes))]
+	owner := make([]int64, len(indexes))
+	need := map[int64]bool{}
+	for i, x := range indexes {
+		level, k := tlog.SplitStoredHashIndex(x)
+		owner[i] = (k+1)<<level - 1
+		need[owner[i]] = true
+	}
+	ids := make([]int64, 0, len(need))
+	for n := range need {
+		ids = append(ids, n)
+	}
+	trees := make(map[int64][]byte, len(ids))
+	for lo := 0; lo < len(ids); lo += auditChunk {
+		chunk := ids[lo:min(lo+auditChunk, len(ids))]
 		var q strings.Builder
-		q.WriteString(`SELECT idx, hash FROM audit_hashes WHERE idx IN (`)
+		q.WriteString(`SELECT idx, tree FROM audit_entries WHERE idx IN (`)
 		args := make([]any, len(chunk))
 		for i, x := range chunk {
 			if i > 0 {
@@ -202,27 +201,27 @@ func (a *AuditLog) Hashes(ctx context.Context, indexes []int64) ([]tlog.Hash, er
 			return nil, fmt.Errorf("reading audit hashes: %w", err)
 		}
 		for rows.Next() {
-			var x int64
-			var h []byte
-			if err := rows.Scan(&x, &h); err != nil {
+			var n int64
+			var t []byte
+			if err := rows.Scan(&n, &t); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("reading audit hashes: %w", err)
 			}
-			var hh tlog.Hash
-			copy(hh[:], h)
-			found[x] = hh
+			trees[n] = t
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("reading audit hashes: %w", err)
 		}
 	}
+	out := make([]tlog.Hash, len(indexes))
 	for i, x := range indexes {
-		h, ok := found[x]
-		if !ok {
+		off := (x - tlog.StoredHashIndex(0, owner[i])) * tlog.HashSize
+		t := trees[owner[i]]
+		if off < 0 || off+tlog.HashSize > int64(len(t)) {
 			return nil, fmt.Errorf("%w: stored hash %d", audit.ErrNotFound, x)
 		}
-		out[i] = h
+		copy(out[i][:], t[off:])
 	}
 	return out, nil
 }
