@@ -83,3 +83,6 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'gatehouse <command> -h' for a command's flags.")
 }
+
+// readFile is os.ReadFile, named for the commands' use.
+func readFile(path string) ([]byte, error) { return os.ReadFile(path) }

@@ -73,6 +73,12 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// PublicCode returns the code shown to the agent.
+func (e *Error) PublicCode() string { return e.Code }
+
+// PublicMessage returns the message shown to the agent.
+func (e *Error) PublicMessage() string { return e.Message }
+
 func fail(code, msg string, err error) *Error { return &Error{Code: code, Message: msg, Err: err} }
 
 // Principal is an authenticated agent.

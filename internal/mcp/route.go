@@ -515,6 +515,11 @@ func (p *Proxy) list(ctx context.Context, sc *scope, rep *reply, m *Message, k l
 		}
 		start, upCursor = lc.Server, lc.Cursor
 	}
+	// Servers are walked in order and their items concatenated, so that a
+	// client that ignores cursors still sees every server's first page; a
+	// server that pages ends the answer with a cursor into that server.
+	var merged map[string]any
+	var items []json.RawMessage
 	for i := start; i < len(sc.ep.servers); i, upCursor = i+1, "" {
 		u := sc.ep.servers[i]
 		if !sc.caller.MayUse(u.id) {
@@ -551,46 +556,43 @@ func (p *Proxy) list(ctx context.Context, sc *scope, rep *reply, m *Message, k l
 			p.log.Warn("listing failed on one server", "server", u.id, "method", m.Method, "err", err)
 			continue
 		}
-		out, err := p.filterList(ctx, sc, u, res.Result, k, m)
+		out, kept, err := p.filterList(ctx, sc, u, res.Result, k, m)
 		if err != nil {
 			rep.respond(errorResponse(m.ID, CodeInternalError, "internal error checking tool pins", nil))
 			return
 		}
-		if sc.ep.namespace {
-			next := ""
-			if nc, _ := out["nextCursor"].(string); nc != "" {
-				next = encodeCursor(listCursor{Server: i, Cursor: nc})
-			} else if j := p.nextServer(sc, i+1); j >= 0 {
-				next = encodeCursor(listCursor{Server: j})
-			}
-			delete(out, "nextCursor")
-			if next != "" {
-				out["nextCursor"] = next
-			}
+		if !sc.ep.namespace {
+			out[k.items] = kept
+			b, _ := json.Marshal(out)
+			rep.respond(resultResponse(m.ID, json.RawMessage(b)))
+			return
 		}
-		b, _ := json.Marshal(out)
-		rep.respond(resultResponse(m.ID, json.RawMessage(b)))
-		return
+		if merged == nil {
+			merged = out
+		}
+		items = append(items, kept...)
+		if nc, _ := out["nextCursor"].(string); nc != "" {
+			merged["nextCursor"] = encodeCursor(listCursor{Server: i, Cursor: nc})
+			break
+		}
+		delete(merged, "nextCursor")
 	}
-	empty := map[string]any{k.items: []any{}}
-	b, _ := json.Marshal(empty)
+	if merged == nil {
+		merged = map[string]any{}
+	}
+	if items == nil {
+		items = []json.RawMessage{}
+	}
+	merged[k.items] = items
+	b, _ := json.Marshal(merged)
 	rep.respond(resultResponse(m.ID, json.RawMessage(b)))
 }
 
-func (p *Proxy) nextServer(sc *scope, from int) int {
-	for j := from; j < len(sc.ep.servers); j++ {
-		if sc.caller.MayUse(sc.ep.servers[j].id) {
-			return j
-		}
-	}
-	return -1
-}
-
 // filterList renames and filters the items of one server's list result.
-func (p *Proxy) filterList(ctx context.Context, sc *scope, u *upstream, result json.RawMessage, k listKind, m *Message) (map[string]any, error) {
+func (p *Proxy) filterList(ctx context.Context, sc *scope, u *upstream, result json.RawMessage, k listKind, m *Message) (map[string]any, []json.RawMessage, error) {
 	var res map[string]json.RawMessage
 	if err := json.Unmarshal(result, &res); err != nil {
-		return nil, fmt.Errorf("invalid list result: %w", err)
+		return nil, nil, fmt.Errorf("invalid list result: %w", err)
 	}
 	var items []json.RawMessage
 	_ = json.Unmarshal(res[k.items], &items)
@@ -608,7 +610,7 @@ func (p *Proxy) filterList(ctx context.Context, sc *scope, u *upstream, result j
 		if k.method == "tools/list" {
 			info, err := p.observeTool(ctx, u, raw)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if info == nil || info.Quarantined {
 				continue
@@ -638,13 +640,13 @@ func (p *Proxy) filterList(ctx context.Context, sc *scope, u *upstream, result j
 	for key, v := range res {
 		out[key] = v
 	}
-	out[k.items] = kept
+	delete(out, k.items)
 	if nc, ok := res["nextCursor"]; ok {
 		var s string
 		_ = json.Unmarshal(nc, &s)
 		out["nextCursor"] = s
 	}
-	return out, nil
+	return out, kept, nil
 }
 
 // itemAction is the action a listed item is checked for at list time.

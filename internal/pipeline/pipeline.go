@@ -43,6 +43,15 @@ const (
 	ActionOther        = "other"
 )
 
+// Phases of a decision. At list time an item (a tool, prompt or resource)
+// is checked for visibility and its arguments are unknown; at call time the
+// request is about to be forwarded. Stages that count or reserve (rate and
+// value limits) act only at call time.
+const (
+	PhaseList = "list"
+	PhaseCall = "call"
+)
+
 // Caller is the authenticated principal behind a request.
 type Caller struct {
 	Agent  string
@@ -78,6 +87,8 @@ type Request struct {
 	Method string
 	// Action is the protocol-independent action (ActionCallTool).
 	Action string
+	// Phase is PhaseList (visibility of a listed item) or PhaseCall.
+	Phase string
 	Caller *Caller
 	// Session is the gateway's session key (empty when stateless).
 	Session  string
@@ -100,6 +111,11 @@ type Request struct {
 	// SideEffect is true when the request may change state upstream; its
 	// intent record is then durable before forwarding.
 	SideEffect bool
+
+	// admitted lists the stages that allowed the request, so that those
+	// holding resources for it (reservations, breaker probes) are told how
+	// it ended.
+	admitted []Stage
 }
 
 // Outcome is what happened to a forwarded request.
@@ -118,6 +134,14 @@ type Outcome struct {
 type Stage interface {
 	Name() string
 	Check(ctx context.Context, r *Request) (verdict.Verdict, error)
+}
+
+// Finisher is implemented by stages that hold something for an admitted
+// request (an in-flight reservation, a circuit-breaker probe): Finish is
+// called exactly once for every request the stage allowed, with the outcome
+// (Status "refused" when a later stage or the recorder refused it).
+type Finisher interface {
+	Finish(ctx context.Context, r *Request, o *Outcome)
 }
 
 // Record is one entry of the durable record of requests.
@@ -170,7 +194,11 @@ func New(cfg Config) (*Pipeline, error) {
 // intent durably. Any stage error, and a failure to record the intent,
 // blocks.
 func (p *Pipeline) Admit(ctx context.Context, r *Request) verdict.Verdict {
+	r.Phase = PhaseCall
 	v := p.decide(ctx, r)
+	if v.Outcome != verdict.Allow {
+		p.finish(ctx, r, &Outcome{Status: "refused"})
+	}
 	kind := "intent"
 	if v.Outcome != verdict.Allow {
 		kind = "decision"
@@ -184,9 +212,23 @@ func (p *Pipeline) Admit(ctx context.Context, r *Request) verdict.Verdict {
 	}
 	if err := p.cfg.Recorder.Record(ctx, rec); err != nil {
 		p.cfg.Logger.Error("recording request failed; refusing it", "correlation_id", r.ID, "err", err)
+		if v.Outcome == verdict.Allow {
+			p.finish(ctx, r, &Outcome{Status: "refused"})
+		}
 		return v.Combine(verdict.Deny(verdict.Audit, "audit.unavailable", "the audit log is unavailable; the request was refused"))
 	}
 	return v
+}
+
+// finish tells the stages that admitted r how it ended.
+func (p *Pipeline) finish(ctx context.Context, r *Request, o *Outcome) {
+	stages := r.admitted
+	r.admitted = nil
+	for _, s := range stages {
+		if f, ok := s.(Finisher); ok {
+			f.Finish(ctx, r, o)
+		}
+	}
 }
 
 func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
@@ -204,6 +246,9 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 			return v.Combine(verdict.Deny(verdict.Core, "stage.error", "a control could not decide; the request was refused"))
 		}
 		v = v.Combine(sv)
+		if sv.Outcome != verdict.Block {
+			r.admitted = append(r.admitted, s)
+		}
 		if v.Outcome == verdict.Block {
 			return v
 		}
@@ -213,7 +258,8 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 
 // Complete records the outcome of a forwarded request. It does not wait
 // for durability: the intent is already on record.
-func (p *Pipeline) Complete(_ context.Context, r *Request, o *Outcome) {
+func (p *Pipeline) Complete(ctx context.Context, r *Request, o *Outcome) {
+	p.finish(ctx, r, o)
 	p.cfg.Recorder.Enqueue(&Record{Kind: "outcome", Request: r, Outcome: o, Recorded: p.cfg.Now()})
 }
 
@@ -222,7 +268,10 @@ func (p *Pipeline) Complete(_ context.Context, r *Request, o *Outcome) {
 // the item (a challenged tool can still be called, subject to approval).
 // Nothing is recorded.
 func (p *Pipeline) Visible(ctx context.Context, r *Request) bool {
-	return p.decide(ctx, r).Outcome != verdict.Block
+	r.Phase = PhaseList
+	v := p.decide(ctx, r)
+	p.finish(ctx, r, &Outcome{Status: "listed"})
+	return v.Outcome != verdict.Block
 }
 
 // Refuse records a refusal decided outside the stages (by the transport:

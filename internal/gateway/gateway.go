@@ -1,0 +1,330 @@
+// Package gateway is the composition root: it turns a validated
+// configuration file into running components — store, identity, audit log,
+// pipeline, MCP proxy — and serves them on the MCP and admin listeners.
+// It is the only package that imports every other one.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/mcp"
+	"github.com/gatehouse/gatehouse/internal/pipeline"
+	"github.com/gatehouse/gatehouse/internal/store"
+)
+
+// Version is the gateway's version, reported in server info and metrics.
+var Version = "0.1.0"
+
+// Options are run-time choices that are not part of the configuration file.
+type Options struct {
+	Logger *slog.Logger
+	// ExtraServers lets the demo add in-process servers' handlers; nil in
+	// production.
+	Now func() time.Time
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	cfg      *config.File
+	log      *slog.Logger
+	now      func() time.Time
+	db       *store.DB
+	pins     *store.Pins
+	registry *identity.StaticRegistry
+	key      *identity.Key
+	minter   *identity.Minter
+	verifier *identity.TokenVerifier
+	recorder *recorder
+	pipeline *pipeline.Pipeline
+	proxy    *mcp.Proxy
+
+	adminToken string
+	mcpLn      net.Listener
+	adminLn    net.Listener
+	mcpSrv     *http.Server
+	adminSrv   *http.Server
+	closers    []func() error
+}
+
+// New opens every component and binds the listeners; Run serves.
+func New(ctx context.Context, cfg *config.File, opts Options) (g *Gateway, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	g = &Gateway{cfg: cfg, log: opts.Logger, now: opts.Now}
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+	if cfg.Identity.AnonymousAgent != "" {
+		g.log.Warn("identity.anonymous_agent is set: unauthenticated requests act as this agent; use only for local conformance runs",
+			"agent", cfg.Identity.AnonymousAgent)
+	}
+	dataDir := cfg.Path(cfg.DataDir)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+
+	dsn := filepath.Join(dataDir, "gatehouse.db")
+	if cfg.Store.DSNFile != "" {
+		if dsn, err = cfg.ReadSecret(cfg.Store.DSNFile); err != nil {
+			return nil, err
+		}
+	}
+	if g.db, err = store.Open(ctx, dsn); err != nil {
+		return nil, err
+	}
+	g.closers = append(g.closers, g.db.Close)
+	if g.pins, err = store.NewPins(ctx, g.db, opts.Now); err != nil {
+		return nil, err
+	}
+
+	// Identity.
+	if g.key, err = identity.LoadOrCreateKey(cfg.Path(cfg.Identity.SigningKeyFile)); err != nil {
+		return nil, err
+	}
+	agents := make([]*identity.Agent, 0, len(cfg.Agents))
+	for _, a := range cfg.Agents {
+		agents = append(agents, &identity.Agent{ID: a.ID, Name: a.Name, Owner: a.Owner, Servers: a.Servers, Enabled: !a.Disabled})
+	}
+	g.registry = identity.NewStaticRegistry(agents)
+	g.minter = &identity.Minter{Key: g.key, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, MaxTTL: cfg.Identity.MaxTokenTTL.Std(), Now: opts.Now}
+	g.verifier = &identity.TokenVerifier{Keys: []*identity.Key{g.key}, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience,
+		Skew: cfg.Identity.ClockSkew.Std(), MaxTTL: cfg.Identity.MaxTokenTTL.Std(), Registry: g.registry, Now: opts.Now}
+	if g.adminToken, err = loadOrCreateToken(cfg.Path(cfg.Admin.TokenFile)); err != nil {
+		return nil, err
+	}
+
+	// Audit and pipeline.
+	if g.recorder, err = openRecorder(ctx, g); err != nil {
+		return nil, err
+	}
+	g.closers = append(g.closers, g.recorder.Close)
+	if g.pipeline, err = pipeline.New(pipeline.Config{Recorder: g.recorder, Logger: g.log, Now: opts.Now}); err != nil {
+		return nil, err
+	}
+
+	// MCP proxy.
+	pcfg := mcp.Config{
+		Mediator:         g.pipeline,
+		Auth:             g.authenticate,
+		MaxBodyBytes:     cfg.Limits.MaxBodyBytes,
+		MaxSessions:      cfg.Limits.MaxSessions,
+		SessionIdle:      cfg.Limits.SessionIdleTimeout.Std(),
+		ResourceMetadata: strings.TrimSuffix(cfg.PublicURL, "/") + "/.well-known/oauth-protected-resource",
+		Logger:           g.log,
+		Now:              opts.Now,
+	}
+	if cfg.Pinning.Mode == "enforce" {
+		pcfg.Pins = g.pins
+	}
+	for _, s := range cfg.Servers {
+		sc := mcp.ServerConfig{ID: s.ID, URL: s.URL, Command: s.Command, Dir: cfg.Path(s.Dir), Timeout: s.Timeout.Std(), ConnectTimeout: s.ConnectTimeout.Std()}
+		if s.Dir == "" {
+			sc.Dir = ""
+		}
+		if len(s.HeaderFiles) > 0 {
+			sc.Headers = http.Header{}
+			for h, file := range s.HeaderFiles {
+				v, err := cfg.ReadSecret(file)
+				if err != nil {
+					return nil, fmt.Errorf("server %s: header %s: %w", s.ID, h, err)
+				}
+				sc.Headers.Set(h, v)
+			}
+		}
+		if len(s.Env)+len(s.EnvFiles) > 0 {
+			sc.Env = map[string]string{}
+			for k, v := range s.Env {
+				sc.Env[k] = v
+			}
+			for k, file := range s.EnvFiles {
+				v, err := cfg.ReadSecret(file)
+				if err != nil {
+					return nil, fmt.Errorf("server %s: env %s: %w", s.ID, k, err)
+				}
+				sc.Env[k] = v
+			}
+		}
+		pcfg.Servers = append(pcfg.Servers, sc)
+	}
+	for _, e := range cfg.Endpoints {
+		pcfg.Endpoints = append(pcfg.Endpoints, mcp.EndpointConfig{Path: e.Path, Servers: e.Servers, Namespace: *e.Namespace, Stateless: e.Stateless})
+	}
+	if g.proxy, err = mcp.New(pcfg); err != nil {
+		return nil, err
+	}
+
+	// Listeners.
+	if g.mcpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", cfg.Admin.Listen, err)
+	}
+	g.mcpSrv = &http.Server{Handler: g.mcpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
+	g.adminSrv = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
+	return g, nil
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (g *Gateway) Run(ctx context.Context) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	serve := func(srv *http.Server, ln net.Listener, tls bool) func() error {
+		return func() error {
+			var err error
+			if tls {
+				err = srv.ServeTLS(ln, g.cfg.Path(g.cfg.TLS.CertFile), g.cfg.Path(g.cfg.TLS.KeyFile))
+			} else {
+				err = srv.Serve(ln)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		}
+	}
+	eg.Go(serve(g.mcpSrv, g.mcpLn, g.cfg.TLS != nil))
+	eg.Go(serve(g.adminSrv, g.adminLn, false))
+	eg.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		g.proxy.Close()
+		err := errors.Join(g.mcpSrv.Shutdown(sctx), g.adminSrv.Shutdown(sctx))
+		return err
+	})
+	g.log.Info("gateway serving", "mcp", g.MCPURL(""), "admin", g.AdminURL())
+	return eg.Wait()
+}
+
+// Close releases what New opened (Run's shutdown closes the servers).
+func (g *Gateway) Close() error {
+	if g.proxy != nil {
+		g.proxy.Close()
+	}
+	for _, ln := range []net.Listener{g.mcpLn, g.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	var errs []error
+	for i := len(g.closers) - 1; i >= 0; i-- {
+		errs = append(errs, g.closers[i]())
+	}
+	g.closers = nil
+	return errors.Join(errs...)
+}
+
+// MCPURL returns the URL of an endpoint path on the MCP listener ("" for
+// the first endpoint).
+func (g *Gateway) MCPURL(path string) string {
+	if path == "" && len(g.cfg.Endpoints) > 0 {
+		path = g.cfg.Endpoints[0].Path
+	}
+	scheme := "http"
+	if g.cfg.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + g.mcpLn.Addr().String() + path
+}
+
+// AdminURL returns the base URL of the admin API.
+func (g *Gateway) AdminURL() string { return "http://" + g.adminLn.Addr().String() }
+
+// AdminToken returns the admin credential.
+func (g *Gateway) AdminToken() string { return g.adminToken }
+
+// Minter returns the token minter.
+func (g *Gateway) Minter() *identity.Minter { return g.minter }
+
+// authenticate is the MCP proxy's Authenticator.
+func (g *Gateway) authenticate(r *http.Request) (*pipeline.Caller, error) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		tok, ok = strings.CutPrefix(h, "bearer ")
+	}
+	if h == "" && g.cfg.Identity.AnonymousAgent != "" {
+		a, err := g.registry.Agent(r.Context(), g.cfg.Identity.AnonymousAgent)
+		if err != nil || !a.Enabled {
+			return nil, &identity.Error{Code: identity.CodeAgentDisabled, Message: "the anonymous agent is not available"}
+		}
+		return &pipeline.Caller{Agent: a.ID, Owner: a.Owner, Servers: a.Servers, Method: "anonymous"}, nil
+	}
+	if !ok {
+		if h == "" {
+			return nil, &identity.Error{Code: identity.CodeMissing, Message: "a bearer token is required"}
+		}
+		return nil, &identity.Error{Code: identity.CodeMalformed, Message: "the Authorization header must be a Bearer token"}
+	}
+	p, err := g.verifier.Verify(r.Context(), strings.TrimSpace(tok))
+	if err != nil {
+		return nil, err
+	}
+	return &pipeline.Caller{Agent: p.Agent.ID, Owner: p.Agent.Owner, Servers: p.Agent.Servers, Method: p.Method, TokenID: p.TokenID}, nil
+}
+
+// checkAdmin authenticates an admin API request.
+func (g *Gateway) checkAdmin(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(g.adminToken)) == 1
+}
+
+// loadOrCreateToken reads the admin credential, creating a random one
+// (mode 0600) when the file is missing.
+func loadOrCreateToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < 16 {
+			return "", fmt.Errorf("admin token in %s is shorter than 16 characters", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading admin token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return loadOrCreateToken(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("writing admin token: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(tok + "\n"); err != nil {
+		return "", err
+	}
+	return tok, f.Sync()
+}

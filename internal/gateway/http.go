@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/store"
+)
+
+// mcpHandler serves the agent-facing listener: the MCP endpoints, RFC 9728
+// protected resource metadata and a health check.
+func (g *Gateway) mcpHandler() http.Handler {
+	mux := http.NewServeMux()
+	for _, p := range g.proxy.Paths() {
+		mux.Handle(p, g.proxy)
+	}
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource/", g.resourceMetadata)
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource", g.resourceMetadata)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	return mux
+}
+
+// resourceMetadata answers RFC 9728 protected resource metadata for the
+// gateway (or one endpoint path appended to the well-known path).
+func (g *Gateway) resourceMetadata(w http.ResponseWriter, r *http.Request) {
+	base := strings.TrimSuffix(g.cfg.PublicURL, "/")
+	path := strings.TrimPrefix(r.URL.Path, "/.well-known/oauth-protected-resource")
+	writeJSON(w, http.StatusOK, map[string]any{
+		"resource":                 base + path,
+		"authorization_servers":    []string{g.cfg.Identity.Issuer},
+		"bearer_methods_supported": []string{"header"},
+		"resource_name":            "Gatehouse MCP gateway",
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// apiError is the admin API's error body.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+// adminHandler serves the admin API. Every route requires the admin
+// credential.
+func (g *Gateway) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": Version})
+	})
+	mux.HandleFunc("GET /v1/tools", g.adminListTools)
+	mux.HandleFunc("GET /v1/tools/{server}/{tool}", g.adminShowTool)
+	mux.HandleFunc("POST /v1/tools/{server}/{tool}/approve", g.adminApproveTool)
+	mux.HandleFunc("POST /v1/tokens", g.adminMintToken)
+	g.auditRoutes(mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.checkAdmin(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse-admin"`)
+			writeJSON(w, http.StatusUnauthorized, apiError{"admin credential required"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// toolView is a pinned tool as the admin API shows it.
+type toolView struct {
+	Server      string          `json:"server"`
+	Tool        string          `json:"tool"`
+	Status      string          `json:"status"` // pinned or quarantined
+	Approved    string          `json:"approved_hash"`
+	Seen        string          `json:"seen_hash"`
+	FirstSeen   time.Time       `json:"first_seen"`
+	ChangedAt   time.Time       `json:"changed_at"`
+	ApprovedDef json.RawMessage `json:"approved_definition,omitempty"`
+	SeenDef     json.RawMessage `json:"seen_definition,omitempty"`
+}
+
+func (g *Gateway) adminListTools(w http.ResponseWriter, r *http.Request) {
+	pins, err := g.pins.List(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+		return
+	}
+	out := make([]toolView, 0, len(pins))
+	for _, p := range pins {
+		v := toolView{Server: p.Server, Tool: p.Tool, Status: "pinned", Approved: p.Approved, Seen: p.Seen, FirstSeen: p.FirstSeen, ChangedAt: p.ChangedAt}
+		if p.Quarantined() {
+			v.Status = "quarantined"
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) adminShowTool(w http.ResponseWriter, r *http.Request) {
+	pins, err := g.pins.List(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+		return
+	}
+	for _, p := range pins {
+		if p.Server == r.PathValue("server") && p.Tool == r.PathValue("tool") {
+			v := toolView{Server: p.Server, Tool: p.Tool, Status: "pinned", Approved: p.Approved, Seen: p.Seen,
+				FirstSeen: p.FirstSeen, ChangedAt: p.ChangedAt, ApprovedDef: p.ApprovedDef, SeenDef: p.SeenDef}
+			if p.Quarantined() {
+				v.Status = "quarantined"
+			}
+			writeJSON(w, http.StatusOK, v)
+			return
+		}
+	}
+	writeJSON(w, http.StatusNotFound, apiError{"no such tool"})
+}
+
+func (g *Gateway) adminApproveTool(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Hash string `json:"hash"`
+		By   string `json:"by"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&body); err != nil || body.Hash == "" {
+		writeJSON(w, http.StatusBadRequest, apiError{"body must be {\"hash\": \"<seen hash you reviewed>\"}"})
+		return
+	}
+	server, tool := r.PathValue("server"), r.PathValue("tool")
+	st, err := g.pins.Approve(r.Context(), server, tool, body.Hash)
+	switch {
+	case errors.Is(err, store.ErrNoPin):
+		writeJSON(w, http.StatusNotFound, apiError{err.Error()})
+		return
+	case errors.Is(err, store.ErrPinMismatch):
+		writeJSON(w, http.StatusConflict, apiError{err.Error()})
+		return
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+		return
+	}
+	g.proxy.PinApproved(server, tool)
+	g.recorder.pinApproved(r.Context(), server, tool, st.Approved, body.By)
+	writeJSON(w, http.StatusOK, toolView{Server: st.Server, Tool: st.Tool, Status: "pinned", Approved: st.Approved, Seen: st.Seen, FirstSeen: st.FirstSeen, ChangedAt: st.ChangedAt})
+}
+
+func (g *Gateway) adminMintToken(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Agent string `json:"agent"`
+		TTL   string `json:"ttl"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&body); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"invalid JSON body"})
+		return
+	}
+	ttl := 5 * time.Minute
+	if body.TTL != "" {
+		d, err := time.ParseDuration(body.TTL)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{"invalid ttl"})
+			return
+		}
+		ttl = d
+	}
+	a, err := g.registry.Agent(r.Context(), body.Agent)
+	if err != nil || !a.Enabled {
+		writeJSON(w, http.StatusNotFound, apiError{"no such enabled agent"})
+		return
+	}
+	tok, exp, err := g.minter.Mint(a.ID, ttl)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires_at": exp, "agent": a.ID})
+}
