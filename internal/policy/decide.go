@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -25,7 +24,34 @@ import (
 // challenge allows (policy.permit); with no matching permit the request is
 // blocked (policy.no_permit), whatever challenges matched.
 func (s *Set) Decide(req Request) Decision {
-	creq, ents, err := s.schema.cedarRequest(req)
+	t, err := s.schema.target(req)
+	if err != nil {
+		return blocked(CodeError, s.version, nil, err.Error())
+	}
+	var pk [2]picked
+	idx := make([]int32, 0, 16)
+	var needs need
+	for i, ix := range [2]indexed{s.forbids, s.permits} {
+		start := len(idx)
+		if s.noIndex {
+			pk[i].list = s.all[i]
+			for j := range s.all[i] {
+				idx = append(idx, int32(j))
+			}
+			needs = needAll
+		} else {
+			pk[i].list = ix[req.Action]
+			for j := range pk[i].list {
+				c := &pk[i].list[j]
+				if c.principal.admits(t.principal, t.pParents) && c.resource.admits(t.resource, t.rParents) {
+					idx = append(idx, int32(j))
+					needs |= c.needs
+				}
+			}
+		}
+		pk[i].idx = idx[start:len(idx):len(idx)]
+	}
+	creq, err := s.schema.cedarRequest(req, &t, needs)
 	if err != nil {
 		code := CodeError
 		var ae *argumentError
@@ -34,12 +60,19 @@ func (s *Set) Decide(req Request) Decision {
 		}
 		return blocked(code, s.version, nil, err.Error())
 	}
-	fd, fdiag := cedar.Authorize(s.forbids, ents, creq)
-	_, cdiag := cedar.Authorize(s.challs, ents, creq)
-	pd, pdiag := cedar.Authorize(s.permits, ents, creq)
+	_, fdiag := cedar.Authorize(&pk[0], &t.ents, creq)
+	pd, pdiag := cedar.Authorize(&pk[1], &t.ents, creq)
+	var hard, challenges []cedar.DiagnosticReason
+	for _, r := range fdiag.Reasons {
+		if _, ok := s.challenges[r.PolicyID]; ok {
+			challenges = append(challenges, r)
+		} else {
+			hard = append(hard, r)
+		}
+	}
 
 	var diags, failed []string
-	for _, diag := range []cedar.Diagnostic{fdiag, cdiag, pdiag} {
+	for _, diag := range []cedar.Diagnostic{fdiag, pdiag} {
 		for _, e := range diag.Errors {
 			failed = append(failed, string(e.PolicyID))
 			diags = append(diags, fmt.Sprintf("policy %s (%s:%d): %s", e.PolicyID, e.Position.Filename, e.Position.Line, e.Message))
@@ -53,20 +86,20 @@ func (s *Set) Decide(req Request) Decision {
 		return out
 	}
 	switch {
-	case fd == cedar.Deny && len(fdiag.Reasons) > 0:
-		return blocked(CodeForbid, s.version, ids(fdiag.Reasons), diags...)
+	case len(hard) > 0:
+		return blocked(CodeForbid, s.version, ids(hard), diags...)
 	case len(failed) > 0:
 		return blocked(CodeError, s.version, failed, diags...)
 	case pd != cedar.Allow:
-		if len(cdiag.Reasons) > 0 {
-			diags = append(diags, fmt.Sprintf("challenge policies %v matched, but no policy permits the request", ids(cdiag.Reasons)))
+		if len(challenges) > 0 {
+			diags = append(diags, fmt.Sprintf("challenge policies %v matched, but no policy permits the request", ids(challenges)))
 		}
 		return blocked(CodeNoPermit, s.version, nil, diags...)
-	case len(cdiag.Reasons) > 0:
-		d := Decision{Outcome: verdict.Challenge, Version: s.version, Policies: ids(cdiag.Reasons)}
+	case len(challenges) > 0:
+		d := Decision{Outcome: verdict.Challenge, Version: s.version, Policies: ids(challenges)}
 		d.Reasons = []verdict.Reason{{Layer: verdict.Execution, Code: CodeChallenge, Message: msgChallenge, Policies: d.Policies, Outcome: verdict.Challenge}}
-		for _, r := range cdiag.Reasons {
-			c := s.challs.get(r.PolicyID)
+		for _, r := range challenges {
+			c := s.challenges[r.PolicyID]
 			o := verdict.Obligation{Kind: verdict.ObligationApproval, Group: c.challenge, Detail: c.risk}
 			if !slices.Contains(d.Obligations, o) {
 				d.Obligations = append(d.Obligations, o)
@@ -77,15 +110,6 @@ func (s *Set) Decide(req Request) Decision {
 	d := Decision{Outcome: verdict.Allow, Version: s.version, Policies: ids(pdiag.Reasons)}
 	d.Reasons = []verdict.Reason{{Layer: verdict.Execution, Code: CodePermit, Policies: d.Policies, Outcome: verdict.Allow}}
 	return d
-}
-
-func (l policyList) get(id cedar.PolicyID) compiled {
-	for _, c := range l {
-		if c.id == id {
-			return c
-		}
-	}
-	return compiled{}
 }
 
 // argumentError marks a request whose arguments cannot be put in context.
@@ -111,7 +135,12 @@ func (e *entities) Get(uid types.EntityUID) (types.Entity, bool) {
 	return types.Entity{}, false
 }
 
+var emptySet = types.NewSet()
+
 func stringSet[T ~string](ss []T) types.Set {
+	if len(ss) == 0 {
+		return emptySet
+	}
 	vs := make([]types.Value, len(ss))
 	for i, s := range ss {
 		vs[i] = types.String(s)
@@ -119,45 +148,39 @@ func stringSet[T ~string](ss []T) types.Set {
 	return types.NewSet(vs...)
 }
 
-// cedarRequest turns a Request into a Cedar request and its entities.
-func (s *Schema) cedarRequest(req Request) (cedar.Request, *entities, error) {
-	phase := req.Action.Phase()
-	switch {
-	case phase == 0:
-		return cedar.Request{}, nil, fmt.Errorf("unknown action %q", req.Action)
-	case req.Agent.ID == "":
-		return cedar.Request{}, nil, errors.New("request has no agent")
-	case req.Now.IsZero():
-		return cedar.Request{}, nil, errors.New("request has no time")
-	}
-	ents := &entities{}
-	principal := types.NewEntityUID(TypeAgent, types.String(req.Agent.ID))
-	ents.add(types.Entity{
-		UID:     principal,
-		Parents: groups(req.Agent.Groups),
-		Attributes: types.NewRecord(types.RecordMap{
-			"owner":   types.String(req.Agent.Owner),
-			"hosting": types.String(req.Agent.Hosting),
-			"groups":  stringSet(req.Agent.Groups),
-		}),
-	})
+// targeted is a request's principal and resource in Cedar form, with
+// their parents for the index, and the entity store being built.
+type targeted struct {
+	ents                entities
+	principal, resource types.EntityUID
+	pParents, rParents  []types.EntityUID
+	tool                *toolType
+}
 
-	var server types.EntityUID
-	if req.Server != "" {
-		server = types.NewEntityUID(TypeServer, types.String(req.Server))
-		ents.add(types.Entity{UID: server, Attributes: types.NewRecord(types.RecordMap{"name": types.String(req.Server)})})
+// target validates a request and builds its principal and resource.
+func (s *Schema) target(req Request) (targeted, error) {
+	var t targeted
+	switch {
+	case req.Action.Phase() == 0:
+		return t, fmt.Errorf("unknown action %q", req.Action)
+	case req.Agent.ID == "":
+		return t, errors.New("request has no agent")
+	case req.Now.IsZero():
+		return t, errors.New("request has no time")
 	}
+	agent, pParents := s.cache.agent(&req.Agent)
+	t.principal, t.pParents = agent.UID, pParents
+	t.ents.add(agent)
+
 	var (
-		resource types.EntityUID
 		typ      types.EntityType
 		name     string
 		nameAttr = "name"
-		tool     *toolType
 	)
 	switch req.Action {
 	case ListTools, CallTool:
 		typ, name = TypeTool, req.Tool
-		tool = s.tools[ToolID(req.Server, req.Tool)]
+		t.tool = s.tools[ToolID(req.Server, req.Tool)]
 	case ListResources, ReadResource:
 		typ, name, nameAttr = TypeResource, req.Resource, "uri"
 	case ListPrompts, GetPrompt:
@@ -169,35 +192,41 @@ func (s *Schema) cedarRequest(req Request) (cedar.Request, *entities, error) {
 		}
 	case Sample, Elicit:
 		if req.Server == "" {
-			return cedar.Request{}, nil, fmt.Errorf("%s request names no server", req.Action)
+			return t, fmt.Errorf("%s request names no server", req.Action)
 		}
-		resource = server
+		srv := serverEntity(req.Server)
+		t.ents.add(srv)
+		t.resource = srv.UID
+		return t, nil
 	}
-	if resource.Type == "" {
-		if name == "" {
-			return cedar.Request{}, nil, fmt.Errorf("%s request names no target", req.Action)
-		}
-		labels := req.Labels
-		if tool != nil && len(tool.labels) > 0 {
-			labels = append(slices.Clone(labels), tool.labels...)
-		}
-		resource = types.NewEntityUID(typ, types.String(ToolID(req.Server, name)))
-		var parents types.EntityUIDSet
-		if req.Server != "" {
-			parents = types.NewEntityUIDSet(server)
-		}
-		ents.add(types.Entity{UID: resource, Parents: parents, Attributes: types.NewRecord(types.RecordMap{
-			types.String(nameAttr): types.String(name),
-			"server":               types.String(req.Server),
-			"labels":               stringSet(labels),
-		})})
+	if name == "" {
+		return t, fmt.Errorf("%s request names no target", req.Action)
 	}
+	var extra []verdict.Label
+	if t.tool != nil {
+		extra = t.tool.labels
+	}
+	ent, srv, parents := s.cache.target(typ, req.Server, name, nameAttr, req.Labels, extra)
+	t.ents.add(ent)
+	if req.Server != "" {
+		t.ents.add(srv)
+	}
+	t.resource, t.rParents = ent.UID, parents
+	return t, nil
+}
 
-	ctx := types.RecordMap{
-		"now":            types.NewDatetime(req.Now),
-		"session_labels": stringSet(req.SessionLabels),
+// cedarRequest builds the Cedar request: the context holds what the
+// candidate policies read (needs), and the user and task entities join the
+// store when they are read.
+func (s *Schema) cedarRequest(req Request, t *targeted, needs need) (cedar.Request, error) {
+	ctx := make(types.RecordMap, 8)
+	if needs&(needAll|needNow) != 0 {
+		ctx["now"] = types.NewDatetime(req.Now)
 	}
-	if req.User != nil && req.User.ID != "" {
+	if needs&(needAll|needSession) != 0 {
+		ctx["session_labels"] = stringSet(req.SessionLabels)
+	}
+	if needs&(needAll|needUser) != 0 && req.User != nil && req.User.ID != "" {
 		uid := types.NewEntityUID(TypeUser, types.String(req.User.ID))
 		var tags types.RecordMap
 		if len(req.User.Tags) > 0 {
@@ -206,12 +235,12 @@ func (s *Schema) cedarRequest(req Request) (cedar.Request, *entities, error) {
 				tags[types.String(k)] = stringSet(v)
 			}
 		}
-		ents.add(types.Entity{UID: uid, Parents: groups(req.User.Groups), Attributes: types.NewRecord(types.RecordMap{
+		t.ents.add(types.Entity{UID: uid, Parents: types.NewEntityUIDSet(groupUIDs(req.User.Groups)...), Attributes: types.NewRecord(types.RecordMap{
 			"groups": stringSet(req.User.Groups),
 		}), Tags: types.NewRecord(tags)})
 		ctx["user"] = uid
 	}
-	if req.Task != nil && req.Task.ID != "" {
+	if needs&(needAll|needTask) != 0 && req.Task != nil && req.Task.ID != "" {
 		uid := types.NewEntityUID(TypeTask, types.String(req.Task.ID))
 		attrs := types.RecordMap{"purpose": types.String(req.Task.Purpose)}
 		if !req.Task.NotBefore.IsZero() {
@@ -220,50 +249,51 @@ func (s *Schema) cedarRequest(req Request) (cedar.Request, *entities, error) {
 		if !req.Task.NotAfter.IsZero() {
 			attrs["not_after"] = types.NewDatetime(req.Task.NotAfter)
 		}
-		ents.add(types.Entity{UID: uid, Attributes: types.NewRecord(attrs)})
+		t.ents.add(types.Entity{UID: uid, Attributes: types.NewRecord(attrs)})
 		ctx["task"] = uid
 	}
-	totals := make(types.RecordMap, len(s.totals))
-	for _, name := range s.totals {
-		d, err := toDecimal(req.Totals[name])
-		if err != nil {
-			return cedar.Request{}, nil, fmt.Errorf("total %s: %w", name, err)
+	if needs&(needAll|needTotals) != 0 {
+		totals := make(types.RecordMap, len(s.totals))
+		for _, name := range s.totals {
+			d, err := toDecimal(req.Totals[name])
+			if err != nil {
+				return cedar.Request{}, fmt.Errorf("total %s: %w", name, err)
+			}
+			totals[types.String(name)] = d
 		}
-		totals[types.String(name)] = d
+		ctx["totals"] = types.NewRecord(totals)
 	}
-	ctx["totals"] = types.NewRecord(totals)
-
-	if phase == Call {
+	if req.Action.Phase() == Call && needs&(needAll|needFindings) != 0 {
 		f, err := findings(req.Findings)
 		if err != nil {
-			return cedar.Request{}, nil, err
+			return cedar.Request{}, err
 		}
 		ctx["findings"] = f
 	}
-	if req.Action == CallTool {
-		args, paths, err := toolContext(req.Arguments, tool)
+	if req.Action == CallTool && needs&(needAll|needArgs) != 0 {
+		args, paths, err := toolContext(req.Arguments, t.tool)
 		if err != nil {
-			return cedar.Request{}, nil, err
+			return cedar.Request{}, err
 		}
 		ctx["arguments"], ctx["paths"] = args, paths
 	}
 	return cedar.Request{
-		Principal: principal,
+		Principal: t.principal,
 		Action:    types.NewEntityUID(TypeAction, types.String(req.Action)),
-		Resource:  resource,
+		Resource:  t.resource,
 		Context:   types.NewRecord(ctx),
-	}, ents, nil
+	}, nil
 }
 
-func groups(gs []string) types.EntityUIDSet {
+func groupUIDs(gs []string) []types.EntityUID {
 	if len(gs) == 0 {
-		return types.EntityUIDSet{}
+		return nil
 	}
 	uids := make([]types.EntityUID, len(gs))
 	for i, g := range gs {
 		uids[i] = types.NewEntityUID(TypeGroup, types.String(g))
 	}
-	return types.NewEntityUIDSet(uids...)
+	return uids
 }
 
 func findings(f *Findings) (types.Record, error) {
@@ -310,133 +340,33 @@ func toolContext(raw json.RawMessage, tool *toolType) (types.Record, types.Recor
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return types.Record{}, types.Record{}, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var obj map[string]any
-	if err := dec.Decode(&obj); err != nil {
-		return types.Record{}, types.Record{}, &argumentError{"arguments are not a JSON object"}
-	}
-	if dec.More() {
-		return types.Record{}, types.Record{}, &argumentError{"arguments have trailing data"}
-	}
 	var at *argType
+	var strs map[string]string
 	if tool != nil {
 		at = tool.args
+		if len(tool.paths) > 0 {
+			strs = make(map[string]string, len(tool.paths))
+		}
+	} else {
+		strs = map[string]string{}
 	}
-	args, err := convertRecord(obj, at)
+	args, err := decodeArgs(raw, at, strs)
 	if err != nil {
 		return types.Record{}, types.Record{}, &argumentError{"arguments: " + err.Error()}
 	}
+	if len(strs) == 0 {
+		return args, types.Record{}, nil
+	}
 	paths := types.RecordMap{}
-	addPath := func(name string) error {
-		v, ok := obj[name].(string)
-		if !ok {
-			return nil
+	for name, v := range strs {
+		if tool != nil && !slices.Contains(tool.paths, name) || tool == nil && !IsPathArgument(name) {
+			continue
 		}
 		n, err := NormalizePath(v)
 		if err != nil {
-			return &argumentError{fmt.Sprintf("argument %s: %v", name, err)}
+			return types.Record{}, types.Record{}, &argumentError{fmt.Sprintf("argument %s: %v", name, err)}
 		}
 		paths[types.String(name)] = types.String(n)
-		return nil
 	}
-	if tool != nil {
-		for _, name := range tool.paths {
-			if err := addPath(name); err != nil {
-				return types.Record{}, types.Record{}, err
-			}
-		}
-	} else {
-		for name := range obj {
-			if IsPathArgument(name) {
-				if err := addPath(name); err != nil {
-					return types.Record{}, types.Record{}, err
-				}
-			}
-		}
-	}
-	return args.(types.Record), types.NewRecord(paths), nil
-}
-
-// convertRecord converts a JSON object. With a record type, only declared
-// properties are kept (policy can name no others); without, all are.
-func convertRecord(obj map[string]any, t *argType) (types.Value, error) {
-	m := make(types.RecordMap, len(obj))
-	for k, v := range obj {
-		var ft *argType
-		if t != nil && t.kind == kRecord {
-			f, ok := t.fields[k]
-			if !ok {
-				continue
-			}
-			ft = f.t
-		}
-		cv, err := convert(v, ft)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
-		}
-		if cv != nil {
-			m[types.String(k)] = cv
-		}
-	}
-	return types.NewRecord(m), nil
-}
-
-// convert turns a decoded JSON value into a Cedar value of shape t (nil:
-// the value's own shape). A null becomes nil: the attribute is absent. A
-// value whose shape differs from t takes its own shape, so a policy that
-// relies on the declared type fails at evaluation, which blocks.
-func convert(v any, t *argType) (types.Value, error) {
-	if v == nil {
-		return nil, nil
-	}
-	if t != nil && t.kind == kJSON {
-		if s, ok := v.(string); ok {
-			return types.String(s), nil
-		}
-		b, err := json.Marshal(v)
-		if err != nil {
-			return nil, err
-		}
-		return types.String(b), nil
-	}
-	switch v := v.(type) {
-	case string:
-		return types.String(v), nil
-	case bool:
-		return types.Boolean(v), nil
-	case json.Number:
-		if t == nil || t.kind != kDecimal {
-			if i, err := strconv.ParseInt(string(v), 10, 64); err == nil {
-				return types.Long(i), nil
-			}
-		}
-		f, err := strconv.ParseFloat(string(v), 64)
-		if err != nil {
-			return nil, fmt.Errorf("number %s out of range", v)
-		}
-		return toDecimal(f)
-	case []any:
-		var et *argType
-		if t != nil && t.kind == kSet {
-			et = t.elem
-		}
-		vs := make([]types.Value, 0, len(v))
-		for _, e := range v {
-			ce, err := convert(e, et)
-			if err != nil {
-				return nil, err
-			}
-			if ce != nil {
-				vs = append(vs, ce)
-			}
-		}
-		return types.NewSet(vs...), nil
-	case map[string]any:
-		if t != nil && t.kind != kRecord {
-			t = nil
-		}
-		return convertRecord(v, t)
-	}
-	return nil, fmt.Errorf("unexpected JSON value %T", v)
+	return args, types.NewRecord(paths), nil
 }

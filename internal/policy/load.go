@@ -93,9 +93,11 @@ type Set struct {
 	files    []File
 	schema   *Schema
 	infos    []PolicyInfo
-	permits  policyList
-	forbids  policyList // forbids without @challenge
-	challs   policyList // forbids with @challenge
+	forbids    indexed // forbids, @challenge or not
+	permits    indexed
+	challenges map[cedar.PolicyID]compiled
+	all        [2]policyList // forbids and permits, unindexed
+	noIndex    bool          // tests: evaluate all policies, as plain Cedar does
 	warnings []string
 }
 
@@ -104,6 +106,9 @@ type compiled struct {
 	policy    *cedar.Policy
 	challenge string
 	risk      string
+
+	principal, resource scope // set by indexed.add
+	needs               need
 }
 
 type policyList []compiled
@@ -183,7 +188,7 @@ func LoadFiles(files []File, schema *Schema) (*Set, error) {
 	files = slices.Clone(files)
 	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 
-	s := &Set{files: files, schema: schema}
+	s := &Set{files: files, schema: schema, permits: indexed{}, forbids: indexed{}, challenges: map[cedar.PolicyID]compiled{}}
 	var problems []Problem
 	seen := map[string]Problem{}
 	h := sha256.New()
@@ -234,13 +239,17 @@ func LoadFiles(files []File, schema *Schema) (*Set, error) {
 			case isChallenge:
 				c.challenge = string(group)
 				info.Effect, info.Challenge = "challenge", c.challenge
-				s.challs = append(s.challs, c)
+				s.challenges[c.id] = c
+				s.forbids.add(c)
+				s.all[0] = append(s.all[0], c)
 			case pol.Effect() == cedar.Permit:
 				info.Effect = "permit"
-				s.permits = append(s.permits, c)
+				s.permits.add(c)
+				s.all[1] = append(s.all[1], c)
 			default:
 				info.Effect = "forbid"
-				s.forbids = append(s.forbids, c)
+				s.forbids.add(c)
+				s.all[0] = append(s.all[0], c)
 			}
 			s.infos = append(s.infos, info)
 			for _, msg := range schema.check(id, pol, &s.warnings) {

@@ -73,6 +73,8 @@ type Schema struct {
 
 	base     *validate.Validator
 	variants map[string]*validate.Validator // per tool id
+
+	cache *entityCache
 }
 
 type toolType struct {
@@ -92,7 +94,7 @@ type SchemaOptions struct {
 // SchemaFor builds the schema for a set of upstream tools. It fails when two
 // tools share an id or an input schema is not valid JSON.
 func SchemaFor(tools []ToolSchema, opts SchemaOptions) (*Schema, error) {
-	s := &Schema{tools: map[string]*toolType{}, totals: slices.Clone(opts.Totals)}
+	s := &Schema{tools: map[string]*toolType{}, totals: slices.Clone(opts.Totals), cache: &entityCache{}}
 	sort.Strings(s.totals)
 	for _, name := range s.totals {
 		if name == "" {

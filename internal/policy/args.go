@@ -1,0 +1,370 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"github.com/cedar-policy/cedar-go/types"
+)
+
+// maxArgNesting bounds the nesting of a tool call's arguments.
+const maxArgNesting = 64
+
+var errSyntax = errors.New("invalid JSON")
+
+// argDecoder turns a tool call's JSON arguments straight into Cedar values,
+// typed by the tool's schema, in one pass and without an intermediate Go
+// value: the decision path's cost is dominated by building its input.
+//
+// It accepts exactly RFC 8259 JSON, as encoding/json does: invalid UTF-8
+// and lone surrogates in strings become U+FFFD, and of duplicate keys the
+// last wins. Nulls become absent attributes (or are dropped from sets).
+// Values whose shape differs from the declared type keep their own shape
+// (so a policy relying on the declared type fails at evaluation, which
+// blocks); numbers declared "number" become decimals; integers otherwise
+// become Longs and other numbers decimals, rounded to four places.
+type argDecoder struct {
+	data []byte
+	pos  int
+	// strs receives the top-level string arguments, by name, when set.
+	strs map[string]string
+}
+
+// decodeArgs decodes a JSON object of arguments. t is the tool's record
+// type, or nil for a tool the schema does not know.
+func decodeArgs(data []byte, t *argType, strs map[string]string) (types.Record, error) {
+	d := argDecoder{data: data, strs: strs}
+	d.space()
+	if d.pos == len(d.data) || d.data[d.pos] != '{' {
+		return types.Record{}, errors.New("arguments are not a JSON object")
+	}
+	v, err := d.value(t, 0, true)
+	if err != nil {
+		return types.Record{}, err
+	}
+	d.space()
+	if d.pos != len(d.data) {
+		return types.Record{}, errors.New("arguments have trailing data")
+	}
+	return v.(types.Record), nil
+}
+
+func (d *argDecoder) space() {
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (d *argDecoder) literal(lit string) error {
+	if !bytes.HasPrefix(d.data[d.pos:], []byte(lit)) {
+		return errSyntax
+	}
+	d.pos += len(lit)
+	return nil
+}
+
+// value decodes one value at d.pos; nil with no error is a null.
+func (d *argDecoder) value(t *argType, depth int, top bool) (types.Value, error) {
+	if depth > maxArgNesting {
+		return nil, errors.New("arguments nested too deeply")
+	}
+	d.space()
+	if d.pos == len(d.data) {
+		return nil, errSyntax
+	}
+	if t != nil && t.kind == kJSON {
+		start := d.pos
+		v, err := d.value(nil, depth, false)
+		if err != nil || v == nil {
+			return v, err
+		}
+		if s, ok := v.(types.String); ok {
+			return s, nil
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, d.data[start:d.pos]); err != nil {
+			return nil, errSyntax
+		}
+		return types.String(buf.String()), nil
+	}
+	switch c := d.data[d.pos]; {
+	case c == '{':
+		return d.object(t, depth, top)
+	case c == '[':
+		d.pos++
+		var et *argType
+		if t != nil && t.kind == kSet {
+			et = t.elem
+		}
+		var vs []types.Value
+		d.space()
+		if d.pos < len(d.data) && d.data[d.pos] == ']' {
+			d.pos++
+			return types.NewSet(), nil
+		}
+		for {
+			v, err := d.value(et, depth+1, false)
+			if err != nil {
+				return nil, err
+			}
+			if v != nil {
+				vs = append(vs, v)
+			}
+			d.space()
+			if d.pos == len(d.data) {
+				return nil, errSyntax
+			}
+			if d.data[d.pos] == ']' {
+				d.pos++
+				return types.NewSet(vs...), nil
+			}
+			if d.data[d.pos] != ',' {
+				return nil, errSyntax
+			}
+			d.pos++
+		}
+	case c == '"':
+		s, err := d.str()
+		return types.String(s), err
+	case c == 't':
+		return types.True, d.literal("true")
+	case c == 'f':
+		return types.False, d.literal("false")
+	case c == 'n':
+		return nil, d.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return d.number(t)
+	}
+	return nil, errSyntax
+}
+
+func (d *argDecoder) object(t *argType, depth int, top bool) (types.Value, error) {
+	d.pos++ // {
+	if t != nil && t.kind != kRecord {
+		t = nil
+	}
+	m := types.RecordMap{}
+	d.space()
+	if d.pos < len(d.data) && d.data[d.pos] == '}' {
+		d.pos++
+		return types.NewRecord(m), nil
+	}
+	for {
+		d.space()
+		if d.pos == len(d.data) || d.data[d.pos] != '"' {
+			return nil, errSyntax
+		}
+		k, err := d.str()
+		if err != nil {
+			return nil, err
+		}
+		d.space()
+		if d.pos == len(d.data) || d.data[d.pos] != ':' {
+			return nil, errSyntax
+		}
+		d.pos++
+		var ft *argType
+		keep := true
+		if t != nil {
+			f, ok := t.fields[k]
+			keep = ok
+			if ok {
+				ft = f.t
+			}
+		}
+		v, err := d.value(ft, depth+1, false)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k, err)
+		}
+		if top && d.strs != nil {
+			if s, ok := v.(types.String); ok {
+				d.strs[k] = string(s)
+			} else {
+				delete(d.strs, k)
+			}
+		}
+		// Undeclared properties are dropped: no policy can name them.
+		if keep && v != nil {
+			m[types.String(k)] = v
+		} else {
+			delete(m, types.String(k))
+		}
+		d.space()
+		if d.pos == len(d.data) {
+			return nil, errSyntax
+		}
+		if d.data[d.pos] == '}' {
+			d.pos++
+			return types.NewRecord(m), nil
+		}
+		if d.data[d.pos] != ',' {
+			return nil, errSyntax
+		}
+		d.pos++
+	}
+}
+
+func (d *argDecoder) number(t *argType) (types.Value, error) {
+	start := d.pos
+	digits := func() int {
+		n := 0
+		for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
+			d.pos++
+			n++
+		}
+		return n
+	}
+	if d.data[d.pos] == '-' {
+		d.pos++
+	}
+	intStart := d.pos
+	if n := digits(); n == 0 || (n > 1 && d.data[intStart] == '0') {
+		return nil, errSyntax
+	}
+	integer := true
+	if d.pos < len(d.data) && d.data[d.pos] == '.' {
+		d.pos++
+		integer = false
+		if digits() == 0 {
+			return nil, errSyntax
+		}
+	}
+	if d.pos < len(d.data) && (d.data[d.pos] == 'e' || d.data[d.pos] == 'E') {
+		d.pos++
+		integer = false
+		if d.pos < len(d.data) && (d.data[d.pos] == '+' || d.data[d.pos] == '-') {
+			d.pos++
+		}
+		if digits() == 0 {
+			return nil, errSyntax
+		}
+	}
+	text := string(d.data[start:d.pos])
+	if integer && (t == nil || t.kind != kDecimal) {
+		if i, err := strconv.ParseInt(text, 10, 64); err == nil {
+			return types.Long(i), nil
+		}
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil {
+		return nil, fmt.Errorf("number %s out of range", text)
+	}
+	return toDecimal(f)
+}
+
+// str decodes a JSON string at d.pos (which is '"').
+func (d *argDecoder) str() (string, error) {
+	d.pos++
+	start := d.pos
+	// Fast path: no escapes, ASCII or valid UTF-8.
+	for d.pos < len(d.data) {
+		c := d.data[d.pos]
+		if c == '"' {
+			s := d.data[start:d.pos]
+			d.pos++
+			if utf8.Valid(s) {
+				return string(s), nil
+			}
+			return string(bytes.ToValidUTF8(s, []byte("\uFFFD"))), nil
+		}
+		if c == '\\' || c < 0x20 {
+			break
+		}
+		d.pos++
+	}
+	buf := append([]byte(nil), d.data[start:d.pos]...)
+	for d.pos < len(d.data) {
+		c := d.data[d.pos]
+		switch {
+		case c == '"':
+			d.pos++
+			if !utf8.Valid(buf) {
+				buf = bytes.ToValidUTF8(buf, []byte("\uFFFD"))
+			}
+			return string(buf), nil
+		case c < 0x20:
+			return "", errSyntax
+		case c == '\\':
+			if d.pos+1 >= len(d.data) {
+				return "", errSyntax
+			}
+			e := d.data[d.pos+1]
+			d.pos += 2
+			switch e {
+			case '"', '\\', '/':
+				buf = append(buf, e)
+			case 'b':
+				buf = append(buf, '\b')
+			case 'f':
+				buf = append(buf, '\f')
+			case 'n':
+				buf = append(buf, '\n')
+			case 'r':
+				buf = append(buf, '\r')
+			case 't':
+				buf = append(buf, '\t')
+			case 'u':
+				r, ok := d.hex4()
+				if !ok {
+					return "", errSyntax
+				}
+				if utf16.IsSurrogate(r) {
+					r2 := rune(-1)
+					if d.pos+1 < len(d.data) && d.data[d.pos] == '\\' && d.data[d.pos+1] == 'u' {
+						save := d.pos
+						d.pos += 2
+						var ok2 bool
+						if r2, ok2 = d.hex4(); !ok2 {
+							return "", errSyntax
+						}
+						if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+							buf = utf8.AppendRune(buf, dec)
+							continue
+						}
+						d.pos = save // not a pair: the second escape stands alone
+					}
+					r = utf8.RuneError
+				}
+				buf = utf8.AppendRune(buf, r)
+			default:
+				return "", errSyntax
+			}
+		default:
+			buf = append(buf, c)
+			d.pos++
+		}
+	}
+	return "", errSyntax
+}
+
+func (d *argDecoder) hex4() (rune, bool) {
+	if d.pos+4 > len(d.data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range d.data[d.pos : d.pos+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	d.pos += 4
+	return r, true
+}

@@ -1,0 +1,123 @@
+package policy
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/cedar-policy/cedar-go/types"
+
+	"github.com/gatehouse/gatehouse/internal/verdict"
+)
+
+// maxCached bounds each entity cache; past it entities are built afresh.
+const maxCached = 4096
+
+// entityCache memoises the entities built from a request's agent and
+// target, which repeat from one request to the next. An entry is used only
+// when every input it was built from is equal, so a cached entity is the
+// entity the request would have built.
+type entityCache struct {
+	mu      sync.RWMutex
+	agents  map[string]*agentEntry
+	targets map[targetKey]*targetEntry
+}
+
+type agentEntry struct {
+	owner, hosting string
+	groups         []string
+	ent            types.Entity
+	parents        []types.EntityUID
+}
+
+type targetKey struct {
+	typ          types.EntityType
+	server, name string
+}
+
+type targetEntry struct {
+	labels  []verdict.Label // the request's labels
+	ent     types.Entity
+	server  types.Entity
+	parents []types.EntityUID
+}
+
+func (c *entityCache) agent(a *Agent) (types.Entity, []types.EntityUID) {
+	c.mu.RLock()
+	e := c.agents[a.ID]
+	c.mu.RUnlock()
+	if e != nil && e.owner == a.Owner && e.hosting == a.Hosting && slices.Equal(e.groups, a.Groups) {
+		return e.ent, e.parents
+	}
+	parents := groupUIDs(a.Groups)
+	ent := types.Entity{
+		UID:     types.NewEntityUID(TypeAgent, types.String(a.ID)),
+		Parents: types.NewEntityUIDSet(parents...),
+		Attributes: types.NewRecord(types.RecordMap{
+			"owner":   types.String(a.Owner),
+			"hosting": types.String(a.Hosting),
+			"groups":  stringSet(a.Groups),
+		}),
+	}
+	c.put(func() {
+		if c.agents == nil {
+			c.agents = map[string]*agentEntry{}
+		}
+		if len(c.agents) < maxCached {
+			c.agents[a.ID] = &agentEntry{owner: a.Owner, hosting: a.Hosting, groups: slices.Clone(a.Groups), ent: ent, parents: parents}
+		}
+	})
+	return ent, parents
+}
+
+// target returns the entity for a tool, resource or prompt of a server,
+// and the server's entity (zero when server is "").
+func (c *entityCache) target(typ types.EntityType, server, name, nameAttr string, reqLabels, extra []verdict.Label) (ent, srv types.Entity, parents []types.EntityUID) {
+	k := targetKey{typ, server, name}
+	c.mu.RLock()
+	e := c.targets[k]
+	c.mu.RUnlock()
+	if e != nil && slices.Equal(e.labels, reqLabels) {
+		return e.ent, e.server, e.parents
+	}
+	var parentSet types.EntityUIDSet
+	if server != "" {
+		srv = serverEntity(server)
+		parents = []types.EntityUID{srv.UID}
+		parentSet = types.NewEntityUIDSet(srv.UID)
+	}
+	labels := reqLabels
+	if len(extra) > 0 {
+		labels = append(slices.Clone(labels), extra...)
+	}
+	ent = types.Entity{
+		UID:     types.NewEntityUID(typ, types.String(ToolID(server, name))),
+		Parents: parentSet,
+		Attributes: types.NewRecord(types.RecordMap{
+			types.String(nameAttr): types.String(name),
+			"server":               types.String(server),
+			"labels":               stringSet(labels),
+		}),
+	}
+	c.put(func() {
+		if c.targets == nil {
+			c.targets = map[targetKey]*targetEntry{}
+		}
+		if len(c.targets) < maxCached {
+			c.targets[k] = &targetEntry{labels: slices.Clone(reqLabels), ent: ent, server: srv, parents: parents}
+		}
+	})
+	return ent, srv, parents
+}
+
+func (c *entityCache) put(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f()
+}
+
+func serverEntity(server string) types.Entity {
+	return types.Entity{
+		UID:        types.NewEntityUID(TypeServer, types.String(server)),
+		Attributes: types.NewRecord(types.RecordMap{"name": types.String(server)}),
+	}
+}
