@@ -89,16 +89,16 @@ type PolicyInfo struct {
 // Set is an immutable, validated policy set together with the schema it was
 // validated against. Its Decide method is safe for concurrent use.
 type Set struct {
-	version  string
-	files    []File
-	schema   *Schema
-	infos    []PolicyInfo
+	version    string
+	files      []File
+	schema     *Schema
+	infos      []PolicyInfo
 	forbids    indexed // forbids, @challenge or not
 	permits    indexed
 	challenges map[cedar.PolicyID]compiled
 	all        [2]policyList // forbids and permits, unindexed
 	noIndex    bool          // tests: evaluate all policies, as plain Cedar does
-	warnings []string
+	warnings   []string
 }
 
 type compiled struct {

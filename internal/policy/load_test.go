@@ -163,9 +163,9 @@ func TestLoadUnknownToolWarns(t *testing.T) {
 
 func TestLoadDir(t *testing.T) {
 	dir := writeDir(t, map[string]string{
-		"a.cedar":    "permit (principal, action, resource);",
-		"b.cedar":    "@id(\"b\")\nforbid (principal, action, resource)\nwhen { principal.owner == \"\" };",
-		"notes.txt":  "not a policy",
+		"a.cedar":     "permit (principal, action, resource);",
+		"b.cedar":     "@id(\"b\")\nforbid (principal, action, resource)\nwhen { principal.owner == \"\" };",
+		"notes.txt":   "not a policy",
 		"x.test.yaml": "cases: []",
 	})
 	set, err := policy.Load(dir, nil)

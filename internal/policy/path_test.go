@@ -42,11 +42,11 @@ func TestNormalizePath(t *testing.T) {
 		{"/srv/a\x00b", ""},
 		{"/srv/a%00b", ""},
 		{"/srv/a\nb", ""},
-		{"/srv/%c0%ae%c0%ae/etc", ""},     // overlong UTF-8 dots
-		{"/srv/\xff/etc", ""},             // invalid UTF-8
-		{"/srv/100%", ""},                 // bare percent
-		{"/srv/%25252525252e", ""},        // still encoded after 4 decodes
-		{"/srv/a\u0085b", ""},             // C1 control
+		{"/srv/%c0%ae%c0%ae/etc", ""}, // overlong UTF-8 dots
+		{"/srv/\xff/etc", ""},         // invalid UTF-8
+		{"/srv/100%", ""},             // bare percent
+		{"/srv/%25252525252e", ""},    // still encoded after 4 decodes
+		{"/srv/a\u0085b", ""},         // C1 control
 	}
 	for _, tt := range tests {
 		got, err := policy.NormalizePath(tt.in)
