@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
 )
+
+var appenders = flag.Int("audit.appenders", 256, "concurrent appenders in BenchmarkAppendSQLite")
 
 var long = flag.Bool("audit.long", false, "run the 1,000,000-entry verification test")
 
@@ -279,7 +282,7 @@ func BenchmarkAppendSQLite(b *testing.B) {
 	var mu sync.Mutex
 	var waits []time.Duration
 	var n atomic.Int64
-	b.SetParallelism(32) // 2 cores × 32 = 64 appenders
+	b.SetParallelism(*appenders / runtime.GOMAXPROCS(0))
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
