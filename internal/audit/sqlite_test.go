@@ -2,8 +2,8 @@ package audit_test
 
 import (
 	"bufio"
-	"crypto/rand"
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"

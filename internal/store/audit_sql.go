@@ -137,7 +137,6 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 	return nil
 }
 
-
 const auditColumns = `idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation`
 
 func scanEntries(rows *sql.Rows) ([]audit.Entry, error) {
