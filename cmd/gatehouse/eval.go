@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	"github.com/gatehouse/gatehouse/internal/semantic"
+	"github.com/gatehouse/gatehouse/internal/semantic/injection"
+)
+
+func init() {
+	commands["eval"] = command{summary: "evaluate detectors on labelled data (eval semantic --data FILE)", run: runEval}
+}
+
+const evalUsage = `usage: gatehouse eval semantic --data FILE.jsonl [--json] [--weights FILE]`
+
+func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "semantic" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprintln(stdout, evalUsage)
+			return nil
+		}
+		fmt.Fprintln(stderr, evalUsage)
+		return fmt.Errorf("%w: eval needs the subcommand semantic", errUsage)
+	}
+	fs := flag.NewFlagSet("eval semantic", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "", "labelled rows, one JSON object per line")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	weights := fs.String("weights", "", "classifier weight file (default: the shipped weights)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *data == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: eval semantic needs --data", errUsage)
+	}
+	f, err := os.Open(*data)
+	if err != nil {
+		return err
+	}
+	rows, err := injection.ReadRows(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", *data, err)
+	}
+	var cfg semantic.Config
+	if *weights != "" {
+		m, err := loadWeights(*weights)
+		if err != nil {
+			return err
+		}
+		cfg.Model = m
+	}
+	e, err := semantic.New(cfg)
+	if err != nil {
+		return err
+	}
+	rep, err := semantic.Evaluate(ctx, e, rows)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	fmt.Fprintf(stdout, "%d rows from %s\n\n", rep.Overall.Rows, *data)
+	printMetrics(stdout, "category", rep.PerCategory)
+	fmt.Fprintln(stdout)
+	printMetrics(stdout, "surface", rep.PerSurface)
+	fmt.Fprintln(stdout)
+	printMetrics(stdout, "overall", map[string]*semantic.Metrics{"all": rep.Overall})
+	fmt.Fprintf(stdout, "\nlatency per row: p50 %.0f µs, p99 %.0f µs, mean %.0f µs, max %.0f µs\n",
+		rep.LatencyUS.P50, rep.LatencyUS.P99, rep.LatencyUS.Mean, rep.LatencyUS.Max)
+	return nil
+}
+
+func printMetrics(w io.Writer, title string, ms map[string]*semantic.Metrics) {
+	keys := make([]string, 0, len(ms))
+	for k := range ms {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	fmt.Fprintf(w, "%-14s %6s %7s %6s %8s %8s %9s %8s\n", title, "rows", "attacks", "benign", "recall", "fpr", "precision", "f1")
+	pct := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f%%", 100**p)
+	}
+	for _, k := range keys {
+		m := ms[k]
+		fmt.Fprintf(w, "%-14s %6d %7d %6d %8s %8s %9s %8s\n", k, m.Rows, m.Attacks, m.Benign, pct(m.Recall), pct(m.FPR), pct(m.Precision), pct(m.F1))
+	}
+}
