@@ -31,6 +31,8 @@ var appenders = flag.Int("audit.appenders", 256, "concurrent appenders in Benchm
 
 var long = flag.Bool("audit.long", false, "run the 1,000,000-entry verification test")
 
+var millionSize = flag.Int64("audit.size", 1_000_000, "entries in TestVerifyMillion")
+
 func openSQLite(t testing.TB, path string) (*store.DB, *store.AuditLog) {
 	t.Helper()
 	ctx := context.Background()
@@ -328,7 +330,7 @@ func TestVerifyMillion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const total = 1_000_000
+	total := *millionSize
 	start := time.Now()
 	var wg sync.WaitGroup
 	var next atomic.Int64
@@ -351,7 +353,7 @@ func TestVerifyMillion(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("appended %d records in %v (%.0f records/s)", total, time.Since(start), total/time.Since(start).Seconds())
+	t.Logf("appended %d records in %v (%.0f records/s)", total, time.Since(start), float64(total)/time.Since(start).Seconds())
 	start = time.Now()
 	rep, err := audit.VerifyBackend(ctx, a, a, audit.VerifyOptions{Verifier: verifier})
 	if err != nil {
