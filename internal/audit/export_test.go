@@ -64,7 +64,6 @@ func TestExporterHTTPBackPressure(t *testing.T) {
 	}
 }
 
-
 func TestExporterResumesFromCursor(t *testing.T) {
 	ctx := context.Background()
 	m, _, _ := newLog(t, 12)
