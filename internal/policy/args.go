@@ -164,7 +164,7 @@ func (d *argDecoder) object(t *argType, depth int, top bool) (types.Value, error
 		if d.pos == len(d.data) || d.data[d.pos] != '"' {
 			return nil, errSyntax
 		}
-		k, err := d.str()
+		k, f, err := d.key(t)
 		if err != nil {
 			return nil, err
 		}
@@ -174,13 +174,9 @@ func (d *argDecoder) object(t *argType, depth int, top bool) (types.Value, error
 		}
 		d.pos++
 		var ft *argType
-		keep := true
-		if t != nil {
-			f, ok := t.fields[k]
-			keep = ok
-			if ok {
-				ft = f.t
-			}
+		keep := t == nil || f != nil
+		if f != nil {
+			ft = f.t
 		}
 		v, err := d.value(ft, depth+1, false)
 		if err != nil {
@@ -262,6 +258,31 @@ func (d *argDecoder) number(t *argType) (types.Value, error) {
 	return toDecimal(f)
 }
 
+// key decodes an object key at d.pos and looks it up in t's fields; a
+// declared key's string is the schema's, so it costs no allocation.
+func (d *argDecoder) key(t *argType) (string, *argField, error) {
+	if t != nil {
+		end := d.pos + 1
+		for end < len(d.data) && d.data[end] != '"' && d.data[end] != '\\' && d.data[end] >= 0x20 {
+			end++
+		}
+		if end < len(d.data) && d.data[end] == '"' {
+			if f, ok := t.fields[string(d.data[d.pos+1:end])]; ok {
+				d.pos = end + 1
+				return f.name, f, nil
+			}
+		}
+	}
+	k, err := d.str()
+	if err != nil {
+		return "", nil, err
+	}
+	if t != nil {
+		return k, t.fields[k], nil
+	}
+	return k, nil, nil
+}
+
 // str decodes a JSON string at d.pos (which is '"').
 func (d *argDecoder) str() (string, error) {
 	d.pos++
@@ -275,7 +296,7 @@ func (d *argDecoder) str() (string, error) {
 			if utf8.Valid(s) {
 				return string(s), nil
 			}
-			return string(bytes.ToValidUTF8(s, []byte("\uFFFD"))), nil
+			return replaceInvalid(s), nil
 		}
 		if c == '\\' || c < 0x20 {
 			break
@@ -289,7 +310,7 @@ func (d *argDecoder) str() (string, error) {
 		case c == '"':
 			d.pos++
 			if !utf8.Valid(buf) {
-				buf = bytes.ToValidUTF8(buf, []byte("\uFFFD"))
+				return replaceInvalid(buf), nil
 			}
 			return string(buf), nil
 		case c < 0x20:
@@ -367,4 +388,20 @@ func (d *argDecoder) hex4() (rune, bool) {
 	}
 	d.pos += 4
 	return r, true
+}
+
+// replaceInvalid replaces each byte of invalid UTF-8 with U+FFFD, as
+// encoding/json does.
+func replaceInvalid(b []byte) string {
+	out := make([]byte, 0, len(b)+8)
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n == 1 {
+			out = utf8.AppendRune(out, utf8.RuneError)
+		} else {
+			out = append(out, b[:n]...)
+		}
+		b = b[n:]
+	}
+	return string(out)
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"maps"
 	"slices"
 	"sync"
 
@@ -20,6 +21,76 @@ type entityCache struct {
 	mu      sync.RWMutex
 	agents  map[string]*agentEntry
 	targets map[targetKey]*targetEntry
+	users   map[string]*userEntry
+	tasks   map[string]*taskEntry
+}
+
+type userEntry struct {
+	user User
+	ent  types.Entity
+}
+
+type taskEntry struct {
+	task Task
+	ent  types.Entity
+}
+
+func (c *entityCache) user(u *User) types.Entity {
+	c.mu.RLock()
+	e := c.users[u.ID]
+	c.mu.RUnlock()
+	if e != nil && slices.Equal(e.user.Groups, u.Groups) && maps.EqualFunc(e.user.Tags, u.Tags, slices.Equal) {
+		return e.ent
+	}
+	var tags types.RecordMap
+	if len(u.Tags) > 0 {
+		tags = make(types.RecordMap, len(u.Tags))
+		for k, v := range u.Tags {
+			tags[types.String(k)] = stringSet(v)
+		}
+	}
+	ent := types.Entity{
+		UID:        types.NewEntityUID(TypeUser, types.String(u.ID)),
+		Parents:    types.NewEntityUIDSet(groupUIDs(u.Groups)...),
+		Attributes: types.NewRecord(types.RecordMap{"groups": stringSet(u.Groups)}),
+		Tags:       types.NewRecord(tags),
+	}
+	c.put(func() {
+		if c.users == nil {
+			c.users = map[string]*userEntry{}
+		}
+		if len(c.users) < maxCached {
+			cp := User{ID: u.ID, Groups: slices.Clone(u.Groups), Tags: maps.Clone(u.Tags)}
+			c.users[u.ID] = &userEntry{user: cp, ent: ent}
+		}
+	})
+	return ent
+}
+
+func (c *entityCache) task(t *Task) types.Entity {
+	c.mu.RLock()
+	e := c.tasks[t.ID]
+	c.mu.RUnlock()
+	if e != nil && e.task.Purpose == t.Purpose && e.task.NotBefore.Equal(t.NotBefore) && e.task.NotAfter.Equal(t.NotAfter) {
+		return e.ent
+	}
+	attrs := types.RecordMap{"purpose": types.String(t.Purpose)}
+	if !t.NotBefore.IsZero() {
+		attrs["not_before"] = types.NewDatetime(t.NotBefore)
+	}
+	if !t.NotAfter.IsZero() {
+		attrs["not_after"] = types.NewDatetime(t.NotAfter)
+	}
+	ent := types.Entity{UID: types.NewEntityUID(TypeTask, types.String(t.ID)), Attributes: types.NewRecord(attrs)}
+	c.put(func() {
+		if c.tasks == nil {
+			c.tasks = map[string]*taskEntry{}
+		}
+		if len(c.tasks) < maxCached {
+			c.tasks[t.ID] = &taskEntry{task: *t, ent: ent}
+		}
+	})
+	return ent
 }
 
 type agentEntry struct {

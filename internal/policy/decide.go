@@ -60,8 +60,19 @@ func (s *Set) Decide(req Request) Decision {
 		}
 		return blocked(code, s.version, nil, err.Error())
 	}
-	_, fdiag := cedar.Authorize(&pk[0], &t.ents, creq)
-	pd, pdiag := cedar.Authorize(&pk[1], &t.ents, creq)
+	// One evaluation over forbids and permits together answers the common
+	// case: Cedar reports the matching forbids if any, else the permits.
+	// Only when a forbid matched are the permits evaluated on their own.
+	both := picked{list: pk[0].list, idx: pk[0].idx, list2: pk[1].list, idx2: pk[1].idx}
+	decision, fdiag := cedar.Authorize(&both, &t.ents, creq)
+	pd, pdiag := decision, cedar.Diagnostic{Reasons: fdiag.Reasons}
+	if decision == cedar.Deny && len(fdiag.Reasons) > 0 {
+		pdiag.Reasons = nil
+		pd, pdiag = cedar.Authorize(&pk[1], &t.ents, creq)
+		pdiag.Errors = nil // already in fdiag
+	} else {
+		fdiag.Reasons = nil
+	}
 	var hard, challenges []cedar.DiagnosticReason
 	for _, r := range fdiag.Reasons {
 		if _, ok := s.challenges[r.PolicyID]; ok {
@@ -227,30 +238,14 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need) (cedar.Reque
 		ctx["session_labels"] = stringSet(req.SessionLabels)
 	}
 	if needs&(needAll|needUser) != 0 && req.User != nil && req.User.ID != "" {
-		uid := types.NewEntityUID(TypeUser, types.String(req.User.ID))
-		var tags types.RecordMap
-		if len(req.User.Tags) > 0 {
-			tags = make(types.RecordMap, len(req.User.Tags))
-			for k, v := range req.User.Tags {
-				tags[types.String(k)] = stringSet(v)
-			}
-		}
-		t.ents.add(types.Entity{UID: uid, Parents: types.NewEntityUIDSet(groupUIDs(req.User.Groups)...), Attributes: types.NewRecord(types.RecordMap{
-			"groups": stringSet(req.User.Groups),
-		}), Tags: types.NewRecord(tags)})
-		ctx["user"] = uid
+		ent := s.cache.user(req.User)
+		t.ents.add(ent)
+		ctx["user"] = ent.UID
 	}
 	if needs&(needAll|needTask) != 0 && req.Task != nil && req.Task.ID != "" {
-		uid := types.NewEntityUID(TypeTask, types.String(req.Task.ID))
-		attrs := types.RecordMap{"purpose": types.String(req.Task.Purpose)}
-		if !req.Task.NotBefore.IsZero() {
-			attrs["not_before"] = types.NewDatetime(req.Task.NotBefore)
-		}
-		if !req.Task.NotAfter.IsZero() {
-			attrs["not_after"] = types.NewDatetime(req.Task.NotAfter)
-		}
-		t.ents.add(types.Entity{UID: uid, Attributes: types.NewRecord(attrs)})
-		ctx["task"] = uid
+		ent := s.cache.task(req.Task)
+		t.ents.add(ent)
+		ctx["task"] = ent.UID
 	}
 	if needs&(needAll|needTotals) != 0 {
 		totals := make(types.RecordMap, len(s.totals))
@@ -296,7 +291,16 @@ func groupUIDs(gs []string) []types.EntityUID {
 	return uids
 }
 
+var noFindings = types.NewRecord(types.RecordMap{
+	"kinds":     emptySet,
+	"detectors": emptySet,
+	"max_score": types.Decimal{},
+})
+
 func findings(f *Findings) (types.Record, error) {
+	if f == nil {
+		return noFindings, nil
+	}
 	var kinds []string
 	var detectors []string
 	maxScore := 0.0

@@ -120,14 +120,19 @@ func (ix indexed) add(c compiled) {
 // picked is the policies of one class whose scopes admit a request; it
 // implements cedar.PolicyIterator.
 type picked struct {
-	list policyList
-	idx  []int32
+	list, list2 policyList
+	idx, idx2   []int32
 }
 
 func (p *picked) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
 		for _, i := range p.idx {
 			if !yield(p.list[i].id, p.list[i].policy) {
+				return
+			}
+		}
+		for _, i := range p.idx2 {
+			if !yield(p.list2[i].id, p.list2[i].policy) {
 				return
 			}
 		}

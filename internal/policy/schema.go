@@ -293,6 +293,7 @@ type argType struct {
 }
 
 type argField struct {
+	name     string
 	t        *argType
 	required bool
 }
@@ -377,7 +378,7 @@ func (js *jsonSchema) argType(depth int) *argType {
 		}
 		r := &argType{kind: kRecord, fields: make(map[string]*argField, len(js.Properties))}
 		for name, p := range js.Properties {
-			r.fields[name] = &argField{t: p.argType(depth + 1), required: slices.Contains(js.Required, name)}
+			r.fields[name] = &argField{name: name, t: p.argType(depth + 1), required: slices.Contains(js.Required, name)}
 		}
 		return r
 	}
