@@ -163,18 +163,21 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, ep *endpoint) 
 		writeMessage(w, http.StatusBadRequest, errorResponse(idOf(body), werr.Code, werr.Message, nil))
 		return
 	}
-	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" && !supportedVersion(v) {
-		writeHTTPError(w, http.StatusBadRequest, fmt.Sprintf("unsupported protocol version %q (supported: %s)", v, strings.Join(SupportedVersions, ", ")))
+	if isModern(r.Header, m) {
+		p.serveModern(w, r, ep, caller, m)
 		return
 	}
-	if msg, ok := checkStandardHeaders(r.Header, m); !ok {
-		p.refuse(r.Context(), ep, caller, m.Method, verdict.Deny(verdict.Core, "request.header_mismatch", msg))
-		writeMessage(w, http.StatusBadRequest, errorResponse(m.ID, CodeInvalidRequest, msg, nil))
+	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" && !supportedVersion(v) {
+		writeHTTPError(w, http.StatusBadRequest, fmt.Sprintf("unsupported protocol version %q (supported: %s)", v, strings.Join(SupportedVersions, ", ")))
 		return
 	}
 
 	if ep.stateless {
 		sc := &scope{p: p, ep: ep, caller: caller, version: r.Header.Get("Mcp-Protocol-Version")}
+		if m.Method == "initialize" {
+			p.initializeStateless(w, r, sc, m)
+			return
+		}
 		if sc.version == "" {
 			sc.version = Version20250618
 		}
@@ -378,22 +381,6 @@ func idOf(body []byte) json.RawMessage {
 	return probe.ID
 }
 
-// checkStandardHeaders verifies that the Mcp-Method and Mcp-Name headers,
-// when present, say what the body says: intermediaries route on headers,
-// servers act on bodies, and the two must not disagree.
-func checkStandardHeaders(h http.Header, m *Message) (string, bool) {
-	if hm := h.Get("Mcp-Method"); hm != "" && hm != m.Method {
-		return fmt.Sprintf("Mcp-Method header %q does not match the body's method %q", hm, m.Method), false
-	}
-	if hn := h.Get("Mcp-Name"); hn != "" {
-		name, ok := nameOf(m)
-		if !ok || encodeHeaderValue(name) != hn && name != hn {
-			return "Mcp-Name header does not match the body", false
-		}
-	}
-	return "", true
-}
-
 // reply writes the answer to one POSTed request: a single JSON response, or
 // an event stream when related messages precede the response. Writes after
 // finish are dropped; reply is safe for concurrent use.
@@ -403,7 +390,21 @@ type reply struct {
 	sse     *sseWriter
 	final   *Message
 	done    bool
+	stream  bool // answer with an event stream even without related messages
 	headers map[string]string
+	// status maps the final message to the HTTP status of a JSON answer
+	// (protocol 2026-07-28 maps some errors to 400 and 404); nil means 200.
+	status func(*Message) int
+	// post edits the final response before it is written.
+	post func(*Message) *Message
+}
+
+// preferStream asks for an event stream: the upstream answered with one,
+// and the agent sees the same.
+func (r *reply) preferStream() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stream = true
 }
 
 func newReply(w http.ResponseWriter) *reply { return &reply{w: w} }
@@ -459,12 +460,24 @@ func (r *reply) finish() {
 	if final == nil {
 		final = errorResponse(nil, CodeInternalError, "internal error: no response", nil)
 	}
+	if r.post != nil {
+		final = r.post(final)
+	}
+	status := http.StatusOK
+	if r.status != nil {
+		status = r.status(final)
+	}
+	if r.sse == nil && r.stream && status == http.StatusOK {
+		r.applyHeaders()
+		r.sse = newSSEWriter(r.w)
+		r.sse.start(http.StatusOK)
+	}
 	if r.sse != nil {
 		_ = r.sse.write("", encode(final))
 		return
 	}
 	r.applyHeaders()
-	writeMessage(r.w, http.StatusOK, final)
+	writeMessage(r.w, status, final)
 }
 
 func newCorrelationID() string { return newSessionKey()[:32] }

@@ -147,6 +147,8 @@ type upstream struct {
 	// version.
 	poolMu sync.Mutex
 	pool   map[string]conn
+	// legacyOnly records that the server does not speak 2026-07-28.
+	legacyOnly bool
 }
 
 type endpoint struct {

@@ -23,11 +23,22 @@ type scope struct {
 	caller  *pipeline.Caller
 	sess    *session
 	version string
+	// modern marks a protocol 2026-07-28 request (stateless, per-request
+	// _meta, standard headers).
+	modern bool
+	// paramHeaders are the Mcp-Param-* headers computed for the upstream
+	// request.
+	paramHeaders http.Header
+	// reqHeader are the agent's HTTP request headers (2026 requests).
+	reqHeader http.Header
 }
 
 // conn returns the connection to server for this scope, dialing when
 // needed (a session re-dials a connection that died).
 func (sc *scope) conn(ctx context.Context, u *upstream) (conn, error) {
+	if sc.modern {
+		return u.modernConn(ctx)
+	}
 	if sc.sess == nil {
 		return u.shared(ctx, sc.version)
 	}
@@ -96,10 +107,7 @@ func (p *Proxy) initialize(w http.ResponseWriter, r *http.Request, ep *endpoint,
 		return
 	}
 	requested, _ := prm.str("protocolVersion")
-	version := requested
-	if !supportedVersion(version) {
-		version = latestVersion
-	}
+	version := legacyVersion(requested)
 	prm.setStr("protocolVersion", version)
 	initParams := prm.raw()
 
@@ -171,6 +179,60 @@ func (p *Proxy) initialize(w http.ResponseWriter, r *http.Request, ep *endpoint,
 		return
 	}
 	w.Header().Set("Mcp-Session-Id", s.key)
+	writeMessage(w, http.StatusOK, resultResponse(m.ID, result))
+}
+
+// legacyVersion is the revision negotiated for an initialize that asks
+// for v: v itself when the gateway speaks it with sessions, else the newest
+// legacy revision (2026-07-28 has no initialize).
+func legacyVersion(v string) string {
+	for _, l := range legacyVersions {
+		if v == l {
+			return v
+		}
+	}
+	return legacyVersions[0]
+}
+
+// initializeStateless answers initialize on a stateless endpoint: the
+// merged result of the pooled connections, and no session.
+func (p *Proxy) initializeStateless(w http.ResponseWriter, r *http.Request, sc *scope, m *Message) {
+	prm, err := parseParams(m.Params)
+	if err != nil {
+		writeMessage(w, http.StatusOK, errorResponse(m.ID, CodeInvalidParams, "invalid initialize params", nil))
+		return
+	}
+	requested, _ := prm.str("protocolVersion")
+	sc.version = legacyVersion(requested)
+	req := sc.request(m, pipeline.ActionOther, nil, "", "")
+	if v := p.cfg.Mediator.Admit(r.Context(), req); v.Outcome != verdict.Allow {
+		writeMessage(w, http.StatusOK, deniedResponse(m.ID, req, v))
+		return
+	}
+	var inits []*initResult
+	var servers []string
+	for _, u := range sc.ep.servers {
+		if !sc.caller.MayUse(u.id) {
+			continue
+		}
+		c, err := u.shared(r.Context(), sc.version)
+		if err != nil {
+			p.log.Warn("upstream initialization failed", "server", u.id, "err", err)
+			continue
+		}
+		inits = append(inits, c.init())
+		servers = append(servers, u.id)
+	}
+	if len(inits) == 0 && p.usableCount(sc) > 0 {
+		writeMessage(w, http.StatusOK, errorResponse(m.ID, CodeUpstream, "no upstream server is available", nil))
+		return
+	}
+	var result json.RawMessage
+	if !sc.ep.namespace && len(inits) == 1 {
+		result = inits[0].Raw
+	} else {
+		result, _ = p.mergeInit(sc.version, servers, inits)
+	}
 	writeMessage(w, http.StatusOK, resultResponse(m.ID, result))
 }
 
@@ -296,7 +358,12 @@ func (p *Proxy) forward(ctx context.Context, sc *scope, rep *reply, u *upstream,
 	if err != nil {
 		return nil, err
 	}
-	return c.call(ctx, m, func(rel *Message) { p.relay(ctx, sc, rep, u, c, rel) })
+	return c.call(ctx, m, &callOpts{
+		onMsg:    func(rel *Message) { p.relay(ctx, sc, rep, u, c, rel) },
+		onStream: rep.preferStream,
+		headers:  sc.paramHeaders,
+		long:     m.Method == "subscriptions/listen",
+	})
 }
 
 // upstreamFailure answers the agent when forwarding failed and records the
@@ -351,6 +418,19 @@ func (p *Proxy) callTool(ctx context.Context, sc *scope, rep *reply, m *Message)
 			r.Labels = u.labels(tool, info.Annotations)
 		}
 		r.SideEffect = !readOnly(info.Annotations)
+		if sc.modern {
+			if err := checkParamHeaders(sc.reqHeader, info.InputSchema, r.Arguments); err != nil {
+				p.cfg.Mediator.Refuse(ctx, r, verdict.Deny(verdict.Core, "request.header_mismatch", err.Error()))
+				rep.respond(errorResponse(m.ID, CodeHeaderMismatch, err.Error(), nil))
+				return
+			}
+			h, err := paramHeaders(info.InputSchema, r.Arguments)
+			if err != nil {
+				rep.respond(errorResponse(m.ID, CodeInvalidParams, err.Error(), nil))
+				return
+			}
+			sc.paramHeaders = h
+		}
 	}
 	v := p.cfg.Mediator.Admit(ctx, r)
 	if v.Outcome != verdict.Allow {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync/atomic"
 )
 
@@ -36,9 +37,10 @@ type conn interface {
 	// call sends req (its ID is replaced by one unique on this connection)
 	// and returns the final response, with req's original ID restored.
 	// Messages related to the request that arrive before the response
-	// (progress, logging, server-to-client requests) are passed to onMsg.
-	// When ctx ends first, the upstream is sent notifications/cancelled.
-	call(ctx context.Context, req *Message, onMsg func(*Message)) (*Message, error)
+	// (progress, logging, server-to-client requests) are passed to
+	// o.onMsg. When ctx ends first, the upstream is sent
+	// notifications/cancelled. o may be nil.
+	call(ctx context.Context, req *Message, o *callOpts) (*Message, error)
 	// send delivers a notification or a response to a server-to-client
 	// request.
 	send(ctx context.Context, m *Message) error
@@ -52,6 +54,24 @@ type conn interface {
 	close()
 	// alive reports whether the connection can still be used.
 	alive() bool
+}
+
+// callOpts are the per-call options of conn.call.
+type callOpts struct {
+	// onMsg receives messages related to the call.
+	onMsg func(*Message)
+	// onStream is told that the server answers with an event stream.
+	onStream func()
+	// long disables the per-request timeout (subscriptions/listen).
+	long bool
+	// headers are added to the upstream HTTP request (Mcp-Param-*).
+	headers http.Header
+}
+
+func (o *callOpts) msg(m *Message) {
+	if o != nil && o.onMsg != nil {
+		o.onMsg(m)
+	}
 }
 
 var errNoStream = errors.New("the upstream server offers no standalone stream")

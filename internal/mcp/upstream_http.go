@@ -36,7 +36,9 @@ type httpServer struct {
 // httpConn is a connection to a Streamable HTTP server: the negotiated
 // protocol version and, when the server keeps sessions, its session id.
 type httpConn struct {
-	srv       *httpServer
+	srv *httpServer
+	// modern marks a stateless protocol 2026-07-28 connection.
+	modern    bool
 	sessionID string
 	initRes   *initResult
 	dead      atomic.Bool
@@ -50,7 +52,7 @@ func (s *httpServer) dial(ctx context.Context, initParams json.RawMessage) (*htt
 	defer cancel()
 	c := &httpConn{srv: s}
 	req := &Message{JSONRPC: "2.0", ID: nextID(), Method: "initialize", Params: initParams}
-	resp, hdr, err := c.roundTrip(ctx, req, nil, "")
+	resp, hdr, err := c.roundTrip(ctx, req, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -97,11 +99,14 @@ func (c *httpConn) newRequest(ctx context.Context, method string, body []byte, m
 	if c.sessionID != "" {
 		r.Header.Set("Mcp-Session-Id", c.sessionID)
 	}
-	if c.initRes != nil {
+	switch {
+	case c.modern:
+		r.Header.Set("Mcp-Protocol-Version", Version20260728)
+		if m != nil {
+			setStandardHeaders(r.Header, m)
+		}
+	case c.initRes != nil:
 		r.Header.Set("Mcp-Protocol-Version", c.initRes.ProtocolVersion)
-	}
-	if m != nil && c.initRes != nil && c.initRes.ProtocolVersion >= Version20260728 {
-		setStandardHeaders(r.Header, m)
 	}
 	if c.srv.inject != nil {
 		c.srv.inject(ctx, r.Header)
@@ -110,12 +115,17 @@ func (c *httpConn) newRequest(ctx context.Context, method string, body []byte, m
 }
 
 // roundTrip POSTs m and, for a request, waits for its response, passing
-// other messages on the response stream to onMsg. lastEventID resumes.
-func (c *httpConn) roundTrip(ctx context.Context, m *Message, onMsg func(*Message), _ string) (*Message, http.Header, error) {
+// other messages on the response stream to o.
+func (c *httpConn) roundTrip(ctx context.Context, m *Message, o *callOpts) (*Message, http.Header, error) {
 	body := encode(m)
 	r, err := c.newRequest(ctx, http.MethodPost, body, m)
 	if err != nil {
 		return nil, nil, err
+	}
+	if o != nil {
+		for k, v := range o.headers {
+			r.Header[k] = v
+		}
 	}
 	resp, err := c.srv.client.Do(r)
 	if err != nil {
@@ -139,7 +149,10 @@ func (c *httpConn) roundTrip(ctx context.Context, m *Message, onMsg func(*Messag
 	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	switch {
 	case resp.StatusCode == http.StatusOK && ct == "text/event-stream":
-		res, err := c.readStream(ctx, resp.Body, m.ID, onMsg)
+		if o != nil && o.onStream != nil {
+			o.onStream()
+		}
+		res, err := c.readStream(ctx, resp.Body, m.ID, o)
 		return res, resp.Header, err
 	case ct == "application/json":
 		// Success, or an HTTP error that carries a JSON-RPC error response.
@@ -191,7 +204,7 @@ func (c *httpConn) parse(b []byte) (*Message, error) {
 // readStream reads an SSE response stream until the response to id. When
 // the server closes the stream early after giving event ids, the stream is
 // resumed with GET and Last-Event-ID.
-func (c *httpConn) readStream(ctx context.Context, body io.ReadCloser, id json.RawMessage, onMsg func(*Message)) (*Message, error) {
+func (c *httpConn) readStream(ctx context.Context, body io.ReadCloser, id json.RawMessage, o *callOpts) (*Message, error) {
 	lastID := ""
 	retry := time.Duration(0)
 	for attempt := 0; ; attempt++ {
@@ -223,9 +236,7 @@ func (c *httpConn) readStream(ctx context.Context, body io.ReadCloser, id json.R
 			if m.IsResponse() && bytes.Equal(m.ID, id) {
 				return m, nil
 			}
-			if onMsg != nil {
-				onMsg(m)
-			}
+			o.msg(m)
 		}
 		body.Close()
 		if lastID == "" || attempt >= 10 {
@@ -277,16 +288,24 @@ func (c *httpConn) get(ctx context.Context, lastEventID string) (*http.Response,
 	return resp, nil
 }
 
-func (c *httpConn) call(ctx context.Context, req *Message, onMsg func(*Message)) (*Message, error) {
+func (c *httpConn) call(ctx context.Context, req *Message, o *callOpts) (*Message, error) {
 	if c.dead.Load() {
 		return nil, &upstreamError{server: c.srv.id, msg: "session expired"}
 	}
 	orig := req.ID
 	up := *req
 	up.ID = nextID()
-	ctx, cancel := context.WithTimeout(ctx, c.srv.timeout)
+	var cancel context.CancelFunc
+	if o != nil && o.long {
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, c.srv.timeout)
+	}
 	defer cancel()
-	res, _, err := c.roundTrip(ctx, &up, onMsg, "")
+	if c.modern {
+		up.Params = withModernMeta(up.Params)
+	}
+	res, _, err := c.roundTrip(ctx, &up, o)
 	if err != nil {
 		if ctx.Err() != nil {
 			// Tell the server to stop working on it (best effort, detached
@@ -309,7 +328,7 @@ func (c *httpConn) call(ctx context.Context, req *Message, onMsg func(*Message))
 }
 
 func (c *httpConn) send(ctx context.Context, m *Message) error {
-	_, _, err := c.roundTrip(ctx, m, nil, "")
+	_, _, err := c.roundTrip(ctx, m, nil)
 	return err
 }
 

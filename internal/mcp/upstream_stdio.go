@@ -237,9 +237,13 @@ func (c *stdioConn) write(m *Message) error {
 	return nil
 }
 
-func (c *stdioConn) call(ctx context.Context, req *Message, onMsg func(*Message)) (*Message, error) {
+func (c *stdioConn) call(ctx context.Context, req *Message, o *callOpts) (*Message, error) {
 	up := *req
 	up.ID = nextID()
+	var onMsg func(*Message)
+	if o != nil {
+		onMsg = o.onMsg
+	}
 	call := &stdioCall{resp: make(chan *Message, 1), onMsg: onMsg, upstream: up.ID}
 	// Progress tokens are rewritten so that tokens of different agents
 	// sharing one process cannot collide.
