@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 )
@@ -60,6 +62,27 @@ func (e *Engine) Reload(dir string) error {
 		return fmt.Errorf("reloading policies: %w", err)
 	}
 	return e.Install(files)
+}
+
+// WatchReload reloads dir each time trigger delivers a signal (the gateway
+// passes SIGHUP from signal.Notify) until ctx ends, and returns ctx's
+// error. A failed reload is logged and keeps the set in force; report, if
+// not nil, is called with each reload's result.
+func (e *Engine) WatchReload(ctx context.Context, dir string, trigger <-chan os.Signal, report func(error)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-trigger:
+			err := e.Reload(dir)
+			if err != nil {
+				e.log.Error("policy reload failed; keeping the policy set in force", "dir", dir, "version", versionOf(e.cur.Load()), "err", err)
+			}
+			if report != nil {
+				report(err)
+			}
+		}
+	}
 }
 
 // Install validates files as a set and makes it the enforced set, as

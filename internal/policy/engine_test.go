@@ -1,11 +1,13 @@
 package policy_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/gatehouse/gatehouse/internal/policy"
@@ -66,6 +68,39 @@ func TestEngineReload(t *testing.T) {
 	}
 	if d := e.Decide(req); d.Outcome != verdict.Block || d.Code() != policy.CodeForbid || d.Version == good {
 		t.Errorf("after reload Decide = %+v", d)
+	}
+}
+
+func TestEngineWatchReload(t *testing.T) {
+	dir := writeDir(t, map[string]string{"a.cedar": permitBank})
+	e := policy.NewEngine(policy.Config{Schema: testSchema(t)})
+	if err := e.Reload(dir); err != nil {
+		t.Fatal(err)
+	}
+	good := e.Current().Version()
+	ctx, cancel := context.WithCancel(t.Context())
+	hup := make(chan os.Signal)
+	results := make(chan error)
+	done := make(chan error)
+	go func() { done <- e.WatchReload(ctx, dir, hup, func(err error) { results <- err }) }()
+
+	if err := os.WriteFile(filepath.Join(dir, "a.cedar"), []byte("permit ("), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	if err := <-results; err == nil || e.Current().Version() != good {
+		t.Errorf("bad reload: err %v, version %s (want %s kept)", err, e.Current().Version(), good)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a.cedar"), []byte(permitBank+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	if err := <-results; err != nil || e.Current().Version() == good {
+		t.Errorf("good reload: err %v, version %s", err, e.Current().Version())
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("WatchReload returned %v", err)
 	}
 }
 
