@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/gatehouse/gatehouse/internal/semantic/keyword"
 	"github.com/gatehouse/gatehouse/internal/semantic/textnorm"
 )
 
@@ -13,20 +14,120 @@ import (
 // Scores are fixed: override and leak patterns are strong evidence on
 // their own; role-play framing is common in benign prompts and only adds
 // context for policy.
+//
+// Every pattern begins with one of its triggers. One keyword pass over the
+// text finds the triggers; a pattern is then tried only at its triggers,
+// anchored, on a bounded window, which keeps the cost linear and small.
 type heuristic struct {
-	kind  string
-	score float64
-	re    *regexp.Regexp
+	kind      string
+	score     float64
+	triggers  []string
+	pattern   string // matched, case-insensitively, right after the trigger
+	lineStart bool   // the trigger must open a line (after blanks or '#')
+	re        *regexp.Regexp
 }
 
-var heuristics = []heuristic{
-	{"instruction_override", 0.9, regexp.MustCompile(`(?i)\b(?:ignore|disregard|forget|override|bypass|skip|neglect|abandon|overlook|do not (?:follow|obey|listen to)|don't (?:follow|obey|listen to)|pay no attention to|stop following)\b[^.!?\n]{0,40}?\b(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|all|any|every|your|system|developer'?s?)\b[^.!?\n]{0,30}?\b(?:instructions?|prompts?|rules|directives?|guidelines|guidance|orders|commands|context|constraints|restrictions|programming|policies|content polic(?:y|ies)|safety)\b`)},
-	{"instruction_override", 0.85, regexp.MustCompile(`(?i)\b(?:new|updated|real|revised|actual) (?:instructions|rules|directives?|task|objective)\s*(?::|are:|is:)`)},
-	{"instruction_override", 0.8, regexp.MustCompile(`(?i)\b(?:ignoriere|vergiss|ignora|olvida|ignore[sz]?|oublie|negeer|ignorar|ignorer)\b[^.!?\n]{0,40}\b(?:anweisungen|instrucciones|instructions|consignes|istruzioni|instructies|instruções|regeln|reglas|règles|regole)\b`)},
-	{"prompt_leak", 0.85, regexp.MustCompile(`(?i)\b(?:reveal|print|show|repeat|output|display|dump|leak|disclose|spell out|tell me|give me|write out|translate|summari[sz]e|encode)\b[^.!?\n]{0,40}?\b(?:the\s+)?(?:your|hidden|secret|initial|original|system|confidential|previous|above|prior|earlier)\s+(?:\w+\s+)?(?:system prompt|prompt|instructions|system message)\b`)},
-	{"prompt_leak", 0.8, regexp.MustCompile(`(?i)\b(?:repeat|print|output)\b[^.!?\n]{0,20}\b(?:everything|all|the text|the words)\b[^.!?\n]{0,20}\b(?:above|before|prior)\b`)},
-	{"role_marker", 0.75, regexp.MustCompile(`(?i)<\|(?:im_start|im_end|system|endoftext|start_header_id)\|>|\[/?(?:system|inst)\]|\{\{?\s*system\s*:|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\b|(?:^|\n)\s*(?:system|admin(?:istrator)?)\s*(?:override|notice|message|prompt)?\s*:\s`)},
-	{"role_play", 0.5, regexp.MustCompile(`(?i)\b(?:you are now|from now on,? you|pretend (?:to be|you are|that you)|act as (?:an?|the|if)|role-?play as|stay in character|developer mode|dan mode|do anything now|jailbreak(?:ed)?|no (?:ethical|moral) (?:guidelines|restrictions|constraints)|without (?:any )?(?:restrictions|filters|censorship))\b`)},
+// heuristicWindow bounds how far past its trigger a pattern may match.
+const heuristicWindow = 160
+
+var heuristicList = []*heuristic{
+	{kind: "instruction_override", score: 0.9,
+		triggers: []string{"ignore", "disregard", "forget", "override", "bypass", "skip", "neglect", "abandon", "overlook", "do not follow", "do not obey", "do not listen to", "don't follow", "don't obey", "don't listen to", "pay no attention to", "stop following", "set aside"},
+		pattern:  `\b[^.!?\n]*?\b(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|all|any|every|your|system|developer'?s?)\b[^.!?\n]*?\b(?:instructions?|prompts?|rules|directives?|guidelines|guidance|orders|commands|context|constraints|restrictions|programming|policies|content polic(?:y|ies)|safety)\b`},
+	{kind: "instruction_override", score: 0.85,
+		triggers: []string{"new", "updated", "real", "revised", "actual"},
+		pattern:  ` (?:instructions|rules|directives?|task|objective)\s*(?::|are:|is:)`},
+	{kind: "instruction_override", score: 0.8,
+		triggers: []string{"ignoriere", "vergiss", "ignora", "olvida", "ignorez", "ignores", "oublie", "negeer", "ignorar", "ignorer", "ignorieren"},
+		pattern:  `\b[^.!?\n]*?\b(?:anweisungen|instrucciones|instructions|consignes|istruzioni|instructies|instruções|regeln|reglas|règles|regole)\b`},
+	{kind: "prompt_leak", score: 0.85,
+		triggers: []string{"reveal", "print", "show", "repeat", "output", "display", "dump", "leak", "disclose", "spell out", "tell me", "give me", "write out", "translate", "summarize", "summarise", "encode"},
+		pattern:  `\b[^.!?\n]*?\b(?:the\s+)?(?:your|hidden|secret|initial|original|system|confidential|previous|above|prior|earlier)\s+(?:\w+\s+)?(?:system prompt|prompt|instructions|system message)\b`},
+	{kind: "prompt_leak", score: 0.8,
+		triggers: []string{"repeat", "print", "output"},
+		pattern:  `\b[^.!?\n]{0,20}\b(?:everything|all|the text|the words)\b[^.!?\n]{0,20}\b(?:above|before|prior)\b`},
+	{kind: "role_marker", score: 0.75,
+		triggers: []string{"<|im_start|>", "<|im_end|>", "<|system|>", "<|endoftext|>", "<|start_header_id|>", "[system]", "[/system]", "[inst]", "[/inst]", "{system:", "{{system"},
+		pattern:  ``},
+	{kind: "role_marker", score: 0.75, lineStart: true,
+		triggers: []string{"system", "admin", "administrator"},
+		pattern:  `\s*(?:override|notice|message|prompt|instructions?)?\s*:\s`},
+	{kind: "role_play", score: 0.5,
+		triggers: []string{"you are now", "from now on", "pretend to be", "pretend you are", "pretend that you", "act as", "roleplay as", "role-play as", "stay in character", "developer mode", "dan mode", "do anything now", "jailbreak", "no ethical", "no moral", "without restrictions", "without any restrictions", "without filters", "without censorship"},
+		pattern:  `\b`},
+}
+
+var (
+	heuristicKeywords *keyword.Set
+	triggerOwners     [][]int // keyword id -> heuristic indices
+	triggerLens       []int
+)
+
+func init() {
+	var kws []string
+	for i, h := range heuristicList {
+		h.re = regexp.MustCompile(`^(?i:` + h.pattern + `)`)
+		for _, t := range h.triggers {
+			kws = append(kws, t)
+			triggerOwners = append(triggerOwners, []int{i})
+			triggerLens = append(triggerLens, len(t))
+		}
+	}
+	heuristicKeywords = keyword.New(kws)
+}
+
+func isWordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+}
+
+// heuristicMatch is a heuristic's first match in a text.
+type heuristicMatch struct {
+	h          *heuristic
+	start, end int
+}
+
+// matchHeuristics returns the first match of each heuristic in t.
+func matchHeuristics(t string) []heuristicMatch {
+	var out []heuristicMatch
+	done := make([]bool, len(heuristicList))
+	heuristicKeywords.Find(t, func(id, p int) {
+		for _, hi := range triggerOwners[id] {
+			h := heuristicList[hi]
+			if done[hi] || p > 0 && isWordByte(t[p-1]) && isWordByte(t[p]) {
+				continue
+			}
+			if h.lineStart && !opensLine(t, p) {
+				continue
+			}
+			q := p + triggerLens[id]
+			if q < len(t) && isWordByte(t[q-1]) && isWordByte(t[q]) {
+				continue // the trigger is part of a longer word
+			}
+			loc := h.re.FindStringIndex(t[q:min(len(t), q+heuristicWindow)])
+			if loc == nil {
+				continue
+			}
+			done[hi] = true
+			out = append(out, heuristicMatch{h: h, start: p, end: q + loc[1]})
+		}
+	})
+	return out
+}
+
+// opensLine reports whether only blanks and markdown heading or emphasis
+// characters precede p on its line.
+func opensLine(t string, p int) bool {
+	for i := p - 1; i >= 0; i-- {
+		switch t[i] {
+		case '\n':
+			return true
+		case ' ', '\t', '#', '*', '>':
+			continue
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // heuristics runs the heuristic signals on the normalised text and on any
@@ -39,16 +140,12 @@ func (s *screening) heuristics() {
 			continue
 		}
 		hidden := t == n.Hidden && t != n.Text
-		for _, h := range heuristics {
-			loc := h.re.FindStringIndex(t)
-			if loc == nil {
-				continue
-			}
-			a, b := s.span(loc[0], loc[1])
+		for _, m := range matchHeuristics(t) {
+			a, b := s.span(m.start, m.end)
 			if hidden {
 				a, b = -1, -1
 			}
-			s.add(Finding{Detector: string(DetectHeuristics), Kind: h.kind, Score: h.score, Start: a, End: b})
+			s.add(Finding{Detector: string(DetectHeuristics), Kind: m.h.kind, Score: m.h.score, Start: a, End: b})
 		}
 	}
 	if n.Tags > 0 {
@@ -73,9 +170,9 @@ func (s *screening) encoded() {
 	for _, d := range textnorm.FindEncoded(s.norm.Text) {
 		text := textnorm.Normalize(d.Text).Text
 		score := 0.0
-		for _, h := range heuristics {
-			if h.kind != "role_play" && h.re.MatchString(text) {
-				score = max(score, h.score)
+		for _, m := range matchHeuristics(text) {
+			if m.h.kind != "role_play" {
+				score = max(score, m.h.score)
 			}
 		}
 		if s.e.model != nil && !s.e.disable[DetectInjection] {

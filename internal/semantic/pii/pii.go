@@ -5,17 +5,18 @@
 // libphonenumber's metadata (github.com/nyaruka/phonenumbers), IP addresses
 // by net/netip, and e-mail addresses by shape.
 //
-// Spans never overlap: when two candidates overlap, the earlier type in
-// the order card, IBAN, SSN, e-mail, IP, phone wins. A Scanner is safe for
-// concurrent use.
+// Spans never overlap: IBANs are found first, then each run of digits and
+// separators is classified as one of IPv4 address, card, SSN or phone
+// number (in that order), then e-mail and IPv6 addresses. A Scanner is
+// safe for concurrent use.
 package pii
 
 import (
 	"math/big"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/nyaruka/phonenumbers"
 )
@@ -51,21 +52,20 @@ type Scanner struct {
 	Types []Type
 }
 
-var (
-	cardRe  = regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`)
-	ibanRe  = regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b`)
-	ssnRe   = regexp.MustCompile(`\b(\d{3})([- ])(\d{2})([- ])(\d{4})\b`)
-	emailRe = regexp.MustCompile(`\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b`)
-	ipv4Re  = regexp.MustCompile(`\b(?:\d{1,3}\.){3}\d{1,3}\b`)
-	ipv6Re  = regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{0,4}(?::[0-9a-f]{1,4})*`)
-	phoneRe = regexp.MustCompile(`(?:\+\d|\(\d|\b\d)[\d ().-]{5,18}\d\b`)
-)
-
 func (s *Scanner) want(t Type) bool {
 	return s.Types == nil || slices.Contains(s.Types, t)
 }
 
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+func isUpper(c byte) bool { return c >= 'A' && c <= 'Z' }
+func isAlnum(c byte) bool {
+	return isDigit(c) || isUpper(c) || c >= 'a' && c <= 'z'
+}
+
 // Scan returns the validated personal data in text, ordered by position.
+// Candidates are found by a single scan for runs of digits and separators,
+// "@" signs, IBAN-shaped openings and colons, then validated; no
+// backtracking regular expression runs over the whole text.
 func (s *Scanner) Scan(text string) []Match {
 	var out []Match
 	taken := func(a, b int) bool {
@@ -77,67 +77,298 @@ func (s *Scanner) Scan(text string) []Match {
 		return false
 	}
 	add := func(t Type, a, b int) {
-		if !taken(a, b) {
+		if s.want(t) && !taken(a, b) {
 			out = append(out, Match{Type: t, Start: a, End: b})
 		}
 	}
-	hasDigit := strings.ContainsAny(text, "0123456789")
-	if hasDigit && s.want(Card) {
-		for _, l := range cardRe.FindAllStringIndex(text, -1) {
-			if validCard(text[l[0]:l[1]]) {
-				add(Card, l[0], l[1])
-			}
-		}
-	}
-	if hasDigit && s.want(IBAN) {
-		for _, l := range ibanRe.FindAllStringIndex(text, -1) {
-			if validIBAN(text[l[0]:l[1]]) {
-				add(IBAN, l[0], l[1])
-			}
-		}
-	}
-	if hasDigit && s.want(SSN) {
-		for _, l := range ssnRe.FindAllStringSubmatchIndex(text, -1) {
-			if text[l[4]:l[5]] == text[l[8]:l[9]] && validSSN(text[l[2]:l[3]], text[l[6]:l[7]], text[l[10]:l[11]]) {
-				add(SSN, l[0], l[1])
-			}
-		}
-	}
-	if s.want(Email) && strings.IndexByte(text, '@') >= 0 {
-		for _, l := range emailRe.FindAllStringIndex(text, -1) {
-			add(Email, l[0], l[1])
-		}
-	}
-	if s.want(IP) {
-		if hasDigit && strings.IndexByte(text, '.') >= 0 {
-			for _, l := range ipv4Re.FindAllStringIndex(text, -1) {
-				if a, err := netip.ParseAddr(text[l[0]:l[1]]); err == nil && a.Is4() {
-					add(IP, l[0], l[1])
-				}
-			}
-		}
-		if strings.Count(text, ":") >= 2 {
-			for _, l := range ipv6Re.FindAllStringIndex(text, -1) {
-				if a, err := netip.ParseAddr(text[l[0]:l[1]]); err == nil && a.Is6() {
-					add(IP, l[0], l[1])
+	// IBANs first: they contain digit runs that could pass as other types.
+	if s.want(IBAN) {
+		for i := 0; i+4 <= len(text); i++ {
+			if isUpper(text[i]) && isUpper(text[i+1]) && isDigit(text[i+2]) && isDigit(text[i+3]) && (i == 0 || !isAlnum(text[i-1])) {
+				if end, ok := ibanAt(text, i); ok {
+					add(IBAN, i, end)
+					i = end
 				}
 			}
 		}
 	}
-	if hasDigit && s.want(Phone) {
-		region := s.Region
-		if region == "" {
-			region = "US"
+	// Numeric runs: digits with single separators, optionally opened by
+	// "+" or "(".
+	budget := maxPhoneChecks
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		if !isDigit(c) || i > 0 && (isAlnum(text[i-1]) || text[i-1] == '.' || text[i-1] == '-' || text[i-1] == '_') {
+			continue
 		}
-		for _, l := range phoneRe.FindAllStringIndex(text, -1) {
-			if taken(l[0], l[1]) || !validPhone(text[l[0]:l[1]], region) {
+		start := i
+		if i > 0 && (text[i-1] == '+' || text[i-1] == '(') {
+			start = i - 1
+		}
+		end := numericRunEnd(text, i)
+		if end < len(text) && (isAlnum(text[end]) || text[end] == '_') {
+			i = end
+			continue // part of an identifier
+		}
+		s.classify(text, start, end, add, &budget)
+		i = end
+	}
+	if s.want(Email) {
+		for i := 0; i < len(text); i++ {
+			if text[i] == '@' {
+				if a, b, ok := emailAround(text, i); ok {
+					add(Email, a, b)
+					i = b
+				}
+			}
+		}
+	}
+	if s.want(IP) && strings.Count(text, ":") >= 2 {
+		for i := 0; i < len(text); i++ {
+			if text[i] != ':' || i > 0 && text[i-1] == ':' {
 				continue
 			}
-			add(Phone, l[0], l[1])
+			// back up to the start of the hex group before the colon
+			a := i
+			for a > 0 && a > i-5 && isHexByte(text[a-1]) {
+				a--
+			}
+			if a > 0 && (isAlnum(text[a-1]) || text[a-1] == ':') {
+				continue
+			}
+			b := a
+			for b < len(text) && b-a < 45 && (isHexByte(text[b]) || text[b] == ':' || text[b] == '.') {
+				b++
+			}
+			if b-a >= 2 {
+				cand := strings.TrimRight(text[a:b], ":.")
+				if ad, err := netip.ParseAddr(cand); err == nil && ad.Is6() && strings.Count(cand, ":") >= 2 {
+					add(IP, a, a+len(cand))
+					i = a + len(cand)
+				}
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b Match) int { return a.Start - b.Start })
 	return out
+}
+
+func isHexByte(c byte) bool {
+	return isDigit(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// numericRunEnd returns the end of the run of digits and single
+// separators (space, "-", ".", "(", ")") that starts with the digit at i.
+func numericRunEnd(text string, i int) int {
+	end := i
+	for j := i; j < len(text) && j-i < 40; {
+		switch c := text[j]; {
+		case isDigit(c):
+			j++
+			end = j
+		case c == ' ' || c == '-' || c == '.' || c == ')' || c == '(':
+			// one separator (or ") " / " (") between digits
+			k := j + 1
+			if k < len(text) && (text[k] == ' ' || text[k] == '(') && c != text[k] {
+				k++
+			}
+			if k < len(text) && isDigit(text[k]) {
+				j = k
+				continue
+			}
+			if c == ')' {
+				end = j + 1
+			}
+			return end
+		default:
+			return end
+		}
+	}
+	return end
+}
+
+// classify validates a numeric run as, in order, an IPv4 address, a card,
+// an SSN or a phone number; a run may also contain a card or SSN followed
+// by other numbers, so those are tried on prefixes too.
+func (s *Scanner) classify(text string, start, end int, add func(Type, int, int), phoneBudget *int) {
+	run := text[start:end]
+	if strings.Count(run, ".") == 3 && !strings.ContainsAny(run, " -()") {
+		if a, err := netip.ParseAddr(run); err == nil && a.Is4() {
+			add(IP, start, end)
+		}
+		return
+	}
+	if strings.Contains(run, ".") {
+		return // decimals, versions and dates with dots are not PII here
+	}
+	if s.want(Card) {
+		if a, b, ok := cardIn(text, start, end); ok {
+			add(Card, a, b)
+			return
+		}
+	}
+	if s.want(SSN) && len(run) >= 11 {
+		for k := 0; k+11 <= len(run); k++ {
+			if k > 0 && run[k-1] != ' ' {
+				continue
+			}
+			c := run[k : k+11]
+			if isSSNShape(c) && (k+11 == len(run) || run[k+11] == ' ') {
+				if validSSN(c[0:3], c[4:6], c[7:11]) {
+					add(SSN, start+k, start+k+11)
+					return
+				}
+			}
+		}
+	}
+	if s.want(Phone) {
+		region := s.Region
+		if region == "" {
+			region = "US"
+		}
+		d := len(digits(run))
+		if d >= 7 && d <= 15 {
+			key := region + "\x00" + run
+			phoneCache.Lock()
+			valid, ok := phoneCache.m[key]
+			phoneCache.Unlock()
+			if !ok && *phoneBudget > 0 {
+				*phoneBudget--
+				valid, ok = validPhone(run, region), true
+				phoneCache.Lock()
+				if len(phoneCache.m) >= phoneCacheSize {
+					clear(phoneCache.m)
+				}
+				phoneCache.m[key] = valid
+				phoneCache.Unlock()
+			}
+			if ok && valid {
+				add(Phone, start, end)
+			}
+		}
+	}
+}
+
+// maxPhoneChecks bounds libphonenumber validations per text: each costs
+// about 80 µs, so a text full of numbers would blow the latency budget.
+// Candidates past the budget are not reported; results are cached.
+const maxPhoneChecks = 4
+
+// phoneCache remembers validation results by region and candidate; it is
+// cleared when full, which bounds its memory.
+var phoneCache = struct {
+	sync.Mutex
+	m map[string]bool
+}{m: map[string]bool{}}
+
+const phoneCacheSize = 4096
+
+func isSSNShape(c string) bool {
+	for i := 0; i < 11; i++ {
+		switch i {
+		case 3, 6:
+			if c[i] != '-' && c[i] != ' ' {
+				return false
+			}
+		default:
+			if !isDigit(c[i]) {
+				return false
+			}
+		}
+	}
+	return c[3] == c[6]
+}
+
+// cardIn finds a valid card number in the run: the whole run, or a prefix
+// of it ending at a separator.
+func cardIn(text string, start, end int) (int, int, bool) {
+	if text[start] == '+' || text[start] == '(' {
+		return 0, 0, false
+	}
+	for e := end; e > start; e-- {
+		if e < end && text[e] != ' ' && text[e] != '-' {
+			continue
+		}
+		c := strings.TrimRight(text[start:e], " -")
+		n := len(digits(c))
+		if n < 13 {
+			break
+		}
+		if n <= 19 && validCard(c) {
+			return start, start + len(c), true
+		}
+	}
+	return 0, 0, false
+}
+
+// ibanAt returns the end of a valid IBAN starting at i, written compact or
+// in groups separated by single spaces.
+func ibanAt(text string, i int) (int, bool) {
+	want, ok := ibanLengths[text[i:i+2]]
+	if !ok {
+		return 0, false
+	}
+	var b strings.Builder
+	j := i
+	for j < len(text) && b.Len() < want {
+		c := text[j]
+		switch {
+		case isDigit(c) || isUpper(c):
+			b.WriteByte(c)
+			j++
+		case c == ' ' && j+1 < len(text) && (isDigit(text[j+1]) || isUpper(text[j+1])):
+			j++
+		default:
+			return 0, false
+		}
+	}
+	if b.Len() != want || j < len(text) && isAlnum(text[j]) {
+		return 0, false
+	}
+	return j, validIBAN(b.String())
+}
+
+func isLocal(c byte) bool {
+	return isAlnum(c) || strings.IndexByte("._%+-", c) >= 0
+}
+
+// emailAround returns the e-mail address around the "@" at i.
+func emailAround(text string, at int) (int, int, bool) {
+	a := at
+	for a > 0 && at-a < 64 && isLocal(text[a-1]) {
+		a--
+	}
+	for a < at && (text[a] == '.' || text[a] == '-') {
+		a++
+	}
+	if a == at {
+		return 0, 0, false
+	}
+	b := at + 1
+	lastDot := -1
+	for b < len(text) && b-at <= 253 && (isAlnum(text[b]) || text[b] == '-' || text[b] == '.') {
+		if text[b] == '.' {
+			lastDot = b
+		}
+		b++
+	}
+	for b > at+1 && (text[b-1] == '.' || text[b-1] == '-') {
+		if text[b-1] == '.' && lastDot == b-1 {
+			lastDot = strings.LastIndexByte(text[at:b-1], '.')
+			if lastDot >= 0 {
+				lastDot += at
+			}
+		}
+		b--
+	}
+	if lastDot <= at+1 || b-lastDot-1 < 2 {
+		return 0, 0, false
+	}
+	for k := lastDot + 1; k < b; k++ {
+		if !(text[k] >= 'a' && text[k] <= 'z' || text[k] >= 'A' && text[k] <= 'Z') {
+			return 0, 0, false
+		}
+	}
+	return a, b, true
 }
 
 func digits(s string) []byte {

@@ -1,6 +1,7 @@
 package pii_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -32,6 +33,13 @@ func TestScan(t *testing.T) {
 		{"bad ipv4", "version 1.2.3.400", nil},
 		{"ipv6", "addr 2001:db8::1 up", []string{"ip:2001:db8::1"}},
 		{"plain", "nothing personal here", nil},
+		{"card in json", `{"pan":"4111111111111111","cvv":"123"}`, []string{"card:4111111111111111"}},
+		{"phone plus one", "ring +1 415 555 2671 please", []string{"phone:+1 415 555 2671"}},
+		{"ssn then words", "ssn: 536 22 1234, dob 1980", []string{"ssn:536 22 1234"}},
+		{"version not ip", "go 1.26.8 and v2.3.0", nil},
+		{"identifier digits", "order_4111111111111111 ref", nil},
+		{"email trailing dot", "write to bob@example.org.", []string{"email:bob@example.org"}},
+		{"not email", "user@localhost", nil},
 	}
 	s := &pii.Scanner{}
 	for _, tt := range tests {
@@ -52,5 +60,14 @@ func TestTypesFilter(t *testing.T) {
 	got := s.Scan("a@b.example 4111 1111 1111 1111")
 	if len(got) != 1 || got[0].Type != pii.Email {
 		t.Errorf("got %v, want only the e-mail", got)
+	}
+}
+
+func BenchmarkScan(b *testing.B) {
+	s := &pii.Scanner{}
+	text := strings.Repeat(`{"id": 12345, "name": "Alice Smith", "email": "alice@example.com", "phone": "+44 20 7946 0958", "created": "2024-01-02"}, `, 40)[:4096]
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		s.Scan(text)
 	}
 }

@@ -33,6 +33,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/viper"
+
+	"github.com/gatehouse/gatehouse/internal/semantic/keyword"
 	"github.com/zricethezav/gitleaks/v8/config"
 )
 
@@ -52,7 +54,7 @@ type Match struct {
 type Scanner struct {
 	rules    []rule
 	kwRules  [][]int // keyword id -> rule indices
-	keywords *matcher
+	keywords *keyword.Set
 	global   []*config.Allowlist
 	always   []int // rules without keywords
 }
@@ -70,9 +72,9 @@ type rule struct {
 	// quickWindow bounds the input of the pre-check (0: no bound); see
 	// endsAtText.
 	quickWindow int
-	prefix                *syntax.Regexp // the stripped prefix class
-	prefixMax             int
-	maxLen                int // maximum match length in bytes; -1 if unbounded
+	prefix      *syntax.Regexp // the stripped prefix class
+	prefixMax   int
+	maxLen      int // maximum match length in bytes; -1 if unbounded
 }
 
 var (
@@ -137,7 +139,7 @@ func New(toml string) (*Scanner, error) {
 			s.kwRules[ki] = append(s.kwRules[ki], i)
 		}
 	}
-	s.keywords = newMatcher(kws)
+	s.keywords = keyword.New(kws)
 	return s, nil
 }
 
@@ -426,7 +428,7 @@ func maxLength(re *syntax.Regexp) int {
 func (s *Scanner) Scan(text string) []Match {
 	type hit struct{ rule, start int }
 	var hits []hit
-	s.keywords.find(text, func(id, start int) {
+	s.keywords.Find(text, func(id, start int) {
 		for _, r := range s.kwRules[id] {
 			hits = append(hits, hit{r, start})
 		}

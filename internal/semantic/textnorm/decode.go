@@ -183,8 +183,8 @@ func rot13Reading(s string) (string, bool) {
 		s = s[:1<<16]
 	}
 	orig, words := countCommon(s)
-	if words < 3 {
-		return "", false
+	if words < 3 || orig*6 >= words {
+		return "", false // too short, or already reads as English
 	}
 	r := Rotate13(s)
 	rot, _ := countCommon(r)
@@ -206,8 +206,18 @@ func countCommon(s string) (common, words int) {
 		}
 		if start >= 0 {
 			words++
-			if w := s[start:i]; len(w) <= 12 && commonWords[strings.ToLower(w)] {
-				common++
+			if n := i - start; n <= 12 {
+				var buf [12]byte
+				for k := 0; k < n; k++ {
+					c := s[start+k]
+					if c >= 'A' && c <= 'Z' {
+						c += 'a' - 'A'
+					}
+					buf[k] = c
+				}
+				if commonWords[string(buf[:n])] {
+					common++
+				}
 			}
 			start = -1
 		}

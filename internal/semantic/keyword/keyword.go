@@ -1,9 +1,11 @@
-package secret
+// Package keyword finds many keywords in a text in one pass: an
+// Aho–Corasick automaton over ASCII-case-folded bytes. Offsets are valid in
+// the original text, because folding never changes lengths. A Set is
+// immutable after New and safe for concurrent use.
+package keyword
 
-// matcher is an Aho–Corasick automaton over ASCII-case-folded bytes. It
-// finds every occurrence of every keyword in one pass, with byte offsets
-// that are valid in the original text (folding never changes lengths).
-type matcher struct {
+// Set is a compiled set of keywords.
+type Set struct {
 	class   [256]uint8 // byte -> alphabet class; 0 = no keyword uses it
 	nclass  int
 	delta   []int32   // state*nclass + class -> next state
@@ -18,8 +20,9 @@ func fold(c byte) byte {
 	return c
 }
 
-func newMatcher(keywords []string) *matcher {
-	m := &matcher{lengths: make([]int, len(keywords))}
+// New compiles keywords; matching ignores ASCII case.
+func New(keywords []string) *Set {
+	m := &Set{lengths: make([]int, len(keywords))}
 	m.nclass = 1
 	for _, k := range keywords {
 		for i := 0; i < len(k); i++ {
@@ -84,8 +87,9 @@ func newMatcher(keywords []string) *matcher {
 	return m
 }
 
-// find calls hit with the keyword id and start offset of every occurrence.
-func (m *matcher) find(s string, hit func(id int, start int)) {
+// Find calls hit with the index (in the slice given to New) and the start
+// offset of every occurrence of every keyword, in order of their ends.
+func (m *Set) Find(s string, hit func(id int, start int)) {
 	state := int32(0)
 	nc := int32(m.nclass)
 	for i := 0; i < len(s); i++ {
