@@ -227,5 +227,3 @@ func (g *Gateway) auditRoutes(mux *http.ServeMux) {
 		writeJSON(w, 200, recs)
 	})
 }
-
-
