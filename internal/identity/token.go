@@ -1,18 +1,3 @@
-// Package identity answers "who is acting?": it holds the agent registry,
-// verifies the credentials agents present, and mints the gateway's own
-// short-lived agent tokens.
-//
-// Gateway tokens are JWTs signed with Ed25519 (alg EdDSA) by a key the
-// gateway keeps in its data directory. A token names the agent in sub, the
-// gateway's audience in aud, and carries iat, nbf, exp and a unique jti.
-// Verification accepts only EdDSA with a known kid, the configured issuer
-// and audience, and at most the configured clock skew (≤ 60 s).
-//
-// Every verification failure is an *Error with a stable Code that the
-// transport maps to HTTP 401; nothing on this path turns an error into
-// success. Verified tokens are cached by their SHA-256 until they expire, so
-// a repeated token costs a map lookup; the agent's status is checked on every
-// request, so disabling an agent takes effect at once.
 package identity
 
 import (
@@ -35,132 +20,6 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
-
-// MaxTokenBytes bounds the size of a presented token.
-const MaxTokenBytes = 8 << 10
-
-// Error codes.
-const (
-	CodeMissing       = "token_missing"
-	CodeMalformed     = "token_malformed"
-	CodeTooLarge      = "token_too_large"
-	CodeAlgorithm     = "token_algorithm"
-	CodeUnknownKey    = "token_unknown_key"
-	CodeSignature     = "token_signature"
-	CodeExpired       = "token_expired"
-	CodeNotYetValid   = "token_not_yet_valid"
-	CodeIssuer        = "token_issuer"
-	CodeAudience      = "token_audience"
-	CodeLifetime      = "token_lifetime"
-	CodeAgentUnknown  = "agent_unknown"
-	CodeAgentDisabled = "agent_disabled"
-)
-
-// Error is a verification failure. Code is stable and public; Message is a
-// deliberately public explanation.
-type Error struct {
-	Code    string
-	Message string
-	Err     error // internal detail, for logs only
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return e.Code + ": " + e.Message + ": " + e.Err.Error()
-	}
-	return e.Code + ": " + e.Message
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// PublicCode returns the code shown to the agent.
-func (e *Error) PublicCode() string { return e.Code }
-
-// PublicMessage returns the message shown to the agent.
-func (e *Error) PublicMessage() string { return e.Message }
-
-func fail(code, msg string, err error) *Error { return &Error{Code: code, Message: msg, Err: err} }
-
-// Principal is an authenticated agent.
-type Principal struct {
-	Agent   *Agent
-	Subject string
-	Issuer  string
-	TokenID string
-	Expiry  time.Time
-	// Method names how the agent authenticated ("gatehouse-jwt",
-	// "anonymous").
-	Method string
-}
-
-// Agent is a registered agent.
-type Agent struct {
-	ID      string
-	Name    string
-	Owner   string
-	Servers []string
-	Enabled bool
-}
-
-// MayUse reports whether the agent is allowed to use server.
-func (a *Agent) MayUse(server string) bool {
-	for _, s := range a.Servers {
-		if s == server {
-			return true
-		}
-	}
-	return false
-}
-
-// Registry looks agents up. Implementations must be safe for concurrent use
-// and must reflect status changes at once.
-type Registry interface {
-	Agent(ctx context.Context, id string) (*Agent, error)
-}
-
-// ErrNoAgent is returned by a Registry for an unknown agent.
-var ErrNoAgent = errors.New("no such agent")
-
-// StaticRegistry is a Registry over a fixed set of agents.
-type StaticRegistry struct {
-	mu     sync.RWMutex
-	agents map[string]*Agent
-}
-
-// NewStaticRegistry returns a registry holding agents.
-func NewStaticRegistry(agents []*Agent) *StaticRegistry {
-	r := &StaticRegistry{agents: make(map[string]*Agent, len(agents))}
-	for _, a := range agents {
-		r.agents[a.ID] = a
-	}
-	return r
-}
-
-// Agent implements Registry.
-func (r *StaticRegistry) Agent(_ context.Context, id string) (*Agent, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	a, ok := r.agents[id]
-	if !ok {
-		return nil, ErrNoAgent
-	}
-	c := *a
-	return &c, nil
-}
-
-// SetEnabled enables or disables an agent.
-func (r *StaticRegistry) SetEnabled(id string, enabled bool) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	a, ok := r.agents[id]
-	if !ok {
-		return ErrNoAgent
-	}
-	c := *a
-	c.Enabled = enabled
-	r.agents[id] = &c
-	return nil
-}
 
 // Key is the gateway's token signing key.
 type Key struct {
@@ -237,20 +96,83 @@ func thumbprint(pub ed25519.PublicKey) string {
 	return hex.EncodeToString(tp[:8])
 }
 
-// Claims are the claims of a gateway token.
+// Claims are the claims of a gateway token. Task-scoped tokens follow the
+// IETF Transaction Tokens draft where it fits: txn (task id), purp (the
+// granted scope), tctx (transaction context: servers, tools, limits),
+// rctx.req_wl (the requesting workload) and the RFC 8693 act chain; cnf
+// binds a DPoP key (RFC 9449) and client_id names the agent (RFC 9068).
 type Claims struct {
 	jwt.Claims
-	// Task optionally names the task the token was minted for.
-	Task string `json:"task,omitempty"`
+	// Task optionally names the task the token was minted for (legacy
+	// tokens from Mint).
+	Task     string        `json:"task,omitempty"`
+	Txn      string        `json:"txn,omitempty"`
+	ClientID string        `json:"client_id,omitempty"`
+	Purpose  string        `json:"purp,omitempty"`
+	Context  *TxnContext   `json:"tctx,omitempty"`
+	Request  *ReqContext   `json:"rctx,omitempty"`
+	Act      *ActClaim     `json:"act,omitempty"`
+	Cnf      *Confirmation `json:"cnf,omitempty"`
+}
+
+// TxnContext is the tctx claim: what the task may do.
+type TxnContext struct {
+	Servers []string       `json:"servers,omitempty"`
+	Tools   []string       `json:"tools,omitempty"`
+	Limits  map[string]any `json:"limits,omitempty"`
+}
+
+// ReqContext is the rctx claim: where the request came from.
+type ReqContext struct {
+	// Workload is the verified workload identity (req_wl).
+	Workload *Source `json:"req_wl,omitempty"`
+	// User is the verified user identity, "<issuer>#<subject>".
+	User string `json:"user,omitempty"`
+}
+
+// ActClaim is the RFC 8693 act claim, nested for chains.
+type ActClaim struct {
+	Subject string    `json:"sub"`
+	Issuer  string    `json:"iss,omitempty"`
+	Act     *ActClaim `json:"act,omitempty"`
+}
+
+// Confirmation is the cnf claim.
+type Confirmation struct {
+	JKT string `json:"jkt,omitempty"`
+}
+
+func actChain(a *ActClaim) []Actor {
+	var out []Actor
+	for ; a != nil && len(out) < 16; a = a.Act {
+		out = append(out, Actor{Subject: a.Subject, Issuer: a.Issuer})
+	}
+	return out
+}
+
+func actClaim(chain []Actor) *ActClaim {
+	var a *ActClaim
+	for i := len(chain) - 1; i >= 0; i-- {
+		a = &ActClaim{Subject: chain[i].Subject, Issuer: chain[i].Issuer, Act: a}
+	}
+	return a
 }
 
 // Minter mints gateway tokens.
 type Minter struct {
-	Key      *Key
+	Key      *Key // used when Keys is nil
+	Keys     *KeyRing
 	Issuer   string
 	Audience string
 	MaxTTL   time.Duration
 	Now      func() time.Time // nil = time.Now
+}
+
+func (m *Minter) ring() *KeyRing {
+	if m.Keys != nil {
+		return m.Keys
+	}
+	return KeyRingFromKey(m.Key)
 }
 
 // Mint returns a signed token for agent, valid for ttl (capped at MaxTTL).
@@ -258,35 +180,38 @@ func (m *Minter) Mint(agent string, ttl time.Duration) (string, time.Time, error
 	if agent == "" {
 		return "", time.Time{}, errors.New("minting token: empty agent")
 	}
+	return m.MintClaims(Claims{Claims: jwt.Claims{Subject: agent, Audience: jwt.Audience{m.Audience}}}, ttl)
+}
+
+// MintClaims signs c after setting iss, iat, nbf, exp and jti (and aud when
+// empty).
+func (m *Minter) MintClaims(c Claims, ttl time.Duration) (string, time.Time, error) {
+	if c.Subject == "" {
+		return "", time.Time{}, errors.New("minting token: empty subject")
+	}
 	if ttl <= 0 {
 		return "", time.Time{}, fmt.Errorf("minting token: ttl %v is not positive", ttl)
 	}
 	if m.MaxTTL > 0 && ttl > m.MaxTTL {
 		return "", time.Time{}, fmt.Errorf("minting token: ttl %v exceeds the maximum %v", ttl, m.MaxTTL)
 	}
-	now := time.Now()
-	if m.Now != nil {
-		now = m.Now()
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: m.Key.Private},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), m.Key.ID))
+	now := nowOr(m.Now)
+	key, err := m.ring().Current()
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("minting token: %w", err)
 	}
-	jti := make([]byte, 16)
-	if _, err := rand.Read(jti); err != nil {
-		return "", time.Time{}, err
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: key.Algorithm, Key: key.Signer},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), key.ID))
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("minting token: %w", err)
 	}
 	exp := now.Add(ttl).Truncate(time.Second)
-	c := Claims{Claims: jwt.Claims{
-		Issuer:    m.Issuer,
-		Subject:   agent,
-		Audience:  jwt.Audience{m.Audience},
-		IssuedAt:  jwt.NewNumericDate(now),
-		NotBefore: jwt.NewNumericDate(now),
-		Expiry:    jwt.NewNumericDate(exp),
-		ID:        hex.EncodeToString(jti),
-	}}
+	c.Issuer = m.Issuer
+	if len(c.Audience) == 0 {
+		c.Audience = jwt.Audience{m.Audience}
+	}
+	c.IssuedAt, c.NotBefore, c.Expiry = jwt.NewNumericDate(now), jwt.NewNumericDate(now), jwt.NewNumericDate(exp)
+	c.ID = randomID()
 	tok, err := jwt.Signed(signer).Claims(c).Serialize()
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("minting token: %w", err)
@@ -294,24 +219,37 @@ func (m *Minter) Mint(agent string, ttl time.Duration) (string, time.Time, error
 	return tok, exp, nil
 }
 
+func randomID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
+}
+
 // TokenVerifier verifies gateway tokens and resolves their agent.
 type TokenVerifier struct {
-	Keys     []*Key // accepted keys (current and previous)
+	Keys     []*Key   // accepted keys (current and previous), when Ring is nil
+	Ring     *KeyRing // the key ring, when set
 	Issuer   string
 	Audience string
-	Skew     time.Duration // ≤ 60s
-	MaxTTL   time.Duration // tokens claiming a longer life are refused
-	Registry Registry
-	Now      func() time.Time
+	// Audiences are further accepted audiences: the per-resource audiences
+	// task tokens are minted for. Authenticator checks that the audience
+	// matches the resource the request is for.
+	Audiences []string
+	Skew      time.Duration // ≤ 60s
+	MaxTTL    time.Duration // tokens claiming a longer life are refused
+	Registry  Registry
+	Now       func() time.Time
 
 	cacheMu sync.RWMutex
-	cache   map[[32]byte]cached
+	cache   map[string]*verified
 	sweep   time.Time
 }
 
-type cached struct {
-	sub, jti string
-	exp      time.Time
+// verified is a token whose signature and claims were checked; everything
+// that can change (the agent's status) is still checked on every use.
+type verified struct {
+	exp    time.Time
+	claims *Claims
 }
 
 const maxCache = 1 << 16
@@ -324,16 +262,18 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*Principal, e
 	if len(token) > MaxTokenBytes {
 		return nil, fail(CodeTooLarge, "token too large", nil)
 	}
-	now := time.Now()
-	if v.Now != nil {
-		now = v.Now()
-	}
-	sum := sha256.Sum256([]byte(token))
+	now := nowOr(v.Now)
 	v.cacheMu.RLock()
-	c, hit := v.cache[sum]
+	c, hit := v.cache[token]
 	v.cacheMu.RUnlock()
 	if hit && now.After(c.exp.Add(v.Skew)) {
-		hit = false
+		return nil, fail(CodeExpired, "the token has expired", nil)
+	}
+	if hit && v.Ring != nil {
+		// A retired key makes its tokens useless even when cached.
+		if _, ok := v.Ring.Verifying(tokenKID(token)); !ok {
+			hit = false
+		}
 	}
 	if !hit {
 		var err error
@@ -341,91 +281,45 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*Principal, e
 		if err != nil {
 			return nil, err
 		}
-		v.remember(sum, c, now)
+		v.remember(token, c, now)
 	}
-	agent, err := v.Registry.Agent(ctx, c.sub)
+	agentID := c.claims.ClientID
+	if agentID == "" {
+		agentID = c.claims.Subject
+	}
+	agent, err := v.Registry.Agent(ctx, agentID)
 	if errors.Is(err, ErrNoAgent) {
 		return nil, fail(CodeAgentUnknown, "the token's agent is not registered", nil)
 	}
 	if err != nil {
 		return nil, fail(CodeAgentUnknown, "the agent registry is unavailable", err)
 	}
-	if !agent.Enabled {
-		return nil, fail(CodeAgentDisabled, "the agent is disabled", nil)
+	if err := agent.Usable(now); err != nil {
+		return nil, err
 	}
-	return &Principal{Agent: agent, Subject: c.sub, Issuer: v.Issuer, TokenID: c.jti, Expiry: c.exp, Method: "gatehouse-jwt"}, nil
+	cl := c.claims
+	p := &Principal{Agent: agent, Subject: cl.Subject, Issuer: v.Issuer, TokenID: cl.ID, Expiry: c.exp, Method: "gatehouse-jwt",
+		Task: cl.Txn, Audience: cl.Audience, Act: actChain(cl.Act)}
+	if p.Task == "" {
+		p.Task = cl.Task
+	}
+	if cl.Context != nil {
+		p.Servers, p.Tools, p.Limits = cl.Context.Servers, cl.Context.Tools, cl.Context.Limits
+	}
+	if cl.Request != nil {
+		p.Source, p.User = cl.Request.Workload, cl.Request.User
+		if p.Source != nil && !agent.TenantAllowed(p.Source.Tenant) {
+			return nil, fail(CodeTenant, "the token's source tenant is no longer allowed for the agent", nil)
+		}
+	}
+	if cl.Cnf != nil {
+		p.Confirmation = cl.Cnf.JKT
+	}
+	return p, nil
 }
 
-func (v *TokenVerifier) remember(sum [32]byte, c cached, now time.Time) {
-	v.cacheMu.Lock()
-	defer v.cacheMu.Unlock()
-	if v.cache == nil {
-		v.cache = make(map[[32]byte]cached)
-	}
-	if len(v.cache) >= maxCache || now.After(v.sweep) {
-		for k, e := range v.cache {
-			if now.After(e.exp) {
-				delete(v.cache, k)
-			}
-		}
-		v.sweep = now.Add(time.Minute)
-		if len(v.cache) >= maxCache {
-			clear(v.cache)
-		}
-	}
-	v.cache[sum] = c
-}
-
-func (v *TokenVerifier) verifySignature(token string, now time.Time) (cached, error) {
-	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.EdDSA})
-	if err != nil {
-		if alg := headerAlg(token); alg != "" && alg != string(jose.EdDSA) {
-			return cached{}, fail(CodeAlgorithm, "only EdDSA tokens are accepted", err)
-		}
-		return cached{}, fail(CodeMalformed, "the token is not a valid JWT", err)
-	}
-	if len(tok.Headers) != 1 {
-		return cached{}, fail(CodeMalformed, "the token must have exactly one signature", nil)
-	}
-	kid := tok.Headers[0].KeyID
-	var key *Key
-	for _, k := range v.Keys {
-		if k.ID == kid {
-			key = k
-			break
-		}
-	}
-	if key == nil {
-		return cached{}, fail(CodeUnknownKey, "the token's signing key is not known", nil)
-	}
-	var c Claims
-	if err := tok.Claims(key.Public(), &c); err != nil {
-		return cached{}, fail(CodeSignature, "the token's signature does not verify", err)
-	}
-	if c.Expiry == nil || c.IssuedAt == nil || c.Subject == "" {
-		return cached{}, fail(CodeMalformed, "the token lacks exp, iat or sub", nil)
-	}
-	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.Issuer, AnyAudience: jwt.Audience{v.Audience}, Time: now}, v.Skew); err != nil {
-		switch {
-		case errors.Is(err, jwt.ErrExpired):
-			return cached{}, fail(CodeExpired, "the token has expired", err)
-		case errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
-			return cached{}, fail(CodeNotYetValid, "the token is not valid yet", err)
-		case errors.Is(err, jwt.ErrInvalidIssuer):
-			return cached{}, fail(CodeIssuer, "the token's issuer is not trusted", err)
-		case errors.Is(err, jwt.ErrInvalidAudience):
-			return cached{}, fail(CodeAudience, "the token is not for this gateway", err)
-		}
-		return cached{}, fail(CodeMalformed, "the token's claims are invalid", err)
-	}
-	if v.MaxTTL > 0 && c.Expiry.Time().Sub(c.IssuedAt.Time()) > v.MaxTTL {
-		return cached{}, fail(CodeLifetime, "the token's lifetime exceeds the maximum", nil)
-	}
-	return cached{sub: c.Subject, jti: c.ID, exp: c.Expiry.Time()}, nil
-}
-
-// headerAlg returns the alg named in a compact JWS header, or "".
-func headerAlg(token string) string {
+// tokenKID returns the kid of a compact JWS header, or "".
+func tokenKID(token string) string {
 	i := strings.IndexByte(token, '.')
 	if i < 0 {
 		return ""
@@ -435,10 +329,94 @@ func headerAlg(token string) string {
 		return ""
 	}
 	var hdr struct {
-		Alg string `json:"alg"`
+		Kid string `json:"kid"`
 	}
 	if json.Unmarshal(b, &hdr) != nil {
 		return ""
 	}
-	return hdr.Alg
+	return hdr.Kid
+}
+
+func (v *TokenVerifier) remember(token string, c *verified, now time.Time) {
+	v.cacheMu.Lock()
+	defer v.cacheMu.Unlock()
+	if v.cache == nil {
+		v.cache = make(map[string]*verified)
+	}
+	if len(v.cache) >= maxCache || now.After(v.sweep) {
+		for k, e := range v.cache {
+			if now.After(e.exp.Add(v.Skew)) {
+				delete(v.cache, k)
+			}
+		}
+		v.sweep = now.Add(time.Minute)
+		if len(v.cache) >= maxCache {
+			clear(v.cache)
+		}
+	}
+	v.cache[token] = c
+}
+
+func (v *TokenVerifier) key(kid string) (crypto.PublicKey, bool) {
+	if v.Ring != nil {
+		k, ok := v.Ring.Verifying(kid)
+		if !ok {
+			return nil, false
+		}
+		return k.Public(), true
+	}
+	for _, k := range v.Keys {
+		if k.ID == kid {
+			return k.Public(), true
+		}
+	}
+	return nil, false
+}
+
+var gatewayAlgs = []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256}
+
+func (v *TokenVerifier) verifySignature(token string, now time.Time) (*verified, error) {
+	tok, err := jwt.ParseSigned(token, gatewayAlgs)
+	if err != nil {
+		if alg := headerAlg(token); alg != "" && alg != string(jose.EdDSA) && alg != string(jose.ES256) {
+			return nil, fail(CodeAlgorithm, "only EdDSA and ES256 tokens are accepted", err)
+		}
+		return nil, fail(CodeMalformed, "the token is not a valid JWT", err)
+	}
+	if len(tok.Headers) != 1 {
+		return nil, fail(CodeMalformed, "the token must have exactly one signature", nil)
+	}
+	key, ok := v.key(tok.Headers[0].KeyID)
+	if !ok {
+		return nil, fail(CodeUnknownKey, "the token's signing key is not known", nil)
+	}
+	var c Claims
+	if err := tok.Claims(key, &c); err != nil {
+		return nil, fail(CodeSignature, "the token's signature does not verify", err)
+	}
+	if c.Expiry == nil || c.IssuedAt == nil || c.Subject == "" {
+		return nil, fail(CodeMalformed, "the token lacks exp, iat or sub", nil)
+	}
+	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.Issuer, Time: now}, v.Skew); err != nil {
+		switch {
+		case errors.Is(err, jwt.ErrExpired):
+			return nil, fail(CodeExpired, "the token has expired", err)
+		case errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
+			return nil, fail(CodeNotYetValid, "the token is not valid yet", err)
+		case errors.Is(err, jwt.ErrInvalidIssuer):
+			return nil, fail(CodeIssuer, "the token's issuer is not trusted", err)
+		}
+		return nil, fail(CodeMalformed, "the token's claims are invalid", err)
+	}
+	audOK := c.Audience.Contains(v.Audience)
+	for _, a := range v.Audiences {
+		audOK = audOK || c.Audience.Contains(a)
+	}
+	if !audOK {
+		return nil, fail(CodeAudience, "the token is not for this gateway", nil)
+	}
+	if v.MaxTTL > 0 && c.Expiry.Time().Sub(c.IssuedAt.Time()) > v.MaxTTL {
+		return nil, fail(CodeLifetime, "the token's lifetime exceeds the maximum", nil)
+	}
+	return &verified{exp: c.Expiry.Time(), claims: &c}, nil
 }
