@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cedar-policy/cedar-go/types"
 
@@ -191,4 +192,41 @@ func serverEntity(server string) types.Entity {
 		UID:        types.NewEntityUID(TypeServer, types.String(server)),
 		Attributes: types.NewRecord(types.RecordMap{"name": types.String(server)}),
 	}
+}
+
+// labelVocabulary is the labels whose sets are interned: the session and
+// tool labels of package verdict.
+var labelVocabulary = func() []verdict.Label {
+	out := []verdict.Label{verdict.SessionPrivateData, verdict.SessionUntrustedContent}
+	for _, l := range verdict.ToolLabels {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}()
+
+// labelSets interns the Cedar set of each combination of vocabulary labels.
+var labelSets [1 << 10]atomic.Pointer[types.Set]
+
+// labelSet returns the Cedar set of labels, interned when every label is in
+// the vocabulary.
+func labelSet(labels []verdict.Label) types.Set {
+	if len(labels) == 0 {
+		return emptySet
+	}
+	var mask uint
+	for _, l := range labels {
+		i := slices.Index(labelVocabulary, l)
+		if i < 0 || i >= 10 {
+			return stringSet(labels)
+		}
+		mask |= 1 << i
+	}
+	if p := labelSets[mask].Load(); p != nil {
+		return *p
+	}
+	set := stringSet(labels)
+	labelSets[mask].Store(&set)
+	return set
 }

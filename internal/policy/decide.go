@@ -235,7 +235,7 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need) (cedar.Reque
 		ctx["now"] = types.NewDatetime(req.Now)
 	}
 	if needs&(needAll|needSession) != 0 {
-		ctx["session_labels"] = stringSet(req.SessionLabels)
+		ctx["session_labels"] = labelSet(req.SessionLabels)
 	}
 	if needs&(needAll|needUser) != 0 && req.User != nil && req.User.ID != "" {
 		ent := s.cache.user(req.User)

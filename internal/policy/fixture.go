@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -131,7 +132,7 @@ func ReadFixture(name string) (*FixtureFile, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	f := &FixtureFile{}
-	if err := dec.Decode(f); err != nil && err != io.EOF {
+	if err := dec.Decode(f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("decoding fixture %s: %w", name, err)
 	}
 	f.Name = name

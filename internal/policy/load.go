@@ -317,11 +317,10 @@ func explain(err error, tool string, ctxPaths []string, skipToolContext bool) []
 	if err == nil {
 		return nil
 	}
-	var errs []error
-	if u, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = u.Unwrap()
-	} else {
-		errs = []error{err}
+	errs := []error{err}
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		errs = joined.Unwrap()
 	}
 	type key struct{ kind, attr string }
 	var order []key
