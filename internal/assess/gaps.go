@@ -1,0 +1,445 @@
+package assess
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+)
+
+// Gateway is the live gateway configuration an assessment checks, and the
+// policy directory it enforces.
+type Gateway struct {
+	// Config is the decoded, validated configuration.
+	Config *config.File
+	// ConfigName names the file in locations.
+	ConfigName string
+	// PolicyDir is the policy directory, "" when none is known. The
+	// configuration has no key for it yet; it comes from --policies.
+	PolicyDir string
+
+	loc       locator
+	approvals []ApprovalPolicy
+	policyErr []string
+}
+
+// LoadGateway loads and validates the configuration at configPath (as the
+// gateway does) and, when policyDir is not empty, reads its approval
+// policies. Locations name the files as given.
+func LoadGateway(configPath, policyDir string) (*Gateway, error) {
+	f, err := config.Load(configPath)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(configPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	gw := &Gateway{Config: f, ConfigName: configPath, PolicyDir: policyDir}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err == nil {
+		gw.loc = locator{root: &root}
+	}
+	if policyDir != "" {
+		gw.approvals, gw.policyErr, err = readApprovalPolicies(policyDir)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return gw, nil
+}
+
+// at returns "file:line key" for a configuration key path.
+func (g *Gateway) at(path string) string {
+	if l := g.loc.line(path); l > 0 {
+		return fmt.Sprintf("%s:%d %s", g.ConfigName, l, path)
+	}
+	return fmt.Sprintf("%s %s", g.ConfigName, path)
+}
+
+// Check is one gap check of the gateway configuration against the
+// recommendations. Each is a small function over the configuration (and
+// the descriptor it is judged for); a later change extends it when the
+// configuration format grows the key it needs.
+type Check struct {
+	// ID is the stable identifier findings carry.
+	ID string
+	// Title says what the check verifies.
+	Title string
+	// Key is the configuration key that satisfies the control.
+	Key string
+	// Planned is true when the configuration format has no such key yet:
+	// the check then reports the control as not configured.
+	Planned bool
+	run     func(g *Gateway, d *Descriptor) []Finding
+}
+
+// Checks lists the gap checks, in report order.
+func Checks() []Check { return slices.Clone(checks) }
+
+var checks = []Check{
+	{ID: "gateway.agent_owner", Title: "every agent is registered with its accountable owner", Key: "agents[].owner", run: checkOwners},
+	{ID: "gateway.agent_expiry", Title: "every agent has an expiry or review date", Key: "agents[].expires", Planned: true, run: checkExpiry},
+	{ID: "gateway.least_privilege", Title: "each agent may use only the servers its actions need", Key: "agents[].servers", run: checkServers},
+	{ID: "gateway.approval_policy", Title: "every high-risk tool has an approval policy", Key: "policy directory (planned: policies.dir; today --policies)", run: checkApprovals},
+	{ID: "gateway.embedded_secret", Title: "no secret is written inline in the configuration", Key: "servers[].env_files, servers[].header_files", run: checkEmbedded},
+	{ID: "gateway.long_lived_secret", Title: "upstream credentials are not long-lived static secrets", Key: "servers[].token_exchange (planned)", run: checkStatic},
+	{ID: "gateway.token_lifetime", Title: "gateway tokens are short-lived", Key: "identity.max_token_ttl", run: checkTokenTTL},
+	{ID: "gateway.anonymous", Title: "no unauthenticated access", Key: "identity.anonymous_agent", run: checkAnonymous},
+	{ID: "gateway.audience_binding", Title: "tokens are bound to this gateway's audience", Key: "identity.audience", run: checkAudience},
+	{ID: "gateway.trust_sources", Title: "the gateway verifies agents' workload identities itself", Key: "identity.trust (planned)", Planned: true, run: checkTrustSources},
+	{ID: "gateway.transport", Title: "agent traffic is encrypted", Key: "tls", run: checkTLS},
+	{ID: "gateway.pinning", Title: "tool definitions are pinned", Key: "pinning.mode", run: checkPinning},
+	{ID: "gateway.kill_switch", Title: "a kill switch can stop an agent at once", Key: "locks (planned)", Planned: true, run: plannedPerAgent("gateway.kill_switch", "no kill switch is configured: the configuration format has no locks section yet", "locks (planned)", "until it exists, agents[].disabled stops an agent at the next start of the gateway")},
+	{ID: "gateway.audit_export", Title: "the audit log is exported continuously", Key: "audit.export (planned)", Planned: true, run: plannedPerAgent("gateway.audit_export", "no audit export is configured: the configuration format has no audit.export key yet", "audit.export (planned)", "until it exists, run 'gatehouse audit export' on a schedule")},
+	{ID: "gateway.alerts", Title: "blocks, challenges and anomalies raise alerts", Key: "alerts (planned)", Planned: true, run: plannedPerAgent("gateway.alerts", "no alerts are configured: the configuration format has no alerts section yet", "alerts (planned)", "until it exists, alert on the gateway's logs and metrics in your monitoring system")},
+}
+
+// check runs every check.
+func (g *Gateway) check(d *Descriptor) []Finding {
+	var out []Finding
+	for _, c := range checks {
+		for _, f := range c.run(g, d) {
+			if f.Check == "" {
+				f.Check = c.ID
+			}
+			if f.Key == "" {
+				f.Key = c.Key
+			}
+			f.NotConfigured = f.NotConfigured || c.Planned
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (g *Gateway) agentIndex(id string) int {
+	return slices.IndexFunc(g.Config.Agents, func(a config.Agent) bool { return a.ID == id })
+}
+
+func checkOwners(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	for _, a := range d.Agents {
+		i := g.agentIndex(a.ID)
+		switch {
+		case i < 0:
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+				Message:  fmt.Sprintf("agent %s is not registered in the configuration file (an agent in the runtime registry is not checked here)", a.ID),
+				Location: g.at("agents"),
+				Fix:      "register it under agents: with its owner and servers"})
+		case strings.TrimSpace(g.Config.Agents[i].Owner) == "":
+			fs = append(fs, Finding{Severity: Blocker, Agent: a.ID,
+				Message: "the agent has no owner", Location: g.at(fmt.Sprintf("agents[%d].owner", i))})
+		case a.Owner != "" && g.Config.Agents[i].Owner != a.Owner:
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+				Message:  fmt.Sprintf("the configuration names owner %q, the descriptor %q", g.Config.Agents[i].Owner, a.Owner),
+				Location: g.at(fmt.Sprintf("agents[%d].owner", i)),
+				Fix:      "make the accountable owner the same in both"})
+		}
+		if i >= 0 && g.Config.Agents[i].Disabled {
+			fs = append(fs, Finding{Severity: Info, Agent: a.ID,
+				Message: "the agent is disabled in the configuration", Location: g.at(fmt.Sprintf("agents[%d].disabled", i))})
+		}
+	}
+	for i, ca := range g.Config.Agents {
+		if !slices.ContainsFunc(d.Agents, func(a Agent) bool { return a.ID == ca.ID }) {
+			fs = append(fs, Finding{Severity: Info,
+				Message:  fmt.Sprintf("registered agent %s is not described in the deployment descriptor, so it was not assessed", ca.ID),
+				Location: g.at(fmt.Sprintf("agents[%d]", i))})
+		}
+	}
+	return fs
+}
+
+func checkExpiry(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	for _, a := range d.Agents {
+		if i := g.agentIndex(a.ID); i >= 0 {
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+				Message:  "the gateway cannot expire the agent: the configuration format has no agent expiry key yet",
+				Location: g.at(fmt.Sprintf("agents[%d]", i)),
+				Fix:      "track the descriptor's expires: date outside the gateway until agents[].expires exists"})
+		}
+	}
+	return fs
+}
+
+func serverOf(tool string) string {
+	s, _, _ := strings.Cut(tool, "__")
+	return s
+}
+
+func checkServers(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	known := map[string]bool{}
+	for _, s := range g.Config.Servers {
+		known[s.ID] = true
+	}
+	for _, a := range d.Agents {
+		i := g.agentIndex(a.ID)
+		if i < 0 {
+			continue
+		}
+		ca := g.Config.Agents[i]
+		need := map[string]bool{}
+		for j, act := range a.Actions {
+			s := serverOf(act.Tool)
+			need[s] = true
+			switch {
+			case !known[s]:
+				fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+					Message:  fmt.Sprintf("tool %s is on server %q, which the configuration does not define", act.Tool, s),
+					Location: d.Location(fmt.Sprintf("agents[%d].actions[%d]", agentPos(d, a.ID), j)) + "; " + g.at("servers")})
+			case !slices.Contains(ca.Servers, s):
+				fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+					Message:  fmt.Sprintf("the agent declares tool %s but may not use server %q", act.Tool, s),
+					Location: g.at(fmt.Sprintf("agents[%d].servers", i)),
+					Fix:      "add the server, or remove the action from the descriptor"})
+			}
+		}
+		for _, s := range ca.Servers {
+			if !need[s] {
+				fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+					Message:  fmt.Sprintf("the agent may use server %q but declares no action on it (broader than needed)", s),
+					Location: g.at(fmt.Sprintf("agents[%d].servers", i)),
+					Fix:      "remove the server from agents[].servers, or declare the actions the agent needs there"})
+			}
+		}
+	}
+	return fs
+}
+
+func agentPos(d *Descriptor, id string) int {
+	return slices.IndexFunc(d.Agents, func(a Agent) bool { return a.ID == id })
+}
+
+func checkApprovals(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	for _, p := range g.policyErr {
+		fs = append(fs, Finding{Severity: Blocker, Message: "policy file does not parse: " + p, Location: g.PolicyDir})
+	}
+	for ai, a := range d.Agents {
+		for j, act := range a.Actions {
+			risk := a.risk(j)
+			if risk == "none" {
+				continue
+			}
+			k := fmt.Sprintf("agents[%d].actions[%d]", ai, j)
+			if g.PolicyDir == "" {
+				fs = append(fs, Finding{Severity: Blocker, Agent: a.ID, NotConfigured: true,
+					Message:  fmt.Sprintf("high-risk tool %s has no approval policy: no policy directory is configured (the configuration format has no key for it yet)", act.Tool),
+					Location: d.Location(k) + " " + k,
+					Fix:      "pass the gateway's policy directory with --policies, holding a @challenge policy for the tool"})
+				continue
+			}
+			var how []string
+			groups := map[string]bool{}
+			for _, p := range g.approvals {
+				if ok, why := p.covers(a.ID, act.Tool, risk); ok {
+					how = append(how, fmt.Sprintf("%s (%s:%d, approver group %s) %s", p.ID, p.File, p.Line, p.Group, why))
+					groups[p.Group] = true
+				}
+			}
+			switch {
+			case len(how) == 0:
+				fs = append(fs, Finding{Severity: Blocker, Agent: a.ID,
+					Message:  fmt.Sprintf("high-risk tool %s (%s) has no approval policy in %s", act.Tool, riskNames[risk], g.PolicyDir),
+					Location: d.Location(k) + " " + k,
+					Fix:      fmt.Sprintf("add a challenge policy: @challenge(%q) @risk(%q) forbid (principal, action == Gatehouse::Action::\"call_tool\", resource == Gatehouse::Tool::%q);", orDefault(act.Approval, "approvers"), risk, act.Tool)})
+			case act.Approval != "" && !groups[act.Approval]:
+				fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+					Message:  fmt.Sprintf("high-risk tool %s is approved by %s, not by the descriptor's approver group %q", act.Tool, strings.Join(sortedKeys(groups), ", "), act.Approval),
+					Location: d.Location(k+".approval") + " " + k + ".approval"})
+			default:
+				fs = append(fs, Finding{Severity: Info, Agent: a.ID,
+					Message: fmt.Sprintf("high-risk tool %s is covered by %s", act.Tool, strings.Join(how, "; ")), Location: g.PolicyDir})
+			}
+		}
+	}
+	return fs
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func sortedKeys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// secretName matches names that say they hold a credential.
+var secretName = regexp.MustCompile(`(?i)(secret|token|passw(or)?d|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)`)
+
+func checkEmbedded(g *Gateway, _ *Descriptor) []Finding {
+	var fs []Finding
+	for i, s := range g.Config.Servers {
+		for _, name := range sortedMapKeys(s.Env) {
+			if secretName.MatchString(name) && s.Env[name] != "" {
+				fs = append(fs, Finding{Severity: Blocker,
+					Message:  fmt.Sprintf("server %s: environment variable %s holds a secret inline", s.ID, name),
+					Location: g.at(fmt.Sprintf("servers[%d].env.%s", i, name)),
+					Fix:      "move it to a file and name the file under env_files"})
+			}
+		}
+		if u, err := url.Parse(s.URL); err == nil && s.URL != "" {
+			for _, q := range sortedMapKeys(u.Query()) {
+				if secretName.MatchString(q) {
+					fs = append(fs, Finding{Severity: Blocker,
+						Message:  fmt.Sprintf("server %s: the URL carries a credential in query parameter %s", s.ID, q),
+						Location: g.at(fmt.Sprintf("servers[%d].url", i)),
+						Fix:      "send it as a header from header_files instead"})
+				}
+			}
+		}
+		for j, arg := range s.Command {
+			name, val, hasVal := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+			if strings.HasPrefix(arg, "-") && secretName.MatchString(name) && (hasVal && val != "" || j+1 < len(s.Command) && !strings.HasPrefix(s.Command[j+1], "-")) {
+				fs = append(fs, Finding{Severity: Blocker,
+					Message:  fmt.Sprintf("server %s: command argument %s passes a secret on the command line", s.ID, strings.SplitN(arg, "=", 2)[0]),
+					Location: g.at(fmt.Sprintf("servers[%d].command[%d]", i, j)),
+					Fix:      "pass it through env_files"})
+			}
+		}
+	}
+	return fs
+}
+
+func sortedMapKeys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func checkStatic(g *Gateway, _ *Descriptor) []Finding {
+	var fs []Finding
+	for i, s := range g.Config.Servers {
+		var names []string
+		var key string
+		for _, h := range sortedMapKeys(s.HeaderFiles) {
+			names = append(names, "header "+h)
+			key = fmt.Sprintf("servers[%d].header_files", i)
+		}
+		for _, e := range sortedMapKeys(s.EnvFiles) {
+			if secretName.MatchString(e) {
+				names = append(names, "environment variable "+e)
+				key = fmt.Sprintf("servers[%d].env_files", i)
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		fs = append(fs, Finding{Severity: Condition, NotConfigured: true,
+			Message:  fmt.Sprintf("server %s receives a static credential (%s): long-lived, shared by every agent, bound to no audience", s.ID, strings.Join(names, ", ")),
+			Location: g.at(key),
+			Fix:      "prefer a short-lived credential per call (OAuth token exchange) once the gateway supports it; meanwhile rotate the file's secret and scope it to what the server needs"})
+	}
+	return fs
+}
+
+func checkTokenTTL(g *Gateway, _ *Descriptor) []Finding {
+	if ttl := g.Config.Identity.MaxTokenTTL.Std(); ttl > time.Hour {
+		return []Finding{{Severity: Condition,
+			Message:  fmt.Sprintf("gateway tokens may live up to %v", ttl),
+			Location: g.at("identity.max_token_ttl"),
+			Fix:      "keep identity.max_token_ttl at 1h or less; agents renew from their workload identity"}}
+	}
+	return nil
+}
+
+func checkAnonymous(g *Gateway, _ *Descriptor) []Finding {
+	if a := g.Config.Identity.AnonymousAgent; a != "" {
+		return []Finding{{Severity: Blocker,
+			Message:  fmt.Sprintf("unauthenticated requests act as agent %s (for local conformance runs only)", a),
+			Location: g.at("identity.anonymous_agent"),
+			Fix:      "remove identity.anonymous_agent"}}
+	}
+	return nil
+}
+
+func checkAudience(g *Gateway, _ *Descriptor) []Finding {
+	if g.Config.Identity.Audience == "gatehouse" {
+		return []Finding{{Severity: Info,
+			Message:  "tokens carry the default audience \"gatehouse\", the same for every Gatehouse deployment",
+			Location: g.at("identity"),
+			Fix:      "set identity.audience to this gateway's public URL so a token minted for another gateway that shares keys is refused"}}
+	}
+	return nil
+}
+
+func checkTrustSources(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	for _, a := range d.Agents {
+		if a.Identity.Type == "api_key" {
+			continue
+		}
+		fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+			Message:  fmt.Sprintf("the gateway cannot verify the agent's %s itself: the configuration format has no identity trust sources yet, so the agent presents a gateway-minted token", a.Identity.Type),
+			Location: g.at("identity"),
+			Fix:      "mint short-lived tokens per task ('gatehouse token mint --ttl'), never long-lived ones, until identity.trust exists"})
+	}
+	return fs
+}
+
+func checkTLS(g *Gateway, _ *Descriptor) []Finding {
+	if g.Config.TLS == nil && !config.IsLoopback(g.Config.Listen) {
+		return []Finding{{Severity: Condition,
+			Message:  fmt.Sprintf("the MCP listener %s is not loopback and serves plain HTTP: agent tokens cross the network in clear unless TLS terminates in front of it", g.Config.Listen),
+			Location: g.at("listen"),
+			Fix:      "set tls.cert_file and tls.key_file, or terminate TLS in a proxy on the same host"}}
+	}
+	return nil
+}
+
+func checkPinning(g *Gateway, d *Descriptor) []Finding {
+	if g.Config.Pinning.Mode != "off" {
+		return nil
+	}
+	sev := Condition
+	for _, a := range d.Agents {
+		if a.Autonomy == "autonomous" {
+			sev = Blocker
+		}
+	}
+	return []Finding{{Severity: sev,
+		Message:  "tool-definition pinning is off: a changed tool description reaches agents unreviewed",
+		Location: g.at("pinning.mode"),
+		Fix:      "set pinning.mode: enforce"}}
+}
+
+// plannedPerAgent reports a control the configuration has no key for:
+// a blocker for agents with broad autonomy (they must be observable and
+// stoppable at once), a condition for the others.
+func plannedPerAgent(check, msg, key, fix string) func(*Gateway, *Descriptor) []Finding {
+	return func(g *Gateway, d *Descriptor) []Finding {
+		var fs []Finding
+		for _, a := range d.Agents {
+			sev := Condition
+			m := msg
+			if a.Autonomy == "autonomous" {
+				sev = Blocker
+				m += "; not ready for broad production autonomy"
+			}
+			fs = append(fs, Finding{Check: check, Severity: sev, Agent: a.ID, Message: m, Location: g.ConfigName, Key: key, Fix: fix})
+		}
+		return fs
+	}
+}
