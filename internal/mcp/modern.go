@@ -113,6 +113,36 @@ func withModernMeta(raw json.RawMessage) json.RawMessage {
 	return p.raw()
 }
 
+// withoutModernMeta removes the 2026 per-request _meta members, for a
+// request translated to a legacy connection (a legacy server would take
+// them for a 2026 request it cannot serve).
+func withoutModernMeta(raw json.RawMessage) json.RawMessage {
+	p, err := parseParams(raw)
+	if err != nil {
+		return raw
+	}
+	var meta map[string]json.RawMessage
+	if json.Unmarshal(p["_meta"], &meta) != nil || meta == nil {
+		return raw
+	}
+	changed := false
+	for _, k := range []string{metaProtocolVersion, metaClientCaps, metaClientInfo, "io.modelcontextprotocol/logLevel"} {
+		if _, ok := meta[k]; ok {
+			delete(meta, k)
+			changed = true
+		}
+	}
+	if !changed {
+		return raw
+	}
+	if len(meta) == 0 {
+		delete(p, "_meta")
+	} else {
+		p["_meta"], _ = json.Marshal(meta)
+	}
+	return p.raw()
+}
+
 // decodeHeaderValue undoes the =?base64?…?= form of a standard header.
 func decodeHeaderValue(v string) (string, bool) {
 	if inner, ok := strings.CutPrefix(v, "=?base64?"); ok {

@@ -358,6 +358,11 @@ func (p *Proxy) forward(ctx context.Context, sc *scope, rep *reply, u *upstream,
 	if err != nil {
 		return nil, err
 	}
+	if sc.modern && (c.init() == nil || c.init().ProtocolVersion < Version20260728) {
+		legacy := *m
+		legacy.Params = withoutModernMeta(m.Params)
+		m = &legacy
+	}
 	return c.call(ctx, m, &callOpts{
 		onMsg:    func(rel *Message) { p.relay(ctx, sc, rep, u, c, rel) },
 		onStream: rep.preferStream,
