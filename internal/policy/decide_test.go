@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +164,21 @@ func TestDecide(t *testing.T) {
 			verdict.Block, policy.CodeError, nil, ""},
 		{"no target", func() policy.Request { r := call("send_money", `{}`); r.Tool = ""; return r },
 			verdict.Block, policy.CodeError, nil, ""},
+		{"total not a number", func() policy.Request {
+			r := call("send_money", `{"amount": 1, "to": "acme"}`)
+			r.Totals = map[string]float64{"spend_today": math.NaN()}
+			return r
+		}, verdict.Block, policy.CodeError, nil, ""},
+		{"total out of range", func() policy.Request {
+			r := call("send_money", `{"amount": 1, "to": "acme"}`)
+			r.Totals = map[string]float64{"spend_today": 1e300}
+			return r
+		}, verdict.Block, policy.CodeError, nil, ""},
+		{"finding score not a number", func() policy.Request {
+			r := call("send_money", `{"amount": 1, "to": "acme"}`)
+			r.Findings = &policy.Findings{Scores: map[string]float64{"x": math.NaN()}}
+			return r
+		}, verdict.Block, policy.CodeError, nil, ""},
 		{"sample before 18h", func() policy.Request {
 			return policy.Request{Action: policy.Sample, Agent: policy.Agent{ID: "a", Owner: "o"}, Server: "bank", Now: now}
 		}, verdict.Allow, policy.CodePermit, []string{"sampling"}, ""},

@@ -47,3 +47,22 @@ func DefaultLabels(a *Annotations) []verdict.Label {
 	slices.Sort(out)
 	return out
 }
+
+// SessionLabels returns the information-flow labels a session or task
+// acquires by using a tool with the given risk labels: private_data after
+// a reads_private tool, untrusted_content after an untrusted_content tool.
+// (A semantic finding in retrieved content also adds untrusted_content;
+// the semantic layer says so.) The result is sorted, without duplicates.
+func SessionLabels(toolLabels []verdict.Label) []verdict.Label {
+	var out []verdict.Label
+	for _, l := range toolLabels {
+		switch l {
+		case verdict.ReadsPrivate:
+			out = append(out, verdict.SessionPrivateData)
+		case verdict.UntrustedContent:
+			out = append(out, verdict.SessionUntrustedContent)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

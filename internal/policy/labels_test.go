@@ -35,3 +35,19 @@ func TestDefaultLabels(t *testing.T) {
 		})
 	}
 }
+
+func TestSessionLabels(t *testing.T) {
+	tests := []struct {
+		tool, want []verdict.Label
+	}{
+		{nil, nil},
+		{[]verdict.Label{verdict.ExternalSink, verdict.Destructive}, nil},
+		{[]verdict.Label{verdict.ReadsPrivate}, []verdict.Label{verdict.SessionPrivateData}},
+		{[]verdict.Label{verdict.UntrustedContent, verdict.ReadsPrivate, verdict.ReadsPrivate}, []verdict.Label{verdict.SessionPrivateData, verdict.SessionUntrustedContent}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, policy.SessionLabels(tt.tool)); diff != "" {
+			t.Errorf("SessionLabels(%v) (-want +got):\n%s", tt.tool, diff)
+		}
+	}
+}
