@@ -18,6 +18,8 @@ import (
 // Every pattern begins with one of its triggers. One keyword pass over the
 // text finds the triggers; a pattern is then tried only at its triggers,
 // anchored, on a bounded window, which keeps the cost linear and small.
+// Word boundaries around a trigger are checked by the caller: a pattern
+// must not start with \b, which the window's start would defeat.
 type heuristic struct {
 	kind      string
 	score     float64
@@ -33,19 +35,19 @@ const heuristicWindow = 160
 var heuristicList = []*heuristic{
 	{kind: "instruction_override", score: 0.9,
 		triggers: []string{"ignore", "disregard", "forget", "override", "bypass", "skip", "neglect", "abandon", "overlook", "do not follow", "do not obey", "do not listen to", "don't follow", "don't obey", "don't listen to", "pay no attention to", "stop following", "set aside"},
-		pattern:  `\b[^.!?\n]*?\b(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|all|any|every|your|system|developer'?s?)\b[^.!?\n]*?\b(?:instructions?|prompts?|rules|directives?|guidelines|guidance|orders|commands|context|constraints|restrictions|programming|policies|content polic(?:y|ies)|safety)\b`},
+		pattern:  `[^.!?\n]*?\b(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|all|any|every|your|system|developer'?s?)\b[^.!?\n]*?\b(?:instructions?|prompts?|rules|directives?|guidelines|guidance|orders|commands|context|constraints|restrictions|programming|policies|content polic(?:y|ies))\b`},
 	{kind: "instruction_override", score: 0.85,
 		triggers: []string{"new", "updated", "real", "revised", "actual"},
 		pattern:  ` (?:instructions|rules|directives?|task|objective)\s*(?::|are:|is:)`},
 	{kind: "instruction_override", score: 0.8,
 		triggers: []string{"ignoriere", "vergiss", "ignora", "olvida", "ignorez", "ignores", "oublie", "negeer", "ignorar", "ignorer", "ignorieren"},
-		pattern:  `\b[^.!?\n]*?\b(?:anweisungen|instrucciones|instructions|consignes|istruzioni|instructies|instruções|regeln|reglas|règles|regole)\b`},
+		pattern:  `[^.!?\n]*?\b(?:anweisungen|instrucciones|instructions|consignes|istruzioni|instructies|instruções|regeln|reglas|règles|regole)\b`},
 	{kind: "prompt_leak", score: 0.85,
 		triggers: []string{"reveal", "print", "show", "repeat", "output", "display", "dump", "leak", "disclose", "spell out", "tell me", "give me", "write out", "translate", "summarize", "summarise", "encode"},
-		pattern:  `\b[^.!?\n]*?\b(?:the\s+)?(?:your|hidden|secret|initial|original|system|confidential|previous|above|prior|earlier)\s+(?:\w+\s+)?(?:system prompt|prompt|instructions|system message)\b`},
+		pattern:  `[^.!?\n]*?\b(?:the\s+)?(?:your|hidden|secret|initial|original|system|confidential|previous|above|prior|earlier)\s+(?:\w+\s+)?(?:system prompt|prompt|instructions|system message)\b`},
 	{kind: "prompt_leak", score: 0.8,
 		triggers: []string{"repeat", "print", "output"},
-		pattern:  `\b[^.!?\n]{0,20}\b(?:everything|all|the text|the words)\b[^.!?\n]{0,20}\b(?:above|before|prior)\b`},
+		pattern:  `[^.!?\n]{0,20}\b(?:everything|all|the text|the words)\b[^.!?\n]{0,20}\b(?:above|before|prior)\b`},
 	{kind: "role_marker", score: 0.75,
 		triggers: []string{"<|im_start|>", "<|im_end|>", "<|system|>", "<|endoftext|>", "<|start_header_id|>", "[system]", "[/system]", "[inst]", "[/inst]", "{system:", "{{system"},
 		pattern:  ``},
@@ -54,7 +56,7 @@ var heuristicList = []*heuristic{
 		pattern:  `\s*(?:override|notice|message|prompt|instructions?)?\s*:\s`},
 	{kind: "role_play", score: 0.5,
 		triggers: []string{"you are now", "from now on", "pretend to be", "pretend you are", "pretend that you", "act as", "roleplay as", "role-play as", "stay in character", "developer mode", "dan mode", "do anything now", "jailbreak", "no ethical", "no moral", "without restrictions", "without any restrictions", "without filters", "without censorship"},
-		pattern:  `\b`},
+		pattern:  ``},
 }
 
 var (
@@ -84,6 +86,7 @@ func isWordByte(c byte) bool {
 type heuristicMatch struct {
 	h          *heuristic
 	start, end int
+	score      float64
 }
 
 // matchHeuristics returns the first match of each heuristic in t.
@@ -108,10 +111,24 @@ func matchHeuristics(t string) []heuristicMatch {
 				continue
 			}
 			done[hi] = true
-			out = append(out, heuristicMatch{h: h, start: p, end: q + loc[1]})
+			score := h.score
+			if quoted(t, p) {
+				score /= 2 // a quoted phrase is more often cited than meant
+			}
+			out = append(out, heuristicMatch{h: h, start: p, end: q + loc[1], score: score})
 		}
 	})
 	return out
+}
+
+// quoted reports whether an opening quotation mark comes right before p.
+func quoted(t string, p int) bool {
+	for _, q := range []string{"\"", "'", "\u201c", "\u2018", "\u00ab", "`"} {
+		if strings.HasSuffix(t[:p], q) {
+			return true
+		}
+	}
+	return false
 }
 
 // opensLine reports whether only blanks and markdown heading or emphasis
@@ -145,7 +162,7 @@ func (s *screening) heuristics() {
 			if hidden {
 				a, b = -1, -1
 			}
-			s.add(Finding{Detector: string(DetectHeuristics), Kind: m.h.kind, Score: m.h.score, Start: a, End: b})
+			s.add(Finding{Detector: string(DetectHeuristics), Kind: m.h.kind, Score: m.score, Start: a, End: b})
 		}
 	}
 	if n.Tags > 0 {
@@ -172,7 +189,7 @@ func (s *screening) encoded() {
 		score := 0.0
 		for _, m := range matchHeuristics(text) {
 			if m.h.kind != "role_play" {
-				score = max(score, m.h.score)
+				score = max(score, m.score)
 			}
 		}
 		if s.e.model != nil && !s.e.disable[DetectInjection] {

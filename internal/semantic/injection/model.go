@@ -18,15 +18,6 @@ type linear struct {
 	b float32
 }
 
-func (l *linear) logit(v *vec) float32 {
-	z := l.b
-	w := l.w
-	for k, i := range v.idx {
-		z += w[i] * v.val[k]
-	}
-	return z
-}
-
 // Model is a trained classifier: a document model that scores the whole
 // text, a segment model that scores each sentence-like unit (so that one
 // instruction hidden in a long document is not diluted), and a combiner.
@@ -53,9 +44,8 @@ type Score struct {
 }
 
 type scratch struct {
-	f    featurizer
-	v    vec
-	segs []Segment
+	f featurizer
+	a analysis
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -77,27 +67,46 @@ func (m *Model) Score(text string) Score {
 	}
 }
 
-// logits returns the document logit, the top segment logit, the gap between
-// the top and the mean segment logit, and the top segment's span.
-func (m *Model) logits(s *scratch, text string) (doc, top, gap float32, span Segment) {
-	s.f.featurize(text, &s.v)
-	doc = m.doc.logit(&s.v)
-	s.segs = segments(text, s.segs)
-	if len(s.segs) <= 1 {
-		top = m.seg.logit(&s.v)
-		return doc, top, 0, Segment{0, len(text)}
+func dot(w []float32, ids []uint32) float32 {
+	var z float32
+	for _, i := range ids {
+		z += w[i]
 	}
+	return z
+}
+
+func dotDense(w []float32, d *[numDense]float32) float32 {
+	var z float32
+	for k, x := range d {
+		z += w[hashDim+k] * x
+	}
+	return z
+}
+
+// logits returns the document logit, the top segment logit, the gap between
+// the top and the mean segment logit, and the top segment's span. The text
+// is featurised once; each feature is looked up in both models.
+func (m *Model) logits(s *scratch, text string) (doc, top, gap float32, span Segment) {
+	a := &s.a
+	s.f.analyse(text, a)
+	if len(a.segs) == 0 {
+		return m.doc.b, m.seg.b, 0, Segment{}
+	}
+	doc = m.doc.b + dot(m.doc.w, a.idx)*scale(len(a.idx)) + dotDense(m.doc.w, &a.docDense)
 	top = float32(math.Inf(-1))
 	var sum float32
-	for _, g := range s.segs {
-		s.f.featurize(text[g.Start:g.End], &s.v)
-		z := m.seg.logit(&s.v)
+	for i, g := range a.segs {
+		ids := a.idx[a.off[i]:a.off[i+1]]
+		z := m.seg.b + dot(m.seg.w, ids)*scale(len(ids)) + dotDense(m.seg.w, &a.segDense[i])
 		sum += z
 		if z > top {
 			top, span = z, g
 		}
 	}
-	return doc, top, top - sum/float32(len(s.segs)), span
+	if len(a.segs) == 1 {
+		return doc, top, 0, span
+	}
+	return doc, top, top - sum/float32(len(a.segs)), span
 }
 
 // Serialisation: gzip of magic, dim, numDense, comb, then for each linear

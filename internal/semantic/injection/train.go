@@ -251,8 +251,11 @@ func fit(ctx context.Context, exs []example, epochs int, seed uint64) (linear, e
 }
 
 // examples featurises texts with labels, weighting the classes equally.
-func examples(texts []string, ys []float32) []example {
+// Documents use the document vector; segments are featurised as a single
+// segment each, as the scorer sees them.
+func examples(texts []string, ys []float32, docs bool) []example {
 	var f featurizer
+	var a analysis
 	exs := make([]example, len(texts))
 	var pos float32
 	for _, y := range ys {
@@ -260,7 +263,16 @@ func examples(texts []string, ys []float32) []example {
 	}
 	neg := float32(len(ys)) - pos
 	for i, t := range texts {
-		f.featurize(t, &exs[i].v)
+		if docs {
+			f.analyse(t, &a)
+			a.docVec(&exs[i].v)
+		} else {
+			var c counts
+			a.idx, c = f.span(strings.ToLower(t), a.idx[:0])
+			a.off = append(a.off[:0], 0, len(a.idx))
+			a.segDense = append(a.segDense[:0], c.dense())
+			a.segVec(0, &exs[i].v)
+		}
 		exs[i].v.idx = slices.Clone(exs[i].v.idx)
 		exs[i].v.val = slices.Clone(exs[i].v.val)
 		exs[i].y = ys[i]
@@ -284,7 +296,7 @@ func trainBase(ctx context.Context, rows []Row, o TrainOptions) (*Model, error) 
 		texts = append(texts, d.text)
 		ys = append(ys, d.y)
 	}
-	doc, err := fit(ctx, examples(texts, ys), o.Epochs, o.Seed)
+	doc, err := fit(ctx, examples(texts, ys, true), o.Epochs, o.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +309,7 @@ func trainBase(ctx context.Context, rows []Row, o TrainOptions) (*Model, error) 
 		texts = append(texts, t)
 		ys = append(ys, 0)
 	}
-	seg, err := fit(ctx, examples(texts, ys), o.Epochs, o.Seed+1)
+	seg, err := fit(ctx, examples(texts, ys, false), o.Epochs, o.Seed+1)
 	if err != nil {
 		return nil, err
 	}
