@@ -207,13 +207,13 @@ var labelVocabulary = func() []verdict.Label {
 }()
 
 // labelSets interns the Cedar set of each combination of vocabulary labels.
-var labelSets [1 << 10]atomic.Pointer[types.Set]
+var labelSets [1 << 10]atomic.Pointer[types.Value]
 
-// labelSet returns the Cedar set of labels, interned when every label is in
-// the vocabulary.
-func labelSet(labels []verdict.Label) types.Set {
+// labelSet returns the Cedar set of labels, interned (and boxed once) when
+// every label is in the vocabulary.
+func labelSet(labels []verdict.Label) types.Value {
 	if len(labels) == 0 {
-		return emptySet
+		return emptySetV
 	}
 	var mask uint
 	for _, l := range labels {
@@ -226,7 +226,7 @@ func labelSet(labels []verdict.Label) types.Set {
 	if p := labelSets[mask].Load(); p != nil {
 		return *p
 	}
-	set := stringSet(labels)
+	var set types.Value = stringSet(labels)
 	labelSets[mask].Store(&set)
 	return set
 }

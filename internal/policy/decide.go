@@ -24,12 +24,15 @@ import (
 // challenge allows (policy.permit); with no matching permit the request is
 // blocked (policy.no_permit), whatever challenges matched.
 func (s *Set) Decide(req Request) Decision {
-	t, err := s.schema.target(req)
+	// One allocation holds the evaluation's working state.
+	ev := &evaluation{}
+	var err error
+	ev.t, err = s.schema.target(req)
 	if err != nil {
 		return blocked(CodeError, s.version, nil, err.Error())
 	}
-	var pk [2]picked
-	idx := make([]int32, 0, 16)
+	t, pk := &ev.t, &ev.pk
+	idx := ev.idx[:0]
 	var needs need
 	for i, ix := range [2]indexed{s.forbids, s.permits} {
 		start := len(idx)
@@ -51,7 +54,7 @@ func (s *Set) Decide(req Request) Decision {
 		}
 		pk[i].idx = idx[start:len(idx):len(idx)]
 	}
-	creq, err := s.schema.cedarRequest(req, &t, needs)
+	creq, err := s.schema.cedarRequest(req, t, needs)
 	if err != nil {
 		code := CodeError
 		var ae *argumentError
@@ -63,8 +66,9 @@ func (s *Set) Decide(req Request) Decision {
 	// One evaluation over forbids and permits together answers the common
 	// case: Cedar reports the matching forbids if any, else the permits.
 	// Only when a forbid matched are the permits evaluated on their own.
-	both := picked{list: pk[0].list, idx: pk[0].idx, list2: pk[1].list, idx2: pk[1].idx}
-	decision, fdiag := cedar.Authorize(&both, &t.ents, creq)
+	both := &ev.both
+	*both = picked{list: pk[0].list, idx: pk[0].idx, list2: pk[1].list, idx2: pk[1].idx}
+	decision, fdiag := cedar.Authorize(both, &t.ents, creq)
 	pd, pdiag := decision, cedar.Diagnostic{Reasons: fdiag.Reasons}
 	if decision == cedar.Deny && len(fdiag.Reasons) > 0 {
 		pdiag.Reasons = nil
@@ -123,6 +127,14 @@ func (s *Set) Decide(req Request) Decision {
 	return d
 }
 
+// evaluation is the working state of one decision.
+type evaluation struct {
+	t    targeted
+	pk   [2]picked
+	both picked
+	idx  [32]int32
+}
+
 // argumentError marks a request whose arguments cannot be put in context.
 type argumentError struct{ msg string }
 
@@ -146,7 +158,10 @@ func (e *entities) Get(uid types.EntityUID) (types.Entity, bool) {
 	return types.Entity{}, false
 }
 
-var emptySet = types.NewSet()
+var (
+	emptySet              = types.NewSet()
+	emptySetV types.Value = emptySet
+)
 
 func stringSet[T ~string](ss []T) types.Set {
 	if len(ss) == 0 {
@@ -320,9 +335,16 @@ func findings(f *Findings) (types.Record, error) {
 	if err != nil {
 		return types.Record{}, err
 	}
+	kv, dv := emptySetV, emptySetV
+	if len(kinds) > 0 {
+		kv = stringSet(kinds)
+	}
+	if len(detectors) > 0 {
+		dv = stringSet(detectors)
+	}
 	return types.NewRecord(types.RecordMap{
-		"kinds":     stringSet(kinds),
-		"detectors": stringSet(detectors),
+		"kinds":     kv,
+		"detectors": dv,
 		"max_score": d,
 	}), nil
 }
