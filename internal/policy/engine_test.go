@@ -246,3 +246,40 @@ func TestReplayLoop(t *testing.T) {
 		t.Errorf("changed = %q", changed)
 	}
 }
+
+// Concurrent decisions over many agents and tools share the entity cache
+// (run with -race); each must match the sequential decision.
+func TestDecideConcurrent(t *testing.T) {
+	set := load(t, testSchema(t), decidePolicies)
+	var reqs []policy.Request
+	for i := range 40 {
+		r := call([]string{"send_money", "mail__send", "fs__read_file", "crm__export"}[i%4], `{"amount": 5, "to": "acme", "path": "/srv/x", "rows": 1}`)
+		r.Agent.ID = []string{"a", "b", "c"}[i%3]
+		if i%5 == 0 {
+			r.Agent.Groups = nil
+		}
+		if i%7 == 0 {
+			r.User = &policy.User{ID: "u", Tags: map[string][]string{"accounts": {"acme"}}}
+		}
+		reqs = append(reqs, r)
+	}
+	want := make([]policy.Decision, len(reqs))
+	for i, r := range reqs {
+		want[i] = set.Decide(r)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range 200 {
+				i := (n*7 + g) % len(reqs)
+				if d := set.Decide(reqs[i]); policy.Differs(d, want[i]) {
+					t.Errorf("request %d decided %s, sequentially %s", i, d.Code(), want[i].Code())
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
