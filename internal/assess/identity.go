@@ -176,8 +176,8 @@ func whereFindings(d *Descriptor, a *Agent, i int, adv IdentityAdvice) []Finding
 	switch {
 	case slices.Contains([]string{"env", "code", "image"}, id.SecretStorage):
 		fs = append(fs, Finding{Check: "identity.embedded_secret", Severity: Blocker,
-			Message:  fmt.Sprintf("the agent's %s is embedded in its %s", id.Credential, id.SecretStorage),
-			Location: d.Location(k + ".secret_storage") + " " + k + ".secret_storage",
+			Message:  fmt.Sprintf("the agent's %s is embedded in %s", id.Credential, map[string]string{"env": "an environment variable", "code": "its code", "image": "its container image"}[id.SecretStorage]),
+			Location: d.Location(k+".secret_storage") + " " + k + ".secret_storage",
 			Fix:      "replace it with " + adv.Recommended + "; until then keep it in a secret store, never in code, images or environment variables",
 			Sources:  secretSources(a)})
 	case slices.Contains([]string{"client_secret", "access_key", "api_key"}, id.Credential):
