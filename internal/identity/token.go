@@ -186,6 +186,11 @@ func (m *Minter) Mint(agent string, ttl time.Duration) (string, time.Time, error
 // MintClaims signs c after setting iss, iat, nbf, exp and jti (and aud when
 // empty).
 func (m *Minter) MintClaims(c Claims, ttl time.Duration) (string, time.Time, error) {
+	return m.mint(&c, ttl)
+}
+
+// mint signs *c, filling in the registered claims it sets.
+func (m *Minter) mint(c *Claims, ttl time.Duration) (string, time.Time, error) {
 	if c.Subject == "" {
 		return "", time.Time{}, errors.New("minting token: empty subject")
 	}
