@@ -28,6 +28,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if msg, ok := p.checkOrigin(r); !ok {
+		p.refuse(r.Context(), ep, nil, r.Method, verdict.Deny(verdict.Core, "request.origin", msg))
 		writeHTTPError(w, http.StatusForbidden, msg)
 		return
 	}
@@ -39,9 +40,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodDelete:
 		p.serveDELETE(w, r, ep)
 	default:
+		p.refuse(r.Context(), ep, nil, r.Method, verdict.Deny(verdict.Core, "request.http_method", "method not allowed"))
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		writeHTTPError(w, http.StatusMethodNotAllowed, "method not allowed")
 	}
+}
+
+// httpRefusal records a refusal at the HTTP level and answers it.
+func (p *Proxy) httpRefusal(w http.ResponseWriter, r *http.Request, ep *endpoint, caller *pipeline.Caller, status int, code, msg string) {
+	p.refuse(r.Context(), ep, caller, r.Method, verdict.Deny(verdict.Core, code, msg))
+	writeHTTPError(w, status, msg)
 }
 
 // checkOrigin protects against DNS rebinding: a browser page must not reach
@@ -129,16 +137,16 @@ func (p *Proxy) authenticate(w http.ResponseWriter, r *http.Request, ep *endpoin
 }
 
 func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	caller, ok := p.authenticate(w, r, ep)
+	if !ok {
+		return
+	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		writeHTTPError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		p.httpRefusal(w, r, ep, caller, http.StatusUnsupportedMediaType, "request.content_type", "Content-Type must be application/json")
 		return
 	}
 	if !acceptsBoth(r.Header.Values("Accept")) {
-		writeHTTPError(w, http.StatusNotAcceptable, "Accept must include application/json and text/event-stream")
-		return
-	}
-	caller, ok := p.authenticate(w, r, ep)
-	if !ok {
+		p.httpRefusal(w, r, ep, caller, http.StatusNotAcceptable, "request.accept", "Accept must include application/json and text/event-stream")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes))
@@ -149,7 +157,7 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, ep *endpoint) 
 			writeMessage(w, http.StatusRequestEntityTooLarge, errorResponse(nil, CodeInvalidRequest, fmt.Sprintf("request body exceeds %d bytes", p.cfg.MaxBodyBytes), nil))
 			return
 		}
-		writeHTTPError(w, http.StatusBadRequest, "reading request body failed")
+		p.httpRefusal(w, r, ep, caller, http.StatusBadRequest, "request.body", "reading request body failed")
 		return
 	}
 	if err := checkJSON(body); err != nil {
@@ -168,7 +176,8 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, ep *endpoint) 
 		return
 	}
 	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" && !supportedVersion(v) {
-		writeHTTPError(w, http.StatusBadRequest, fmt.Sprintf("unsupported protocol version %q (supported: %s)", v, strings.Join(SupportedVersions, ", ")))
+		p.httpRefusal(w, r, ep, caller, http.StatusBadRequest, "request.protocol_version",
+			fmt.Sprintf("unsupported protocol version %q (supported: %s)", v, strings.Join(SupportedVersions, ", ")))
 		return
 	}
 
@@ -195,18 +204,18 @@ func (p *Proxy) servePOST(w http.ResponseWriter, r *http.Request, ep *endpoint) 
 		return
 	}
 	if sid == "" {
-		writeHTTPError(w, http.StatusBadRequest, "missing Mcp-Session-Id header")
+		p.httpRefusal(w, r, ep, caller, http.StatusBadRequest, "session.missing", "missing Mcp-Session-Id header")
 		return
 	}
 	s, ok := p.sessions.get(sid)
 	if !ok || s.ep != ep || s.caller.Agent != caller.Agent {
 		// An unknown session and another agent's session look the same.
-		writeHTTPError(w, http.StatusNotFound, "session not found")
+		p.httpRefusal(w, r, ep, caller, http.StatusNotFound, "session.unknown", "session not found")
 		return
 	}
 	s.touch(p.cfg.Now())
 	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" && v != s.version {
-		writeHTTPError(w, http.StatusBadRequest, fmt.Sprintf("protocol version %q does not match the session's %q", v, s.version))
+		p.httpRefusal(w, r, ep, caller, http.StatusBadRequest, "request.protocol_version", fmt.Sprintf("protocol version %q does not match the session's %q", v, s.version))
 		return
 	}
 	sc := &scope{p: p, ep: ep, caller: caller, sess: s, version: s.version}
@@ -230,33 +239,33 @@ func (p *Proxy) dispatch(w http.ResponseWriter, r *http.Request, sc *scope, m *M
 }
 
 func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, ep *endpoint) {
-	if !acceptsSSE(r.Header.Values("Accept")) {
-		writeHTTPError(w, http.StatusNotAcceptable, "Accept must include text/event-stream")
-		return
-	}
-	if ep.stateless {
-		w.Header().Set("Allow", "POST")
-		writeHTTPError(w, http.StatusMethodNotAllowed, "this endpoint is stateless: no standalone stream")
-		return
-	}
 	caller, ok := p.authenticate(w, r, ep)
 	if !ok {
 		return
 	}
+	if ep.stateless {
+		w.Header().Set("Allow", "POST")
+		p.httpRefusal(w, r, ep, caller, http.StatusMethodNotAllowed, "request.http_method", "this endpoint is stateless: no standalone stream")
+		return
+	}
+	if !acceptsSSE(r.Header.Values("Accept")) {
+		p.httpRefusal(w, r, ep, caller, http.StatusNotAcceptable, "request.accept", "Accept must include text/event-stream")
+		return
+	}
 	sid := r.Header.Get("Mcp-Session-Id")
 	if sid == "" {
-		writeHTTPError(w, http.StatusBadRequest, "missing Mcp-Session-Id header")
+		p.httpRefusal(w, r, ep, caller, http.StatusBadRequest, "session.missing", "missing Mcp-Session-Id header")
 		return
 	}
 	s, ok := p.sessions.get(sid)
 	if !ok || s.ep != ep || s.caller.Agent != caller.Agent {
-		writeHTTPError(w, http.StatusNotFound, "session not found")
+		p.httpRefusal(w, r, ep, caller, http.StatusNotFound, "session.unknown", "session not found")
 		return
 	}
 	s.mu.Lock()
 	if s.listening {
 		s.mu.Unlock()
-		writeHTTPError(w, http.StatusConflict, "a standalone stream is already open for this session")
+		p.httpRefusal(w, r, ep, caller, http.StatusConflict, "session.stream_open", "a standalone stream is already open for this session")
 		return
 	}
 	s.listening = true
@@ -316,23 +325,23 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, ep *endpoint) {
 }
 
 func (p *Proxy) serveDELETE(w http.ResponseWriter, r *http.Request, ep *endpoint) {
-	if ep.stateless {
-		w.Header().Set("Allow", "POST")
-		writeHTTPError(w, http.StatusMethodNotAllowed, "this endpoint is stateless: no sessions")
-		return
-	}
 	caller, ok := p.authenticate(w, r, ep)
 	if !ok {
 		return
 	}
+	if ep.stateless {
+		w.Header().Set("Allow", "POST")
+		p.httpRefusal(w, r, ep, caller, http.StatusMethodNotAllowed, "request.http_method", "this endpoint is stateless: no sessions")
+		return
+	}
 	sid := r.Header.Get("Mcp-Session-Id")
 	if sid == "" {
-		writeHTTPError(w, http.StatusBadRequest, "missing Mcp-Session-Id header")
+		p.httpRefusal(w, r, ep, caller, http.StatusBadRequest, "session.missing", "missing Mcp-Session-Id header")
 		return
 	}
 	s, ok := p.sessions.get(sid)
 	if !ok || s.ep != ep || s.caller.Agent != caller.Agent {
-		writeHTTPError(w, http.StatusNotFound, "session not found")
+		p.httpRefusal(w, r, ep, caller, http.StatusNotFound, "session.unknown", "session not found")
 		return
 	}
 	p.endSession(s)
