@@ -469,5 +469,5 @@ func (s *TokenService) exchange(ctx context.Context, r *http.Request, now time.T
 		tokenType = "DPoP"
 	}
 	return &TokenResponse{AccessToken: tok, IssuedTokenType: TokenTypeAccessToken, TokenType: tokenType,
-		ExpiresIn: int64(exp.Sub(now).Round(time.Second) / time.Second), Scope: strings.Join(tools, " ")}, nil
+		ExpiresIn: int64(ttl / time.Second), Scope: strings.Join(tools, " ")}, nil
 }

@@ -1,0 +1,576 @@
+package identity_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/gatehouse/gatehouse/internal/identity"
+)
+
+const (
+	gwURL    = "https://gw.test"
+	resMain  = gwURL + "/mcp"
+	resHR    = gwURL + "/mcp/hr"
+	tokenURL = gwURL + "/oauth/token"
+	wlSub    = "repo:acme/billing-bot:ref:refs/heads/main"
+)
+
+// exchangeEnv is a token service, authenticator and their peers.
+type exchangeEnv struct {
+	wl, idp *testIssuer
+	reg     *identity.StaticRegistry
+	ring    *identity.KeyRing
+	svc     *identity.TokenService
+	authn   *identity.Authenticator
+	now     atomic.Pointer[time.Time]
+
+	mu       sync.Mutex
+	events   []identity.Event
+	auditErr error
+	policy   func(*identity.ExchangeRequest) (*identity.Grant, error)
+}
+
+func (e *exchangeEnv) clock() time.Time { return *e.now.Load() }
+
+func (e *exchangeEnv) advance(d time.Duration) {
+	n := e.clock().Add(d)
+	e.now.Store(&n)
+}
+
+func newExchangeEnv(t testing.TB) *exchangeEnv {
+	t.Helper()
+	e := &exchangeEnv{wl: newTestIssuer(t), idp: newTestIssuer(t)}
+	n := time.Now()
+	e.now.Store(&n)
+	e.reg = identity.NewStaticRegistry([]*identity.Agent{
+		{ID: "billing-bot", Owner: "alice@example.com", Enabled: true, Servers: []string{"bank", "crm", "hr"},
+			Tools:       []string{"bank/balance", "bank/transfer", "crm/*"},
+			Credentials: []identity.FederatedCredential{{Source: "ci", Subject: wlSub}}},
+		{ID: "off-bot", Enabled: false, Servers: []string{"bank"}, Credentials: []identity.FederatedCredential{{Source: "ci", Subject: "repo:acme/off"}}},
+	})
+	var err error
+	e.ring, err = identity.NewKeyRing(identity.KeyRingConfig{Retain: 10 * time.Minute, Now: e.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := identity.NewOIDCVerifier(identity.OIDCConfig{Name: "ci", Policy: identity.TrustPolicy{Issuer: e.wl.URL, Audience: "gatehouse"}, Now: e.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp, err := identity.NewOIDCVerifier(identity.OIDCConfig{Name: "corp", Users: true, Policy: identity.TrustPolicy{Issuer: e.idp.URL, Audience: "gatehouse"}, Now: e.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources, err := identity.NewSources(ci, idp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	minter := &identity.Minter{Keys: e.ring, Issuer: gwURL, Audience: "gatehouse", MaxTTL: time.Hour, Now: e.clock}
+	tv := &identity.TokenVerifier{Ring: e.ring, Issuer: gwURL, Audience: "gatehouse", Audiences: []string{resMain, resHR},
+		Skew: 30 * time.Second, MaxTTL: time.Hour, Registry: e.reg, Now: e.clock}
+	dpop := &identity.DPoPVerifier{Now: e.clock}
+	e.svc, err = identity.NewTokenService(identity.TokenServiceConfig{
+		Minter: minter, Sources: sources, Registry: e.reg,
+		Resources: map[string][]string{resMain: {"bank", "crm"}, resHR: {"hr"}},
+		TokenURL:  tokenURL, DPoP: dpop, Now: e.clock,
+		Authorize: func(ctx context.Context, r *identity.ExchangeRequest) (*identity.Grant, error) {
+			e.mu.Lock()
+			p := e.policy
+			e.mu.Unlock()
+			if p == nil {
+				return nil, nil
+			}
+			return p(r)
+		},
+		Audit: func(ctx context.Context, ev identity.Event) error {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if e.auditErr != nil {
+				return e.auditErr
+			}
+			e.events = append(e.events, ev)
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.authn = &identity.Authenticator{Tokens: tv, Sources: sources, DPoP: dpop, PublicURL: gwURL, Now: e.clock,
+		Resource: func(r *http.Request) string { return gwURL + r.URL.Path }}
+	return e
+}
+
+func (e *exchangeEnv) wlToken(t testing.TB, sub string) string {
+	now := e.clock()
+	return e.wl.sign(t, map[string]any{"iss": e.wl.URL, "sub": sub, "aud": "gatehouse", "iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix()})
+}
+
+func (e *exchangeEnv) userToken(t testing.TB, sub string, act map[string]any) string {
+	now := e.clock()
+	c := map[string]any{"iss": e.idp.URL, "sub": sub, "aud": "gatehouse", "iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix()}
+	if act != nil {
+		c["act"] = act
+	}
+	return e.idp.sign(t, c)
+}
+
+type exchangeResult struct {
+	status int
+	body   map[string]any
+	token  string
+}
+
+func (e *exchangeEnv) exchange(t testing.TB, form url.Values, dpopProof string) exchangeResult {
+	t.Helper()
+	form.Set("grant_type", identity.GrantTypeTokenExchange)
+	req := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if dpopProof != "" {
+		req.Header.Set("DPoP", dpopProof)
+	}
+	rec := httptest.NewRecorder()
+	e.svc.ServeHTTP(rec, req)
+	var body map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("token endpoint answered %d %q", rec.Code, rec.Body.String())
+	}
+	if rec.Header().Get("Cache-Control") != "no-store" {
+		t.Error("token response is cacheable")
+	}
+	tok, _ := body["access_token"].(string)
+	return exchangeResult{status: rec.Code, body: body, token: tok}
+}
+
+func (e *exchangeEnv) call(t testing.TB, path, scheme, token, proof string) (*identity.Principal, error) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, path, nil)
+	req.Header.Set("Authorization", scheme+" "+token)
+	if proof != "" {
+		req.Header.Set("DPoP", proof)
+	}
+	return e.authn.Authenticate(context.Background(), req)
+}
+
+func (e *exchangeEnv) lastEvent(t testing.TB) identity.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.events) == 0 {
+		t.Fatal("no audit event")
+	}
+	return e.events[len(e.events)-1]
+}
+
+func TestExchangeAutonomous(t *testing.T) {
+	e := newExchangeEnv(t)
+	r := e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT},
+		"resource": {resMain}, "scope": {"bank/balance crm/*"}, "task": {"task-42"}}, "")
+	if r.status != 200 || r.body["token_type"] != "Bearer" || r.body["issued_token_type"] != identity.TokenTypeAccessToken || r.body["expires_in"] != 300.0 {
+		t.Fatalf("exchange: %d %v", r.status, r.body)
+	}
+	p, err := e.call(t, "/mcp", "Bearer", r.token, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Agent.ID != "billing-bot" || p.Task != "task-42" || p.User != "" || len(p.Act) != 0 || p.Source == nil || p.Source.Subject != wlSub {
+		t.Fatalf("principal = %+v", p)
+	}
+	if !p.MayCallTool("bank", "balance") || p.MayCallTool("bank", "transfer") || !p.MayCallTool("crm", "lookup") || p.MayUseServer("hr") {
+		t.Errorf("tool scoping wrong: tools %v servers %v", p.Tools, p.Servers)
+	}
+	ev := e.lastEvent(t)
+	if !ev.Success || ev.Agent != "billing-bot" || ev.TokenID != p.TokenID || ev.Task != "task-42" || ev.Workload.Subject != wlSub {
+		t.Errorf("audit event = %+v", ev)
+	}
+	// Per-resource audience: the token is refused at another resource.
+	if _, err := e.call(t, "/mcp/hr", "Bearer", r.token, ""); identity.ErrorCode(err) != identity.CodeAudience {
+		t.Errorf("token used at another resource: %v", err)
+	}
+}
+
+func TestExchangeDelegated(t *testing.T) {
+	e := newExchangeEnv(t)
+	// The user's token already names an earlier actor (e.g. a front-end
+	// service that obtained it on the user's behalf).
+	user := e.userToken(t, "alice", map[string]any{"sub": "portal", "iss": e.idp.URL})
+	r := e.exchange(t, url.Values{"subject_token": {user}, "subject_token_type": {identity.TokenTypeIDToken},
+		"actor_token": {e.wlToken(t, wlSub)}, "actor_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, "")
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %v", r.status, r.body)
+	}
+	p, err := e.call(t, "/mcp", "Bearer", r.token, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAct := []identity.Actor{{Subject: "billing-bot", Issuer: gwURL}, {Subject: "portal", Issuer: e.idp.URL}}
+	if p.Agent.ID != "billing-bot" || p.Subject != "alice" || p.User != e.idp.URL+"#alice" || !slices.Equal(p.Act, wantAct) {
+		t.Fatalf("principal = %+v", p)
+	}
+	ev := e.lastEvent(t)
+	if ev.User == nil || ev.User.Subject != "alice" || !slices.Equal(ev.Act, wantAct) {
+		t.Errorf("audit event act chain = %+v", ev.Act)
+	}
+	// A workload cannot stand in for the user, nor a user for the agent.
+	r = e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT},
+		"actor_token": {e.wlToken(t, wlSub)}, "actor_token_type": {identity.TokenTypeJWT}}, "")
+	if r.body["error_code"] != identity.CodeSubject {
+		t.Errorf("workload as user: %v", r.body)
+	}
+	r = e.exchange(t, url.Values{"subject_token": {e.userToken(t, "alice", nil)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, "")
+	if r.body["error_code"] != identity.CodeSubject {
+		t.Errorf("user as agent: %v", r.body)
+	}
+}
+
+func TestExchangeRefusals(t *testing.T) {
+	e := newExchangeEnv(t)
+	good := func() url.Values {
+		return url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}
+	}
+	set := func(v url.Values, kv ...string) url.Values {
+		for i := 0; i < len(kv); i += 2 {
+			if kv[i+1] == "" {
+				v.Del(kv[i])
+			} else {
+				v.Set(kv[i], kv[i+1])
+			}
+		}
+		return v
+	}
+	tests := []struct {
+		name   string
+		form   url.Values
+		status int
+		code   string
+	}{
+		{"unknown resource", set(good(), "resource", "https://elsewhere/mcp"), 400, identity.CodeInvalidTarget},
+		{"audience differs from resource", set(good(), "audience", "other"), 400, identity.CodeInvalidTarget},
+		{"scope on another resource", set(good(), "scope", "hr/payroll"), 400, identity.CodeInvalidScope},
+		{"scope beyond baseline", set(good(), "scope", "bank/close_account"), 400, identity.CodeInvalidScope},
+		{"wildcard beyond baseline", set(good(), "scope", "bank/*"), 400, identity.CodeInvalidScope},
+		{"malformed scope", set(good(), "scope", "bank"), 400, identity.CodeInvalidScope},
+		{"unregistered workload", set(good(), "subject_token", e.wlToken(t, "repo:acme/unknown")), 400, identity.CodeNoCredential},
+		{"disabled agent", set(good(), "subject_token", e.wlToken(t, "repo:acme/off")), 400, identity.CodeAgentDisabled},
+		{"untrusted issuer", set(good(), "subject_token", newTestIssuer(t).sign(t, oidcClaims("https://evil"))), 400, identity.CodeIssuer},
+		{"missing subject token", set(good(), "subject_token", ""), 400, identity.CodeInvalidRequest},
+		{"unknown token type", set(good(), "subject_token_type", "urn:x"), 400, identity.CodeInvalidRequest},
+		{"actor token without type", set(good(), "actor_token", "x"), 400, identity.CodeInvalidRequest},
+		{"bad lifetime", set(good(), "lifetime", "-5"), 400, identity.CodeInvalidRequest},
+		{"refresh token grant", set(good(), "grant_type", "refresh_token"), 400, identity.CodeUnsupportedGrant},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			form := tt.form
+			gt := form.Get("grant_type")
+			r := e.exchange(t, form, "")
+			if gt != "" {
+				// exchange() overwrote grant_type; send the raw form.
+				req := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(strings.Replace(form.Encode(), "grant_type="+url.QueryEscape(identity.GrantTypeTokenExchange), "grant_type="+gt, 1)))
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				rec := httptest.NewRecorder()
+				e.svc.ServeHTTP(rec, req)
+				r = exchangeResult{status: rec.Code}
+				json.Unmarshal(rec.Body.Bytes(), &r.body)
+			}
+			if r.status != tt.status || r.body["error_code"] != tt.code || r.body["access_token"] != nil {
+				t.Errorf("got %d %v, want %d %s", r.status, r.body, tt.status, tt.code)
+			}
+			if ev := e.lastEvent(t); ev.Success || ev.Code != tt.code {
+				t.Errorf("audit event = %+v", ev)
+			}
+		})
+	}
+	t.Run("policy denies", func(t *testing.T) {
+		e.policy = func(*identity.ExchangeRequest) (*identity.Grant, error) { return nil, errors.New("forbid: outside business hours") }
+		defer func() { e.policy = nil }()
+		r := e.exchange(t, good(), "")
+		if r.status != 403 || r.body["error_code"] != identity.CodePolicy {
+			t.Errorf("got %d %v", r.status, r.body)
+		}
+	})
+	t.Run("policy narrows", func(t *testing.T) {
+		e.policy = func(r *identity.ExchangeRequest) (*identity.Grant, error) {
+			return &identity.Grant{Tools: []string{"bank/balance"}, TTL: time.Minute, Limits: map[string]any{"max_amount": 100}}, nil
+		}
+		defer func() { e.policy = nil }()
+		r := e.exchange(t, good(), "")
+		if r.status != 200 || r.body["expires_in"] != 60.0 {
+			t.Fatalf("got %d %v", r.status, r.body)
+		}
+		p, err := e.call(t, "/mcp", "Bearer", r.token, "")
+		if err != nil || !slices.Equal(p.Tools, []string{"bank/balance"}) || p.Limits["max_amount"] != 100.0 {
+			t.Errorf("principal %+v, %v", p, err)
+		}
+	})
+	t.Run("policy may not widen", func(t *testing.T) {
+		e.policy = func(r *identity.ExchangeRequest) (*identity.Grant, error) {
+			return &identity.Grant{Tools: []string{"hr/payroll"}}, nil
+		}
+		defer func() { e.policy = nil }()
+		if r := e.exchange(t, good(), ""); r.status != 403 {
+			t.Errorf("got %d %v", r.status, r.body)
+		}
+	})
+	t.Run("audit unavailable", func(t *testing.T) {
+		e.mu.Lock()
+		e.auditErr = errors.New("disk full")
+		e.mu.Unlock()
+		defer func() { e.mu.Lock(); e.auditErr = nil; e.mu.Unlock() }()
+		r := e.exchange(t, good(), "")
+		if r.status != 503 || r.token != "" || r.body["error_code"] != identity.CodeAuditFailed {
+			t.Errorf("got %d %v", r.status, r.body)
+		}
+	})
+	t.Run("lifetime capped", func(t *testing.T) {
+		r := e.exchange(t, set(good(), "lifetime", "86400"), "")
+		if r.status != 200 || r.body["expires_in"] != 3600.0 {
+			t.Errorf("got %d %v", r.status, r.body)
+		}
+	})
+}
+
+// dpopKey is an agent's DPoP key pair.
+type dpopKey struct{ k *ecdsa.PrivateKey }
+
+func newDPoPKey(t testing.TB) dpopKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dpopKey{k}
+}
+
+func (d dpopKey) proof(t testing.TB, method, u, accessToken string, iat time.Time) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: d.k}, (&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := map[string]any{"jti": base64.RawURLEncoding.EncodeToString(randBytes(12)), "htm": method, "htu": u, "iat": iat.Unix()}
+	if accessToken != "" {
+		sum := sha256.Sum256([]byte(accessToken))
+		c["ath"] = base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	b, _ := json.Marshal(c)
+	jws, err := s.Sign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := jws.CompactSerialize()
+	return out
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func TestDPoPBoundToken(t *testing.T) {
+	e := newExchangeEnv(t)
+	key := newDPoPKey(t)
+	now := e.clock()
+	r := e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}},
+		key.proof(t, "POST", tokenURL, "", now))
+	if r.status != 200 || r.body["token_type"] != "DPoP" {
+		t.Fatalf("exchange: %d %v", r.status, r.body)
+	}
+	if p, err := e.call(t, "/mcp", "DPoP", r.token, key.proof(t, "POST", resMain, r.token, now)); err != nil || p.Confirmation == "" {
+		t.Fatalf("with proof: %+v %v", p, err)
+	}
+	replayed := key.proof(t, "POST", resMain, r.token, now)
+	e.call(t, "/mcp", "DPoP", r.token, replayed)
+	other := newDPoPKey(t)
+	tests := []struct {
+		name, scheme, proof, want string
+	}{
+		{"bearer scheme, no proof", "Bearer", "", identity.CodeDPoPMissing},
+		{"DPoP scheme, no proof", "DPoP", "", identity.CodeDPoPMissing},
+		{"proof by another key", "DPoP", other.proof(t, "POST", resMain, r.token, now), identity.CodeDPoPMismatch},
+		{"proof for another URL", "DPoP", key.proof(t, "POST", gwURL+"/other", r.token, now), identity.CodeDPoPInvalid},
+		{"proof for another method", "DPoP", key.proof(t, "GET", resMain, r.token, now), identity.CodeDPoPInvalid},
+		{"proof for another token", "DPoP", key.proof(t, "POST", resMain, "other-token", now), identity.CodeDPoPInvalid},
+		{"stale proof", "DPoP", key.proof(t, "POST", resMain, r.token, now.Add(-5*time.Minute)), identity.CodeDPoPInvalid},
+		{"replayed proof", "DPoP", replayed, identity.CodeDPoPReplayed},
+		{"not a JWT", "DPoP", "nope", identity.CodeDPoPInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := e.call(t, "/mcp", tt.scheme, r.token, tt.proof); identity.ErrorCode(err) != tt.want {
+				t.Errorf("code = %q, want %q (%v)", identity.ErrorCode(err), tt.want, err)
+			}
+		})
+	}
+	// An unbound token is refused under the DPoP scheme.
+	plain := e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, "")
+	if _, err := e.call(t, "/mcp", "DPoP", plain.token, key.proof(t, "POST", resMain, plain.token, now)); identity.ErrorCode(err) != identity.CodeDPoPInvalid {
+		t.Errorf("unbound token under DPoP: %v", err)
+	}
+	// A token-endpoint proof for another URL is refused.
+	r = e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, key.proof(t, "POST", gwURL+"/elsewhere", "", now))
+	if r.body["error_code"] != identity.CodeDPoPInvalid {
+		t.Errorf("token endpoint proof for another URL: %v", r.body)
+	}
+}
+
+func TestSuspendedAgentRefusedAtOnce(t *testing.T) {
+	e := newExchangeEnv(t)
+	r := e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, "")
+	if _, err := e.call(t, "/mcp", "Bearer", r.token, ""); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := e.reg.SetEnabled("billing-bot", false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.call(t, "/mcp", "Bearer", r.token, "")
+	if identity.ErrorCode(err) != identity.CodeAgentDisabled {
+		t.Fatalf("after suspension: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("suspension took %v to apply", d)
+	}
+	// Nor can the agent get a new token.
+	if r := e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, ""); r.body["error_code"] != identity.CodeAgentDisabled {
+		t.Errorf("exchange while suspended: %v", r.body)
+	}
+}
+
+func TestKeyRotationWithCallsInFlight(t *testing.T) {
+	e := newExchangeEnv(t)
+	form := func() url.Values {
+		return url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}
+	}
+	first := e.exchange(t, form(), "")
+	oldKID := tokenKID(t, first.token)
+	var wg sync.WaitGroup
+	var failures atomic.Int32
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := e.exchange(t, form(), "")
+				if r.status != 200 {
+					failures.Add(1)
+					continue
+				}
+				if _, err := e.call(t, "/mcp", "Bearer", r.token, ""); err != nil {
+					failures.Add(1)
+				}
+				if _, err := e.call(t, "/mcp", "Bearer", first.token, ""); err != nil {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	for range 5 {
+		time.Sleep(20 * time.Millisecond)
+		if _, err := e.ring.Rotate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if n := failures.Load(); n != 0 {
+		t.Fatalf("%d calls failed during rotation", n)
+	}
+	newTok := e.exchange(t, form(), "")
+	if tokenKID(t, newTok.token) == oldKID {
+		t.Error("still signing with the first key after rotation")
+	}
+	jwks := e.ring.JWKS()
+	if len(jwks.Keys) != 6 {
+		t.Errorf("JWKS has %d keys, want 6", len(jwks.Keys))
+	}
+	// Once the retention passes, the first key stops verifying.
+	e.advance(11 * time.Minute)
+	if _, err := e.call(t, "/mcp", "Bearer", first.token, ""); identity.ErrorCode(err) == "" {
+		t.Error("token of a retired key still accepted")
+	}
+}
+
+func tokenKID(t testing.TB, tok string) string {
+	h, _, _ := strings.Cut(tok, ".")
+	b, _ := base64.RawURLEncoding.DecodeString(h)
+	var hdr struct {
+		Kid string `json:"kid"`
+	}
+	json.Unmarshal(b, &hdr)
+	return hdr.Kid
+}
+
+func TestChallenge(t *testing.T) {
+	meta := identity.ResourceMetadataURL(gwURL, "/mcp")
+	if meta != gwURL+"/.well-known/oauth-protected-resource/mcp" {
+		t.Errorf("metadata URL = %s", meta)
+	}
+	for err, want := range map[error]string{
+		&identity.Error{Code: identity.CodeMissing, Message: "a bearer token is required"}: `Bearer resource_metadata="` + meta + `"`,
+		&identity.Error{Code: identity.CodeExpired, Message: "the token has expired"}:      `Bearer error="invalid_token", error_description="the token has expired", resource_metadata="` + meta + `"`,
+		&identity.Error{Code: identity.CodeDPoPMissing, Message: "x"}:                      `DPoP error="invalid_dpop_proof", error_description="x", resource_metadata="` + meta + `", algs="ES256 EdDSA RS256 PS256"`,
+	} {
+		if got := identity.Challenge(err, meta); got != want {
+			t.Errorf("Challenge = %s\nwant        %s", got, want)
+		}
+	}
+}
+
+func FuzzParseTokenRequest(f *testing.F) {
+	f.Add("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=a&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&scope=a%2Fb")
+	f.Add("a=1&a=2")
+	f.Add("lifetime=99999999999999999999")
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		tr, err := identity.ParseTokenRequest(req)
+		if err != nil {
+			if identity.ErrorCode(err) == "" {
+				t.Fatalf("error without code: %v", err)
+			}
+			return
+		}
+		if tr.GrantType != identity.GrantTypeTokenExchange || tr.SubjectToken == "" || tr.Lifetime < 0 || tr.Lifetime > 24*time.Hour {
+			t.Fatalf("accepted an invalid request: %+v", tr)
+		}
+	})
+}
+
+func FuzzDPoPProof(f *testing.F) {
+	key := newDPoPKey(f)
+	f.Add(key.proof(f, "POST", resMain, "tok", t0))
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	d := &identity.DPoPVerifier{Now: fixedNow(t0)}
+	f.Fuzz(func(t *testing.T, proof string) {
+		jkt, err := d.Verify(context.Background(), proof, "POST", resMain, "tok")
+		if err == nil && jkt == "" {
+			t.Fatal("accepted without a thumbprint")
+		}
+		if err != nil && identity.ErrorCode(err) == "" {
+			t.Fatalf("error without code: %v", err)
+		}
+	})
+}
