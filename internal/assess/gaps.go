@@ -244,7 +244,7 @@ func checkApprovals(g *Gateway, d *Descriptor) []Finding {
 			groups := map[string]bool{}
 			for _, p := range g.approvals {
 				if ok, why := p.covers(a.ID, act.Tool, risk); ok {
-					how = append(how, fmt.Sprintf("%s (%s:%d, approver group %s) %s", p.ID, p.File, p.Line, p.Group, why))
+					how = append(how, fmt.Sprintf("%s (%s:%d, approver group %s), which %s", p.ID, p.File, p.Line, p.Group, why))
 					groups[p.Group] = true
 				}
 			}

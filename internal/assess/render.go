@@ -162,12 +162,12 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 	t := &textWriter{w: w}
 	t.f("# Deployment assessment: %s\n\n", md(r.Deployment))
 	t.f("**Verdict: %s** (%s)\n\n", verdictWords[r.Verdict], r.Summary)
-	t.f("- Descriptor: `%s`\n", r.Descriptor)
+	t.f("- Descriptor: %s\n", md(r.Descriptor))
 	if r.Config != "" {
-		t.f("- Gateway configuration: `%s`\n", r.Config)
+		t.f("- Gateway configuration: %s\n", md(r.Config))
 	}
 	if r.Policies != "" {
-		t.f("- Policy directory: `%s`\n", r.Policies)
+		t.f("- Policy directory: %s\n", md(r.Policies))
 	}
 	t.f("\n## Implementation pattern: %s\n\n%s.\n\n**Strengths**\n\n", r.Pattern.Name, md(r.Pattern.Why))
 	for _, s := range r.Pattern.Strengths {

@@ -536,7 +536,7 @@ func choosePattern(d *Descriptor) Pattern {
 	switch {
 	case azure && !aws && !multi:
 		return Pattern{ID: "azure_first", Name: "Azure-first",
-			Why: "every agent runs in Azure or needs Microsoft Entra only",
+			Why: "Every agent runs in Azure or needs Microsoft Entra only",
 			Strengths: []string{
 				"managed identities remove stored secrets for agents that run in Azure",
 				"Microsoft Entra is one control plane for workload identities, federation and sign-in logs",
@@ -551,7 +551,7 @@ func choosePattern(d *Descriptor) Pattern {
 			Sources: []string{"ms-managed-identities", "ms-ca-workload-identities", "ms-agent-identities", "ms-ca-agent-id"}}
 	case aws && !azure && !multi:
 		return Pattern{ID: "aws_first", Name: "AWS-first",
-			Why: "every agent runs in AWS or needs AWS only",
+			Why: "Every agent runs in AWS or needs AWS only",
 			Strengths: []string{
 				"IAM roles with temporary STS credentials: nothing long-lived on the runtime",
 				"trust policies state who may assume each role; aws:SourceArn and aws:SourceAccount close cross-service confused-deputy paths",
@@ -564,7 +564,7 @@ func choosePattern(d *Descriptor) Pattern {
 			Sources: []string{"aws-temporary-credentials", "aws-confused-deputy", "aws-oidc-federation"}}
 	}
 	return Pattern{ID: "hybrid", Name: "Hybrid / multi-cloud",
-		Why: "agents run in or reach more than one cloud, or run outside any cloud",
+		Why: "Agents run in or reach more than one cloud, or run outside any cloud",
 		Strengths: []string{
 			"each agent keeps the native identity of where it runs",
 			"federation in each cloud replaces cross-cloud secrets",

@@ -1,0 +1,195 @@
+package assess_test
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gatehouse/gatehouse/internal/assess"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+// today is the reference date of every fixture, so that expiry findings
+// do not change with the calendar.
+var today = time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+
+type goldenCase struct {
+	name       string
+	descriptor string // under testdata/descriptors
+	config     string // under testdata/configs, "" for none
+	policies   bool   // use testdata/policies
+	verdict    assess.Verdict
+}
+
+// goldenCases cover every branch of the tree and every hosting pattern
+// (descriptors alone), and the gap checks against the example configs.
+var goldenCases = []goldenCase{
+	{"azure-native", "azure-native.yaml", "", false, assess.Ready},
+	{"aws-native", "aws-native.yaml", "", false, assess.Ready},
+	{"external-entra", "external-entra.yaml", "", false, assess.Ready},
+	{"external-aws", "external-aws.yaml", "", false, assess.NotReady},
+	{"external-gcp", "external-gcp.yaml", "", false, assess.Ready},
+	{"hybrid", "hybrid.yaml", "", false, assess.NotReady},
+	{"preview-not-acceptable", "preview-not-acceptable.yaml", "", false, assess.NotReady},
+	{"preview-acceptable", "preview-acceptable.yaml", "", false, assess.ReadyWithConditions},
+	{"unobservable", "unobservable.yaml", "", false, assess.NotReady},
+	{"secrets", "secrets.yaml", "", false, assess.NotReady},
+	{"hostile", "hostile.yaml", "", false, assess.ReadyWithConditions},
+	{"azure-native+strong", "azure-native.yaml", "strong.yaml", false, assess.ReadyWithConditions},
+	{"aws-native+strong+policies", "aws-native.yaml", "strong.yaml", true, assess.ReadyWithConditions},
+	{"external-entra+strong", "external-entra.yaml", "strong.yaml", false, assess.NotReady},
+	{"external-entra+strong+policies", "external-entra.yaml", "strong.yaml", true, assess.NotReady},
+	{"external-aws+strong+policies", "external-aws.yaml", "strong.yaml", true, assess.NotReady},
+	{"unobservable+weak+policies", "unobservable.yaml", "weak.yaml", true, assess.NotReady},
+	{"hybrid+weak+policies", "hybrid.yaml", "weak.yaml", true, assess.NotReady},
+}
+
+// run assesses a case from inside testdata, so that locations in the
+// reports are short relative paths.
+func (c goldenCase) run(t *testing.T) *assess.Report {
+	t.Helper()
+	t.Chdir("testdata")
+	name := filepath.Join("descriptors", c.descriptor)
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := assess.ParseDescriptor(data, name, today)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", name, err)
+	}
+	var gw *assess.Gateway
+	if c.config != "" {
+		pol := ""
+		if c.policies {
+			pol = "policies"
+		}
+		if gw, err = assess.LoadGateway(filepath.Join("configs", c.config), pol); err != nil {
+			t.Fatalf("loading %s: %v", c.config, err)
+		}
+	}
+	return assess.Assess(d, gw)
+}
+
+var extensions = map[string]string{"text": "txt", "markdown": "md", "json": "json", "html": "html"}
+
+func TestGolden(t *testing.T) {
+	for _, c := range goldenCases {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.run(t)
+			if r.Verdict != c.verdict {
+				t.Errorf("verdict = %s, want %s", r.Verdict, c.verdict)
+			}
+			for _, format := range assess.Formats {
+				var buf bytes.Buffer
+				if err := r.Write(&buf, format); err != nil {
+					t.Fatalf("%s: %v", format, err)
+				}
+				checkGolden(t, filepath.Join("golden", c.name+"."+extensions[format]), buf.Bytes())
+			}
+		})
+	}
+}
+
+// checkGolden compares got with the golden file (relative to testdata,
+// the current directory of a case) or rewrites it under -update.
+func checkGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s differs from the golden file (-want +got; go test -update rewrites it):\n%s", path, diff)
+	}
+}
+
+func TestInvalidDescriptorGolden(t *testing.T) {
+	t.Chdir("testdata")
+	data, err := os.ReadFile("descriptors/invalid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = assess.ParseDescriptor(data, "descriptors/invalid.yaml", today)
+	var de *assess.DescriptorError
+	if !errors.As(err, &de) {
+		t.Fatalf("error = %v, want a *DescriptorError", err)
+	}
+	checkGolden(t, "golden/invalid.txt", []byte(err.Error()+"\n"))
+}
+
+func TestDescriptorProblems(t *testing.T) {
+	const base = `version: 1
+deployment: d
+preview_acceptable: false
+agents:
+  - id: a
+    owner: o@example.com
+    hosting: {platform: azure}
+    identity: {type: managed_identity, assignment: user_assigned, credential: managed}
+    autonomy: assistive
+`
+	tests := []struct {
+		name string
+		yaml string
+		want []assess.Problem // compared on Line and Msg
+	}{
+		{"valid", base, nil},
+		{"unknown top-level key", base + "owner: x\n", []assess.Problem{{Line: 10, Msg: "field owner not found in type assess.Descriptor"}}},
+		{"unknown nested key", strings.Replace(base, "autonomy: assistive", "autonomy: assistive\n    region: eu", 1), []assess.Problem{{Line: 10, Msg: "field region not found in type assess.Agent"}}},
+		{"wrong type", strings.Replace(base, "preview_acceptable: false", "preview_acceptable: maybe", 1), []assess.Problem{
+			{Line: 3, Msg: "cannot unmarshal !!str `maybe` into bool"},
+		}},
+		{"every problem at once", strings.NewReplacer("platform: azure", "platform: moon", "autonomy: assistive", "autonomy: wild").Replace(base), []assess.Problem{
+			{Line: 7, Msg: `"moon" is not one of azure, aws, external`},
+			{Line: 9, Msg: `"wild" is not one of assistive, semi_autonomous, autonomous`},
+		}},
+		{"two documents", base + "---\nversion: 1\n", []assess.Problem{{Line: 10, Msg: "more than one YAML document"}}},
+		{"syntax error", "version: [1\n", []assess.Problem{{Line: 1, Msg: "did not find expected ',' or ']'"}}},
+		{"empty", "", []assess.Problem{{Msg: "empty document"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := assess.ParseDescriptor([]byte(tt.yaml), "d.yaml", today)
+			var got []assess.Problem
+			if err != nil {
+				var de *assess.DescriptorError
+				if !errors.As(err, &de) {
+					t.Fatalf("error %v is not a *DescriptorError", err)
+				}
+				for _, p := range de.Problems {
+					got = append(got, assess.Problem{Line: p.Line, Msg: p.Msg})
+				}
+			}
+			if diff := cmp.Diff(sortProblems(tt.want), sortProblems(got)); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func sortProblems(ps []assess.Problem) []assess.Problem {
+	out := append([]assess.Problem(nil), ps...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j].Line < out[i].Line || out[j].Line == out[i].Line && out[j].Msg < out[i].Msg {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
