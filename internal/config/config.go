@@ -57,6 +57,8 @@ type File struct {
 	Limits Limits `yaml:"limits"`
 	// Pinning configures tool-definition pinning.
 	Pinning Pinning `yaml:"pinning"`
+	// Audit configures the tamper-evident audit log.
+	Audit Audit `yaml:"audit"`
 	// Log configures operational logging.
 	Log Log `yaml:"log"`
 
@@ -179,6 +181,52 @@ type Limits struct {
 type Pinning struct {
 	// Mode is "enforce" (default: changed tools are quarantined) or "off".
 	Mode string `yaml:"mode"`
+}
+
+// Audit configures the tamper-evident audit log.
+type Audit struct {
+	// Privacy is "metadata" (default: payloads are kept as salted hashes)
+	// or "full" (payloads kept, secrets in them replaced by salted hashes).
+	Privacy string `yaml:"privacy"`
+	// SaltFile keys the HMAC that replaces payloads and secrets. Default
+	// <data_dir>/keys/audit.salt, generated on first start.
+	SaltFile string `yaml:"salt_file"`
+	// KeyFile holds the Ed25519 signed-note key that signs checkpoints.
+	// Default <data_dir>/keys/audit.key, generated on first start (its
+	// verifier key is written next to it as audit.key.pub).
+	KeyFile string `yaml:"key_file"`
+	// Origin names the log (the key name in its checkpoints). Default
+	// "gatehouse.local/audit". Used only when the key is generated.
+	Origin string `yaml:"origin"`
+	// CheckpointInterval is how often a checkpoint is signed when the log
+	// has grown. Default 1m.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+	// CheckpointDir, when set, receives every checkpoint as a file
+	// (checkpoint.<size> and checkpoint, the latest), for an external
+	// witness or write-once storage.
+	CheckpointDir string `yaml:"checkpoint_dir"`
+	// CheckpointWebhook, when set, receives every checkpoint note by POST.
+	CheckpointWebhook string `yaml:"checkpoint_webhook"`
+	// CheckpointWebhookHeaderFiles maps header names to files with their
+	// values (credentials of the webhook).
+	CheckpointWebhookHeaderFiles map[string]string `yaml:"checkpoint_webhook_header_files"`
+	// Export streams the log as OCSF JSON Lines to SIEMs, with
+	// back-pressure (an exporter lags, it never drops) and a durable cursor.
+	Export []AuditExport `yaml:"export"`
+}
+
+// AuditExport is one export stream: exactly one of File, Stdout and URL.
+type AuditExport struct {
+	// Name identifies the stream's cursor. Default "export-<index>".
+	Name string `yaml:"name"`
+	// File appends to a file (created if missing, fsync'ed per batch).
+	File string `yaml:"file"`
+	// Stdout writes to the gateway's standard output.
+	Stdout bool `yaml:"stdout"`
+	// URL receives POSTs of application/x-ndjson batches.
+	URL string `yaml:"url"`
+	// HeaderFiles maps header names to files with their values.
+	HeaderFiles map[string]string `yaml:"header_files"`
 }
 
 // Log configures operational logs.
@@ -342,6 +390,26 @@ func (f *File) setDefaults() {
 	}
 	if f.Pinning.Mode == "" {
 		f.Pinning.Mode = "enforce"
+	}
+	if f.Audit.Privacy == "" {
+		f.Audit.Privacy = "metadata"
+	}
+	if f.Audit.SaltFile == "" {
+		f.Audit.SaltFile = filepath.Join(f.DataDir, "keys", "audit.salt")
+	}
+	if f.Audit.KeyFile == "" {
+		f.Audit.KeyFile = filepath.Join(f.DataDir, "keys", "audit.key")
+	}
+	if f.Audit.Origin == "" {
+		f.Audit.Origin = "gatehouse.local/audit"
+	}
+	if f.Audit.CheckpointInterval == 0 {
+		f.Audit.CheckpointInterval = Duration(time.Minute)
+	}
+	for i := range f.Audit.Export {
+		if f.Audit.Export[i].Name == "" {
+			f.Audit.Export[i].Name = fmt.Sprintf("export-%d", i)
+		}
 	}
 	if f.Log.Level == "" {
 		f.Log.Level = "info"
@@ -517,6 +585,7 @@ func (f *File) validate() []string {
 	if f.Store.DSNFile != "" {
 		f.checkFile(&p, "store.dsn_file", f.Store.DSNFile)
 	}
+	f.validateAudit(add, &p)
 	return p
 }
 
@@ -568,4 +637,58 @@ func (f *File) ReadSecret(path string) (string, error) {
 		return "", fmt.Errorf("reading secret file: %w", err)
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+var noteNameRe = regexp.MustCompile(`^[A-Za-z0-9./_-]{1,128}$`)
+
+func (f *File) validateAudit(add func(string, ...any), p *[]string) {
+	a := f.Audit
+	if a.Privacy != "metadata" && a.Privacy != "full" {
+		add("audit.privacy: %q is not metadata or full", a.Privacy)
+	}
+	if !noteNameRe.MatchString(a.Origin) {
+		add("audit.origin: %q must match %s", a.Origin, noteNameRe)
+	}
+	if a.CheckpointInterval.Std() < time.Second {
+		add("audit.checkpoint_interval: %v is below 1s", a.CheckpointInterval.Std())
+	}
+	if a.CheckpointWebhook != "" {
+		if u, err := url.Parse(a.CheckpointWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("audit.checkpoint_webhook: %q is not an http(s) URL", a.CheckpointWebhook)
+		}
+	}
+	for h, file := range a.CheckpointWebhookHeaderFiles {
+		if !headerRe.MatchString(h) {
+			add("audit.checkpoint_webhook_header_files: invalid header name %q", h)
+		}
+		f.checkFile(p, "audit.checkpoint_webhook_header_files["+h+"]", file)
+	}
+	names := map[string]bool{}
+	for i, e := range a.Export {
+		key := fmt.Sprintf("audit.export[%d]", i)
+		n := 0
+		for _, set := range []bool{e.File != "", e.Stdout, e.URL != ""} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			add("%s: exactly one of file, stdout and url is required", key)
+		}
+		if e.URL != "" {
+			if u, err := url.Parse(e.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add("%s.url: %q is not an http(s) URL", key, e.URL)
+			}
+		}
+		if names[e.Name] {
+			add("%s.name: duplicate export name %q", key, e.Name)
+		}
+		names[e.Name] = true
+		for h, file := range e.HeaderFiles {
+			if !headerRe.MatchString(h) {
+				add("%s.header_files: invalid header name %q", key, h)
+			}
+			f.checkFile(p, key+".header_files["+h+"]", file)
+		}
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -51,8 +52,10 @@ type Gateway struct {
 	minter   *identity.Minter
 	verifier *identity.TokenVerifier
 	recorder *recorder
-	pipeline *pipeline.Pipeline
-	proxy    *mcp.Proxy
+	// registerer receives every component's metrics.
+	registerer prometheus.Registerer
+	pipeline   *pipeline.Pipeline
+	proxy      *mcp.Proxy
 
 	adminToken string
 	mcpLn      net.Listener
@@ -208,6 +211,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	eg.Go(serve(g.mcpSrv, g.mcpLn, g.cfg.TLS != nil))
 	eg.Go(serve(g.adminSrv, g.adminLn, false))
+	eg.Go(func() error { return g.recorder.runExporters(ctx) })
 	eg.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

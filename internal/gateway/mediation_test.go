@@ -26,6 +26,10 @@ func TestMain(m *testing.M) {
 		runStdioServer()
 		return
 	}
+	if os.Getenv("GATEHOUSE_TEST_GATEWAY_CONFIG") != "" {
+		runGatewayProcess()
+		return
+	}
 	os.Exit(m.Run())
 }
 

@@ -21,17 +21,17 @@ import (
 	"github.com/gatehouse/gatehouse/internal/store"
 )
 
-// AuditKeyName is the note name (the log's origin) of the audit log's
-// checkpoint signing key.
-const AuditKeyName = "gatehouse.local/audit"
-
 // recorder turns pipeline records into OCSF events in the tamper-evident
 // audit log (it implements pipeline.Recorder).
 type recorder struct {
-	log    *audit.Log
-	logger *slog.Logger
-	queue  chan *pipeline.Record
-	wg     sync.WaitGroup
+	log       *audit.Log
+	backend   *store.AuditLog
+	logger    *slog.Logger
+	queue     chan *pipeline.Record
+	wg        sync.WaitGroup
+	exporters []*audit.Exporter
+	closing   chan struct{}
+	files     []*os.File
 
 	mu      sync.Mutex
 	intents map[string]audit.Receipt // correlation id → intent receipt
@@ -42,7 +42,16 @@ type recorder struct {
 const asyncWorkers = 32
 
 func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
-	signer, err := loadOrCreateNoteKey(g.cfg.Path(filepath.Join(g.cfg.DataDir, "keys", "audit.key")), AuditKeyName)
+	ac := g.cfg.Audit
+	signer, err := loadOrCreateNoteKey(g.cfg.Path(ac.KeyFile), ac.Origin)
+	if err != nil {
+		return nil, err
+	}
+	salt, err := loadOrCreateSecret(g.cfg.Path(ac.SaltFile))
+	if err != nil {
+		return nil, err
+	}
+	mode, err := audit.ParseMode(ac.Privacy)
 	if err != nil {
 		return nil, err
 	}
@@ -50,11 +59,46 @@ func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := audit.Open(ctx, audit.Config{Backend: backend, Signer: signer, Logger: g.log, Now: g.now})
+	cfg := audit.Config{Backend: backend, Signer: signer, Logger: g.log, Now: g.now, Privacy: mode, Salt: salt,
+		CheckpointInterval: ac.CheckpointInterval.Std(), Registerer: g.registerer}
+	if ac.CheckpointDir != "" {
+		cfg.CheckpointSinks = append(cfg.CheckpointSinks, audit.FileSink{Dir: g.cfg.Path(ac.CheckpointDir)})
+	}
+	if ac.CheckpointWebhook != "" {
+		h, err := readHeaderFiles(g.cfg, ac.CheckpointWebhookHeaderFiles)
+		if err != nil {
+			return nil, err
+		}
+		cfg.CheckpointSinks = append(cfg.CheckpointSinks, audit.WebhookSink{URL: ac.CheckpointWebhook, Header: h, Logger: g.log})
+	}
+	l, err := audit.Open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	r := &recorder{log: l, logger: g.log, queue: make(chan *pipeline.Record, 4096), intents: map[string]audit.Receipt{}}
+	r := &recorder{log: l, logger: g.log, queue: make(chan *pipeline.Record, 4096), intents: map[string]audit.Receipt{}, backend: backend, closing: make(chan struct{})}
+	for _, e := range ac.Export {
+		x := &audit.Exporter{Backend: backend, Cursors: backend, Name: e.Name, Logger: g.log}
+		switch {
+		case e.File != "":
+			f, err := os.OpenFile(g.cfg.Path(e.File), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+			if err != nil {
+				l.Close()
+				return nil, fmt.Errorf("opening audit export %s: %w", e.Name, err)
+			}
+			r.files = append(r.files, f)
+			x.Sink = audit.WriterSink{W: f}
+		case e.Stdout:
+			x.Sink = audit.WriterSink{W: os.Stdout}
+		default:
+			h, err := readHeaderFiles(g.cfg, e.HeaderFiles)
+			if err != nil {
+				l.Close()
+				return nil, err
+			}
+			x.Sink = audit.HTTPSink{URL: e.URL, Header: h}
+		}
+		r.exporters = append(r.exporters, x)
+	}
 	for range asyncWorkers {
 		r.wg.Add(1)
 		go r.worker()
@@ -62,12 +106,38 @@ func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
 	return r, nil
 }
 
+// worker commits enqueued records. A record that cannot be committed is
+// retried with backoff until it is, so a store outage delays records but
+// does not drop them; meanwhile the queue fills and Enqueue blocks
+// (back-pressure on the requests that produce records).
 func (r *recorder) worker() {
 	defer r.wg.Done()
 	for rec := range r.queue {
-		if err := r.Record(context.Background(), rec); err != nil {
-			r.logger.Error("audit record lost", "kind", rec.Kind, "correlation_id", rec.Request.ID, "err", err)
+		r.commit(rec)
+	}
+}
+
+func (r *recorder) commit(rec *pipeline.Record) {
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := r.Record(context.Background(), rec)
+		if err == nil {
+			return
 		}
+		if errors.Is(err, audit.ErrClosed) {
+			r.logger.Error("audit record not committed: the log is closed", "kind", rec.Kind, "correlation_id", rec.Request.ID)
+			return
+		}
+		if attempt == 1 {
+			r.logger.Error("audit record not committed yet; retrying", "kind", rec.Kind, "correlation_id", rec.Request.ID, "err", err)
+		}
+		select {
+		case <-r.closing:
+			r.logger.Error("audit record lost: the store is unavailable at shutdown", "kind", rec.Kind, "correlation_id", rec.Request.ID, "err", err)
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
@@ -93,9 +163,57 @@ func (r *recorder) Enqueue(rec *pipeline.Record) { r.queue <- rec }
 
 // Close drains the queue and closes the log (issuing a last checkpoint).
 func (r *recorder) Close() error {
+	close(r.closing)
 	close(r.queue)
 	r.wg.Wait()
-	return r.log.Close()
+	err := r.log.Close()
+	for _, f := range r.files {
+		err = errors.Join(err, f.Close())
+	}
+	return err
+}
+
+// runExporters streams the log to the configured sinks until ctx ends.
+func (r *recorder) runExporters(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, x := range r.exporters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := x.Run(ctx); err != nil && ctx.Err() == nil {
+				r.logger.Error("audit exporter stopped", "export", x.Name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// loadOrCreateSecret reads a secret file, creating 32 random bytes (hex,
+// mode 0600) when it is missing.
+func loadOrCreateSecret(path string) ([]byte, error) {
+	tok, err := loadOrCreateToken(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit salt: %w", err)
+	}
+	return []byte(tok), nil
+}
+
+func readHeaderFiles(cfg interface {
+	ReadSecret(string) (string, error)
+}, files map[string]string) (http.Header, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	h := http.Header{}
+	for name, file := range files {
+		v, err := cfg.ReadSecret(file)
+		if err != nil {
+			return nil, fmt.Errorf("header %s: %w", name, err)
+		}
+		h.Set(name, v)
+	}
+	return h, nil
 }
 
 func (r *recorder) event(rec *pipeline.Record) *audit.Event {
