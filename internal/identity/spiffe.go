@@ -118,10 +118,7 @@ func (v *SPIFFEVerifier) Verify(ctx context.Context, token string) (*Identity, e
 		return nil, fail(CodeTooLarge, "token too large", nil)
 	}
 	p := v.policy
-	p.Issuer = rawString(peekClaims(token), "iss") // checked below through the subject
-	if p.Issuer == "" {
-		p.Issuer = "\x00none"
-	}
+	p.Issuer = rawString(peekClaims(token), "iss") // the trust domain is checked below, through the subject
 	c, err := verifyJWT(ctx, token, &p, bundleKeys{v.cfg.Bundles, v.td}, nowOr(v.cfg.Now))
 	if err != nil {
 		if ErrorCode(err) == CodeIssuer {
