@@ -1,0 +1,377 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/identity"
+)
+
+// Agents is the durable agent registry (implements identity.AgentStore).
+//
+// Lookups read an in-memory snapshot, so the authentication path never
+// waits on the database. Every change bumps a registry version in the same
+// transaction; Watch polls that version (one indexed single-row read every
+// Poll) and reloads the snapshot when it moves, so a suspension committed
+// by any replica is seen by every replica within Poll plus one reload. A
+// snapshot that could not be refreshed for StaleAfter makes every lookup
+// fail (closed): a replica cut off from the database does not keep
+// honouring agents that may have been suspended.
+type Agents struct {
+	db  *DB
+	cfg AgentsConfig
+
+	mu      sync.Mutex // serialises reloads
+	snap    atomic.Pointer[agentSnapshot]
+	checked atomic.Int64 // unix nanos of the last successful version check
+}
+
+// AgentsConfig configures Agents.
+type AgentsConfig struct {
+	// Audit records a change inside its transaction; an error aborts the
+	// change. Required.
+	Audit func(ctx context.Context, c identity.AgentChange) error
+	// Poll is how often Watch checks the registry version. Default 250ms.
+	Poll time.Duration
+	// StaleAfter fails lookups when the snapshot was not confirmed for
+	// this long. Default 5s.
+	StaleAfter time.Duration
+	Now        func() time.Time
+}
+
+type agentSnapshot struct {
+	version int64
+	agents  map[string]*identity.Agent
+	creds   map[string]string
+}
+
+var agentMigrations = []string{`
+CREATE TABLE IF NOT EXISTS agents (
+	id TEXT PRIMARY KEY,
+	doc TEXT NOT NULL,
+	status TEXT NOT NULL,
+	version BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_credentials (
+	source TEXT NOT NULL,
+	tenant TEXT NOT NULL,
+	subject TEXT NOT NULL,
+	agent_id TEXT NOT NULL REFERENCES agents (id),
+	PRIMARY KEY (source, tenant, subject)
+);
+CREATE TABLE IF NOT EXISTS agent_registry_version (
+	id INTEGER PRIMARY KEY,
+	version BIGINT NOT NULL
+);
+INSERT INTO agent_registry_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`}
+
+// NewAgents migrates the schema and loads the registry.
+func NewAgents(ctx context.Context, db *DB, cfg AgentsConfig) (*Agents, error) {
+	if cfg.Audit == nil {
+		return nil, errors.New("agent registry needs an audit function")
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 250 * time.Millisecond
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := db.Migrate(ctx, "agents", agentMigrations); err != nil {
+		return nil, err
+	}
+	s := &Agents{db: db, cfg: cfg}
+	if err := s.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Watch keeps the snapshot current until ctx ends. Run it for the
+// registry's lifetime: without it lookups fail after StaleAfter.
+func (s *Agents) Watch(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			_ = s.Refresh(ctx) // a failure shows as staleness
+		}
+	}
+}
+
+// Refresh checks the registry version and reloads the snapshot when it
+// changed.
+func (s *Agents) Refresh(ctx context.Context) error {
+	var v int64
+	if err := s.db.QueryRowContext(ctx, `SELECT version FROM agent_registry_version WHERE id = 1`).Scan(&v); err != nil {
+		return fmt.Errorf("reading agent registry version: %w", err)
+	}
+	if cur := s.snap.Load(); cur == nil || cur.version != v {
+		if err := s.reload(ctx); err != nil {
+			return err
+		}
+	}
+	s.checked.Store(s.cfg.Now().UnixNano())
+	return nil
+}
+
+func (s *Agents) reload(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: s.db.Dialect == Postgres})
+	if err != nil {
+		return fmt.Errorf("loading agents: %w", err)
+	}
+	defer tx.Rollback()
+	var v int64
+	if err := tx.QueryRowContext(ctx, `SELECT version FROM agent_registry_version WHERE id = 1`).Scan(&v); err != nil {
+		return fmt.Errorf("loading agents: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT doc FROM agents`)
+	if err != nil {
+		return fmt.Errorf("loading agents: %w", err)
+	}
+	snap := &agentSnapshot{version: v, agents: map[string]*identity.Agent{}, creds: map[string]string{}}
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&doc); err != nil {
+			rows.Close()
+			return fmt.Errorf("loading agents: %w", err)
+		}
+		var a identity.Agent
+		if err := json.Unmarshal([]byte(doc), &a); err != nil {
+			rows.Close()
+			return fmt.Errorf("loading agents: %w", err)
+		}
+		snap.agents[a.ID] = &a
+		for _, c := range a.Credentials {
+			snap.creds[c.Key()] = a.ID
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("loading agents: %w", err)
+	}
+	if cur := s.snap.Load(); cur == nil || cur.version <= v {
+		s.snap.Store(snap)
+	}
+	return nil
+}
+
+var errStale = errors.New("the agent registry has not been refreshed recently")
+
+func (s *Agents) current() (*agentSnapshot, error) {
+	if s.cfg.Now().UnixNano()-s.checked.Load() > int64(s.cfg.StaleAfter) {
+		return nil, errStale
+	}
+	return s.snap.Load(), nil
+}
+
+// Agent implements identity.Registry.
+func (s *Agents) Agent(_ context.Context, id string) (*identity.Agent, error) {
+	snap, err := s.current()
+	if err != nil {
+		return nil, err
+	}
+	a, ok := snap.agents[id]
+	if !ok {
+		return nil, identity.ErrNoAgent
+	}
+	c := *a
+	return &c, nil
+}
+
+// AgentByCredential implements identity.Registry.
+func (s *Agents) AgentByCredential(ctx context.Context, source, tenant, subject string) (*identity.Agent, error) {
+	snap, err := s.current()
+	if err != nil {
+		return nil, err
+	}
+	id, ok := snap.creds[identity.FederatedCredential{Source: source, Tenant: tenant, Subject: subject}.Key()]
+	if !ok {
+		return nil, identity.ErrNoAgent
+	}
+	return s.Agent(ctx, id)
+}
+
+// List implements identity.AgentStore.
+func (s *Agents) List(ctx context.Context) ([]*identity.Agent, error) {
+	if err := s.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	snap := s.snap.Load()
+	out := make([]*identity.Agent, 0, len(snap.agents))
+	for _, a := range snap.agents {
+		c := *a
+		out = append(out, &c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// change runs one registry change in a transaction: it bumps the registry
+// version (which also serialises writers), reads the current agent, lets
+// apply compute the new one, writes it with its credentials, audits, and
+// commits. The snapshot is refreshed afterwards.
+func (s *Agents) change(ctx context.Context, id, action string, ci identity.ChangeInfo, apply func(before *identity.Agent) (*identity.Agent, error)) (*identity.Agent, error) {
+	if ci.By == "" {
+		return nil, &identity.ValidationError{Err: errors.New("a registry change must name who makes it")}
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("changing agent %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	var v int64
+	if err := tx.QueryRowContext(ctx, `UPDATE agent_registry_version SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v); err != nil {
+		return nil, fmt.Errorf("changing agent %s: %w", id, err)
+	}
+	var before *identity.Agent
+	var doc string
+	switch err := tx.QueryRowContext(ctx, `SELECT doc FROM agents WHERE id = $1`, id).Scan(&doc); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("reading agent %s: %w", id, err)
+	default:
+		before = new(identity.Agent)
+		if err := json.Unmarshal([]byte(doc), before); err != nil {
+			return nil, fmt.Errorf("reading agent %s: %w", id, err)
+		}
+	}
+	after, err := apply(before)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now().UTC()
+	after.Version, after.Updated = v, now
+	after.Enabled = after.Status == identity.StatusActive
+	b, err := json.Marshal(after)
+	if err != nil {
+		return nil, err
+	}
+	if before == nil {
+		_, err = tx.ExecContext(ctx, `INSERT INTO agents (id, doc, status, version, updated_at) VALUES ($1, $2, $3, $4, $5)`,
+			after.ID, string(b), string(after.Status), v, now.UnixNano())
+	} else {
+		_, err = tx.ExecContext(ctx, `UPDATE agents SET doc = $1, status = $2, version = $3, updated_at = $4 WHERE id = $5`,
+			string(b), string(after.Status), v, now.UnixNano(), after.ID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("writing agent %s: %w", id, err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM agent_credentials WHERE agent_id = $1`, after.ID); err != nil {
+		return nil, fmt.Errorf("writing agent %s: %w", id, err)
+	}
+	for _, c := range after.Credentials {
+		var owner string
+		err := tx.QueryRowContext(ctx, `SELECT agent_id FROM agent_credentials WHERE source = $1 AND tenant = $2 AND subject = $3`,
+			c.Source, c.Tenant, c.Subject).Scan(&owner)
+		if err == nil {
+			return nil, fmt.Errorf("%w: %s/%s is registered to %s", identity.ErrCredentialTaken, c.Source, c.Subject, owner)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("writing agent %s: %w", id, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO agent_credentials (source, tenant, subject, agent_id) VALUES ($1, $2, $3, $4)`,
+			c.Source, c.Tenant, c.Subject, after.ID); err != nil {
+			return nil, fmt.Errorf("writing agent %s: %w", id, err)
+		}
+	}
+	if err := s.cfg.Audit(ctx, identity.AgentChange{Action: action, ChangeInfo: ci, Time: now, Before: before, After: after}); err != nil {
+		return nil, fmt.Errorf("auditing the change of agent %s (not applied): %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("committing the change of agent %s: %w", id, err)
+	}
+	if err := s.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	return after, nil
+}
+
+// Create implements identity.AgentStore.
+func (s *Agents) Create(ctx context.Context, a *identity.Agent, ci identity.ChangeInfo) (*identity.Agent, error) {
+	n := *a
+	if n.Status == "" {
+		n.Status = identity.StatusActive
+	}
+	if err := identity.ValidateAgent(&n); err != nil {
+		return nil, &identity.ValidationError{Err: err}
+	}
+	return s.change(ctx, n.ID, "agent.create", ci, func(before *identity.Agent) (*identity.Agent, error) {
+		if before != nil {
+			return nil, identity.ErrAgentExists
+		}
+		return &n, nil
+	})
+}
+
+// Update implements identity.AgentStore.
+func (s *Agents) Update(ctx context.Context, a *identity.Agent, ci identity.ChangeInfo) (*identity.Agent, error) {
+	n := *a
+	if err := identity.ValidateAgent(&n); err != nil {
+		return nil, &identity.ValidationError{Err: err}
+	}
+	return s.change(ctx, n.ID, "agent.update", ci, func(before *identity.Agent) (*identity.Agent, error) {
+		if before == nil {
+			return nil, identity.ErrNoAgent
+		}
+		if before.Version != n.Version {
+			return nil, identity.ErrVersionConflict
+		}
+		n.Status = before.Status // status changes go through SetStatus
+		return &n, nil
+	})
+}
+
+// SetStatus implements identity.AgentStore.
+func (s *Agents) SetStatus(ctx context.Context, id string, st identity.Status, ci identity.ChangeInfo) (*identity.Agent, error) {
+	action := map[identity.Status]string{identity.StatusActive: "agent.resume", identity.StatusSuspended: "agent.suspend", identity.StatusRetired: "agent.retire"}[st]
+	if action == "" {
+		return nil, &identity.ValidationError{Err: fmt.Errorf("unknown status %q", st)}
+	}
+	return s.change(ctx, id, action, ci, func(before *identity.Agent) (*identity.Agent, error) {
+		if before == nil {
+			return nil, identity.ErrNoAgent
+		}
+		if before.Status == identity.StatusRetired {
+			return nil, identity.ErrRetired
+		}
+		n := *before
+		n.Status = st
+		if st == identity.StatusRetired {
+			// A retired agent's credentials are released.
+			n.Credentials = nil
+		}
+		return &n, nil
+	})
+}
+
+// Seed creates the agents of the configuration file that the store does
+// not hold yet; agents already stored (and their runtime status) are left
+// alone.
+func (s *Agents) Seed(ctx context.Context, agents []*identity.Agent, ci identity.ChangeInfo) error {
+	for _, a := range agents {
+		a := *a
+		if a.Status == "" && !a.Enabled {
+			a.Status = identity.StatusSuspended
+		}
+		if _, err := s.Create(ctx, &a, ci); err != nil && !errors.Is(err, identity.ErrAgentExists) {
+			return fmt.Errorf("seeding agent %s: %w", a.ID, err)
+		}
+	}
+	return nil
+}
