@@ -214,7 +214,10 @@ func (b *Breakers) Check(_ context.Context, r *pipeline.Request) (verdict.Verdic
 		}
 	}
 	if p.serverDone != nil || p.toolDone != nil {
-		b.pending.Store(r, p)
+		if old, loaded := b.pending.Swap(r, p); loaded {
+			// Checked twice without Finish: return the first probe's place.
+			b.report(old.(*probe), &pipeline.Outcome{Status: "refused"})
+		}
 	}
 	return verdict.Verdict{}, nil
 }
@@ -240,7 +243,10 @@ func (b *Breakers) Finish(_ context.Context, r *pipeline.Request, o *pipeline.Ou
 	if !ok {
 		return
 	}
-	p := v.(*probe)
+	b.report(v.(*probe), o)
+}
+
+func (b *Breakers) report(p *probe, o *pipeline.Outcome) {
 	if p.serverDone != nil {
 		p.serverDone(result(p.server, o))
 	}

@@ -183,6 +183,12 @@ type Config struct {
 	// released, and their values committed, since their outcome is unknown.
 	// Default 15m.
 	MaxHold time.Duration
+	// AsyncSettle settles reservations in the background instead of on
+	// the request path (Finish returns at once). Set it with a durable
+	// Ledger, whose Settle is a durable transaction (milliseconds): until
+	// the settlement lands the amount stays counted, which errs on the safe
+	// side. Run waits for outstanding settlements when it returns.
+	AsyncSettle bool
 	// Registerer receives the metrics; nil registers none.
 	Registerer prometheus.Registerer
 	// Logger receives operational logs; nil discards them.
@@ -200,6 +206,7 @@ type Limiter struct {
 	tools   map[string]map[string]*slot // concurrency per server and tool
 	values  map[string]map[string]*valueRule
 	pending sync.Map // *pipeline.Request → *hold
+	settles sync.WaitGroup
 	met     *metrics
 }
 
@@ -540,7 +547,10 @@ func (l *Limiter) Check(ctx context.Context, r *pipeline.Request) (verdict.Verdi
 		}
 	}
 	if h != nil {
-		l.pending.Store(r, h)
+		if old, loaded := l.pending.Swap(r, h); loaded {
+			// Checked twice without Finish: never leak the first hold.
+			l.settle(ctx, old.(*hold), true, r.ID)
+		}
 	}
 	return verdict.Verdict{}, nil
 }
@@ -660,7 +670,18 @@ func (l *Limiter) Finish(ctx context.Context, r *pipeline.Request, o *pipeline.O
 	if !ok {
 		return
 	}
-	l.settle(ctx, v.(*hold), spent(o.Status), r.ID)
+	h := v.(*hold)
+	if l.cfg.AsyncSettle && len(h.buckets) > 0 {
+		release(h.slots)
+		h.slots = nil
+		l.settles.Add(1)
+		go func() {
+			defer l.settles.Done()
+			l.settle(ctx, h, spent(o.Status), r.ID)
+		}()
+		return
+	}
+	l.settle(ctx, h, spent(o.Status), r.ID)
 }
 
 func spent(status string) bool {
@@ -692,7 +713,10 @@ func (l *Limiter) settle(ctx context.Context, h *hold, commit bool, id string) {
 // prunes ledger windows that ended more than a day ago.
 func (l *Limiter) Run(ctx context.Context) error {
 	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
+	defer func() {
+		t.Stop()
+		l.settles.Wait()
+	}()
 	for {
 		select {
 		case <-ctx.Done():

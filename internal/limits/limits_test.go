@@ -590,3 +590,42 @@ type nopRecorder struct{}
 
 func (nopRecorder) Record(context.Context, *pipeline.Record) error { return nil }
 func (nopRecorder) Enqueue(*pipeline.Record)                       {}
+
+func TestAsyncSettle(t *testing.T) {
+	ledger := limits.NewMemoryLedger()
+	l, err := limits.New(limits.Config{Ledger: ledger, AsyncSettle: true, Now: newClock().Now,
+		Concurrency: []limits.Concurrency{{Server: "bank", Max: 1}},
+		Values: []limits.Value{{Server: "bank", Tool: "transfer", Argument: "amount",
+			Totals: []limits.Total{{Per: limits.PerAgent, Window: time.Hour, Limit: "100"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	r := call("a1", "", "", "bank", "transfer", `{"amount":60}`)
+	wantAllow(t, check(t, l, r))
+	finish(l, r, "ok")
+	if n := l.InFlight("bank", ""); n != 0 {
+		t.Fatalf("the slot is still held after Finish: %d", n)
+	}
+	cancel()
+	<-done // Run waits for the settlement
+	if u := ledger.Usage(); len(u) != 1 || u[0].Committed != 60 || u[0].Reserved != 0 {
+		t.Fatalf("ledger %+v", u)
+	}
+}
+
+func TestCheckedTwiceDoesNotLeak(t *testing.T) {
+	l, err := limits.New(limits.Config{Concurrency: []limits.Concurrency{{Server: "bank", Max: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := call("a1", "", "", "bank", "x", `{}`)
+	wantAllow(t, check(t, l, r))
+	wantAllow(t, check(t, l, r)) // a caller's bug: checked again before Finish
+	finish(l, r, "ok")
+	if n := l.InFlight("bank", ""); n != 0 {
+		t.Fatalf("in flight %d", n)
+	}
+}
