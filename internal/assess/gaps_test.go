@@ -1,0 +1,234 @@
+package assess_test
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/assess"
+)
+
+// TestGapLocations pins what the gap checks find in the weak example
+// configuration and where they say it is.
+func TestGapLocations(t *testing.T) {
+	r := goldenCase{descriptor: "unobservable.yaml", config: "weak.yaml", policies: true}.run(t)
+	want := []struct{ check, severity, location, contains string }{
+		{"gateway.anonymous", "blocker", "configs/weak.yaml:5 identity.anonymous_agent", "campaign-runner"},
+		{"gateway.token_lifetime", "condition", "configs/weak.yaml:4 identity.max_token_ttl", "12h"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:18 servers[0].command[1]", "--api-key"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:20 servers[1].url", "api_key"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:26 servers[2].env.FETCH_TOKEN", "FETCH_TOKEN"},
+		{"gateway.long_lived_secret", "condition", "configs/weak.yaml:22 servers[1].header_files", "X-Api-Key"},
+		{"gateway.pinning", "blocker", "configs/weak.yaml:31 pinning.mode", "pinning is off"},
+		{"gateway.least_privilege", "condition", "configs/weak.yaml:9 agents[0].servers", `"web"`},
+		{"gateway.agent_owner", "condition", "configs/weak.yaml:7 agents", "lead-scorer is not registered"},
+		{"gateway.agent_owner", "info", "configs/weak.yaml:13 agents[2]", "forgotten-bot"},
+		{"gateway.approval_policy", "info", "policies", "destructive-change"},
+	}
+	for _, w := range want {
+		found := slices.ContainsFunc(r.Gaps, func(f assess.Finding) bool {
+			return f.Check == w.check && string(f.Severity) == w.severity && f.Location == w.location && strings.Contains(f.Message, w.contains)
+		})
+		if !found {
+			t.Errorf("no %s %s finding at %q mentioning %q; gaps:\n%s", w.severity, w.check, w.location, w.contains, dump(r.Gaps))
+		}
+	}
+	// The safe environment variable and the server without credentials
+	// are not findings.
+	for _, f := range r.Gaps {
+		if strings.Contains(f.Message, "FETCH_TIMEOUT") || strings.Contains(f.Message, "server erp") {
+			t.Errorf("false positive: %+v", f)
+		}
+	}
+}
+
+func dump(fs []assess.Finding) string {
+	var b strings.Builder
+	for _, f := range fs {
+		b.WriteString("  " + string(f.Severity) + " " + f.Check + " @ " + f.Location + ": " + f.Message + "\n")
+	}
+	return b.String()
+}
+
+// TestPlannedChecksReportNotConfigured: a control the configuration has
+// no key for is reported as not configured, never as satisfied.
+func TestPlannedChecksReportNotConfigured(t *testing.T) {
+	r := goldenCase{descriptor: "azure-native.yaml", config: "strong.yaml"}.run(t)
+	for _, c := range assess.Checks() {
+		if !c.Planned {
+			continue
+		}
+		i := slices.IndexFunc(r.Gaps, func(f assess.Finding) bool { return f.Check == c.ID })
+		if i < 0 {
+			t.Errorf("planned check %s reported nothing", c.ID)
+			continue
+		}
+		if f := r.Gaps[i]; !f.NotConfigured || f.Severity == assess.Info {
+			t.Errorf("planned check %s: finding %+v is not a not-configured condition", c.ID, f)
+		}
+	}
+}
+
+// TestAutonomyEscalatesMissingControls: the same missing control is a
+// condition for a semi-autonomous agent and a blocker for broad autonomy.
+func TestAutonomyEscalatesMissingControls(t *testing.T) {
+	r := goldenCase{descriptor: "unobservable.yaml", config: "weak.yaml", policies: true}.run(t)
+	sev := map[string]assess.Severity{}
+	for _, f := range r.Gaps {
+		if f.Check == "gateway.kill_switch" {
+			sev[f.Agent] = f.Severity
+		}
+	}
+	if sev["campaign-runner"] != assess.Blocker || sev["lead-scorer"] != assess.Condition {
+		t.Errorf("kill switch severities = %v, want blocker for the autonomous agent, condition for the assistive one", sev)
+	}
+}
+
+func TestChecksCatalogue(t *testing.T) {
+	ids := map[string]bool{}
+	for _, c := range assess.Checks() {
+		if c.ID == "" || c.Title == "" || c.Key == "" {
+			t.Errorf("check %+v lacks an id, title or key", c)
+		}
+		if ids[c.ID] {
+			t.Errorf("duplicate check id %s", c.ID)
+		}
+		ids[c.ID] = true
+	}
+}
+
+// TestEveryCitedSourceIsCatalogued: findings and answers cite only known
+// documentation pages.
+func TestEveryCitedSourceIsCatalogued(t *testing.T) {
+	known := map[string]bool{}
+	for _, s := range assess.Sources() {
+		known[s.ID] = true
+	}
+	for _, c := range goldenCases {
+		t.Run(c.name, func(t *testing.T) { checkCited(t, known, c.run(t)) })
+	}
+}
+
+func checkCited(t *testing.T, known map[string]bool, r *assess.Report) {
+	{
+		var cited []string
+		for _, f := range r.Findings() {
+			cited = append(cited, f.Sources...)
+		}
+		for _, a := range r.Agents {
+			cited = append(cited, a.Identity.Sources...)
+			for _, q := range a.Answers {
+				cited = append(cited, q.Sources...)
+			}
+		}
+		cited = append(cited, r.Pattern.Sources...)
+		for _, id := range cited {
+			if !known[id] {
+				t.Errorf("cites unknown source %q", id)
+			}
+		}
+	}
+}
+
+// TestDocs keeps docs/assess.md in step with the code: it cites every
+// documentation page, names every check and the key that satisfies it.
+func TestDocs(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "assess.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, s := range assess.Sources() {
+		if !strings.Contains(doc, s.URL) {
+			t.Errorf("docs/assess.md does not cite %s (%s)", s.URL, s.ID)
+		}
+	}
+	for _, c := range assess.Checks() {
+		if !strings.Contains(doc, "`"+c.ID+"`") {
+			t.Errorf("docs/assess.md does not document check %s", c.ID)
+		}
+		if !strings.Contains(doc, c.Key) {
+			t.Errorf("docs/assess.md does not name key %q of check %s", c.Key, c.ID)
+		}
+	}
+	for _, v := range []assess.Verdict{assess.Ready, assess.ReadyWithConditions, assess.NotReady} {
+		if !strings.Contains(doc, string(v)) {
+			t.Errorf("docs/assess.md does not mention verdict %s", v)
+		}
+	}
+}
+
+// TestExamples: the examples shipped for each hosting pattern are valid
+// and give the verdicts docs/assess.md states.
+func TestExamples(t *testing.T) {
+	dir := filepath.Join("..", "..", "examples", "assess")
+	want := map[string]assess.Verdict{
+		"azure-native.yaml":   assess.Ready,
+		"aws-native.yaml":     assess.Ready,
+		"external-entra.yaml": assess.Ready,
+		"hybrid.yaml":         assess.Ready,
+	}
+	for name, v := range want {
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := assess.ParseDescriptor(data, name, today)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := assess.Assess(d, nil).Verdict; got != v {
+				t.Errorf("verdict %s, want %s", got, v)
+			}
+			gw, err := assess.LoadGateway(filepath.Join(dir, "gatehouse.yaml"), filepath.Join(dir, "policies"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := assess.Assess(d, gw)
+			if r.Verdict == assess.Ready {
+				t.Errorf("verdict with today's configuration format is ready; the planned controls cannot be configured yet")
+			}
+			for _, f := range r.Gaps {
+				if f.Check == "gateway.approval_policy" && f.Severity != assess.Info {
+					t.Errorf("example policies leave a gap: %+v", f)
+				}
+				if f.Check == "gateway.least_privilege" || f.Check == "gateway.agent_owner" && f.Severity != assess.Info {
+					t.Errorf("example configuration disagrees with the descriptor: %+v", f)
+				}
+			}
+		})
+	}
+}
+
+func FuzzParseDescriptor(f *testing.F) {
+	entries, _ := filepath.Glob(filepath.Join("testdata", "descriptors", "*.yaml"))
+	for _, e := range entries {
+		b, err := os.ReadFile(e)
+		if err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := assess.ParseDescriptor(data, "fuzz.yaml", today)
+		if err != nil {
+			if d != nil {
+				t.Fatal("a descriptor returned with an error")
+			}
+			return
+		}
+		// A descriptor that validates can always be assessed and rendered.
+		r := assess.Assess(d, nil)
+		for _, format := range assess.Formats {
+			if err := r.Write(discard{}, format); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
