@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -24,8 +25,13 @@ import (
 // challenge allows (policy.permit); with no matching permit the request is
 // blocked (policy.no_permit), whatever challenges matched.
 func (s *Set) Decide(req Request) Decision {
-	// One allocation holds the evaluation's working state.
-	ev := &evaluation{}
+	// The evaluation's working state comes from a pool: Cedar keeps no
+	// reference to it after Authorize, and the Decision copies what it needs.
+	ev := evaluations.Get().(*evaluation)
+	defer func() {
+		*ev = evaluation{}
+		evaluations.Put(ev)
+	}()
 	var err error
 	ev.t, err = s.schema.target(req)
 	if err != nil {
@@ -126,6 +132,8 @@ func (s *Set) Decide(req Request) Decision {
 	d.Reasons = []verdict.Reason{{Layer: verdict.Execution, Code: CodePermit, Policies: d.Policies, Outcome: verdict.Allow}}
 	return d
 }
+
+var evaluations = sync.Pool{New: func() any { return new(evaluation) }}
 
 // evaluation is the working state of one decision.
 type evaluation struct {
@@ -280,12 +288,18 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need) (cedar.Reque
 		}
 		ctx["findings"] = f
 	}
-	if req.Action == CallTool && needs&(needAll|needArgs) != 0 {
-		args, paths, err := toolContext(req.Arguments, t.tool)
+	if req.Action == CallTool && needs&(needAll|needArgs|needPaths) != 0 {
+		wantPaths := needs&(needAll|needPaths) != 0
+		args, paths, err := toolContext(req.Arguments, t.tool, wantPaths)
 		if err != nil {
 			return cedar.Request{}, err
 		}
-		ctx["arguments"], ctx["paths"] = args, paths
+		if needs&(needAll|needArgs) != 0 {
+			ctx["arguments"] = args
+		}
+		if wantPaths {
+			ctx["paths"] = paths
+		}
 	}
 	return cedar.Request{
 		Principal: t.principal,
@@ -361,7 +375,7 @@ func toDecimal(f float64) (types.Decimal, error) {
 // toolContext converts a tool call's JSON arguments to context.arguments,
 // typed by the tool's schema when known, and context.paths, the
 // normalised copies of its path-like string arguments.
-func toolContext(raw json.RawMessage, tool *toolType) (types.Record, types.Record, error) {
+func toolContext(raw json.RawMessage, tool *toolType, wantPaths bool) (types.Record, types.Record, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return types.Record{}, types.Record{}, nil
@@ -370,10 +384,10 @@ func toolContext(raw json.RawMessage, tool *toolType) (types.Record, types.Recor
 	var strs map[string]string
 	if tool != nil {
 		at = tool.args
-		if len(tool.paths) > 0 {
+		if wantPaths && len(tool.paths) > 0 {
 			strs = make(map[string]string, len(tool.paths))
 		}
-	} else {
+	} else if wantPaths {
 		strs = map[string]string{}
 	}
 	args, err := decodeArgs(raw, at, strs)

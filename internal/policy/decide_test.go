@@ -52,6 +52,10 @@ when { context has user && context.arguments has memo && !(context.user.hasTag("
 forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"crm__export")
 when { context.arguments.rows > 100 };
 
+@id("crm-out")
+forbid (principal, action == Gatehouse::Action::"call_tool", resource in Gatehouse::Server::"crm")
+when { context.paths has output_file && context.paths.output_file like "/etc/*" };
+
 @id("crm")
 permit (principal, action == Gatehouse::Action::"call_tool", resource in Gatehouse::Server::"crm");
 

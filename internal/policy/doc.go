@@ -51,8 +51,10 @@
 //   - A Set's Version is a hash of its files' names and contents.
 //   - Requests are plain JSON values: replay is decide(recorded request)
 //     under a candidate set, compared with Differs to the recorded decision.
-//   - The context holds only what the candidate policies read, so an
-//     argument no candidate policy reads is not decoded and cannot block.
+//   - The context holds only what the candidate policies (those whose scope
+//     admits the request) read: arguments are decoded only for a policy
+//     that reads context.arguments, and paths normalised (an unnormalisable
+//     one blocks) only for a policy that reads context.paths.
 //
 // See docs/policy.md for the operator's view: writing policies, the
 // challenge annotation, the default library and the fixture format.

@@ -150,12 +150,13 @@ const (
 	needTask
 	needTotals
 	needFindings
-	needArgs // arguments or paths
+	needArgs
+	needPaths
 )
 
 var needByRoot = map[string]need{
 	"now": needNow, "session_labels": needSession, "user": needUser, "task": needTask,
-	"totals": needTotals, "findings": needFindings, "arguments": needArgs, "paths": needArgs,
+	"totals": needTotals, "findings": needFindings, "arguments": needArgs, "paths": needPaths,
 }
 
 // needsOf returns what a policy reads from the context. A root it does not
