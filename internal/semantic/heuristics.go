@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/gatehouse/gatehouse/internal/semantic/injection"
 	"github.com/gatehouse/gatehouse/internal/semantic/keyword"
 	"github.com/gatehouse/gatehouse/internal/semantic/textnorm"
 )
@@ -193,7 +194,7 @@ func (s *screening) encoded() {
 			}
 		}
 		if s.e.model != nil && !s.e.disable[DetectInjection] {
-			score = max(score, s.e.model.Score(text).Probability)
+			score = max(score, s.e.model.Score(text, s.context()).Probability)
 		}
 		if score < 0.5 {
 			continue
@@ -213,13 +214,21 @@ func (s *screening) injection() {
 		if strings.TrimSpace(t) == "" {
 			continue
 		}
-		sc := s.e.model.Score(t)
+		sc := s.e.model.Score(t, s.context())
 		a, b := s.span(sc.SegStart, sc.SegEnd)
 		if t == s.norm.Hidden && t != s.norm.Text {
 			a, b = -1, -1
 		}
 		s.add(Finding{Detector: string(DetectInjection), Kind: "prompt_injection", Score: sc.Probability, Start: a, End: b})
 	}
+}
+
+// context is the classifier context of the input's surface.
+func (s *screening) context() injection.Context {
+	if s.in.Surface.Untrusted() {
+		return injection.Data
+	}
+	return injection.Prompt
 }
 
 // secretScan reports secrets with the surface's secret action.

@@ -304,13 +304,18 @@ func (f *featurizer) analyse(text string, a *analysis) {
 	a.docDense = total.dense()
 }
 
-// scale is the value of each hashed feature in a vector of n of them.
+// scale is the value of each hashed feature in a vector of n of them:
+// 1/sqrt(n), but never more than 1/sqrt(minFeatures), so that a short text
+// cannot reach a confident score from a handful of common n-grams.
 func scale(n int) float32 {
 	if n == 0 {
 		return 0
 	}
-	return float32(1 / math.Sqrt(float64(n)))
+	return float32(1 / math.Sqrt(float64(max(n, minFeatures))))
 }
+
+// minFeatures is the floor of the normalisation count in scale.
+const minFeatures = 64
 
 // docVec returns the document vector of an analysis.
 func (a *analysis) docVec(v *vec) {

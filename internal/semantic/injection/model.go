@@ -26,8 +26,12 @@ type Model struct {
 	doc, seg linear
 	// comb weighs the document logit, the top segment logit and the gap
 	// between the top segment and the mean segment (a shift of register
-	// inside the text); comb[3] is the bias.
-	comb [4]float32
+	// inside the text); [3] is the bias. There is one combiner per
+	// context: comb[Prompt] for text from a principal (prompts, tool
+	// arguments), comb[Data] for data (tool results, documents), because a
+	// stray question is a user's task in a prompt but an injected task in
+	// a document.
+	comb [2][4]float32
 }
 
 // Score is the classifier's view of one text.
@@ -52,12 +56,26 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 func sigmoid(z float64) float64 { return 1 / (1 + math.Exp(-z)) }
 
-// Score scores text, which should already be normalised (see textnorm).
-func (m *Model) Score(text string) Score {
+// Context says where a text comes from.
+type Context int
+
+// The contexts.
+const (
+	// Prompt is text written by the agent's principal: prompts, tool
+	// arguments, sampling requests.
+	Prompt Context = iota
+	// Data is content the agent reads: tool results, documents.
+	Data
+)
+
+// Score scores text, which should already be normalised (see textnorm),
+// as coming from ctx.
+func (m *Model) Score(text string, ctx Context) Score {
 	s := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(s)
 	dl, sl, gap, span := m.logits(s, text)
-	z := float64(m.comb[0]*dl + m.comb[1]*sl + m.comb[2]*gap + m.comb[3])
+	c := m.comb[ctx&1]
+	z := float64(c[0]*dl + c[1]*sl + c[2]*gap + c[3])
 	return Score{
 		Probability: sigmoid(z),
 		Doc:         sigmoid(float64(dl)),
@@ -111,7 +129,7 @@ func (m *Model) logits(s *scratch, text string) (doc, top, gap float32, span Seg
 
 // Serialisation: gzip of magic, dim, numDense, comb, then for each linear
 // model its bias, a scale and dim int8 weights (w = q * scale).
-var magic = [8]byte{'G', 'H', 'I', 'N', 'J', 0, 0, 1}
+var magic = [8]byte{'G', 'H', 'I', 'N', 'J', 0, 0, 2}
 
 // MarshalBinary encodes m in the compact weight file format. Weights are
 // quantised to 8 bits; the shipped model is always the quantised one.
@@ -124,7 +142,7 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 	hdr := struct {
 		Magic         [8]byte
 		Dim, NumDense uint32
-		Comb          [4]float32
+		Comb          [2][4]float32
 	}{magic, dim, numDense, m.comb}
 	if err := binary.Write(zw, binary.LittleEndian, hdr); err != nil {
 		return nil, err
@@ -167,7 +185,7 @@ func Load(data []byte) (*Model, error) {
 	var hdr struct {
 		Magic         [8]byte
 		Dim, NumDense uint32
-		Comb          [4]float32
+		Comb          [2][4]float32
 	}
 	if err := binary.Read(zr, binary.LittleEndian, &hdr); err != nil {
 		return nil, fmt.Errorf("%w: reading header: %v", ErrFormat, err)

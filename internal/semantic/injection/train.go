@@ -314,7 +314,17 @@ func trainBase(ctx context.Context, rows []Row, o TrainOptions) (*Model, error) 
 		return nil, err
 	}
 	o.Logger.Info("trained base models", "docs", len(c.docs), "seg_pos", len(c.segPos), "seg_neg", len(c.segNeg))
-	return &Model{doc: doc, seg: seg, comb: [4]float32{1, 1, 0, 0}}, nil
+	return &Model{doc: doc, seg: seg, comb: [2][4]float32{{1, 1, 0, 0}, {1, 1, 0, 0}}}, nil
+}
+
+// RowContext is the context of a row by its surface: document,
+// tool_output and prompt_result are data; anything else is a prompt.
+func RowContext(r Row) Context {
+	switch r.Surface {
+	case "document", "tool_output", "prompt_result":
+		return Data
+	}
+	return Prompt
 }
 
 // OOF is one out-of-fold prediction made during cross-validation.
@@ -439,11 +449,26 @@ func Train(ctx context.Context, rows []Row, opts TrainOptions) (*Model, []OOF, e
 	for i, r := range rows {
 		ys[i] = float32(r.Label)
 	}
-	comb := fitCombiner(xs, ys)
+	var comb [2][4]float32
+	for c := range comb {
+		var cx [][3]float32
+		var cy []float32
+		for i, r := range rows {
+			if RowContext(r) == Context(c) {
+				cx = append(cx, xs[i])
+				cy = append(cy, ys[i])
+			}
+		}
+		if len(cx) == 0 {
+			cx, cy = xs, ys
+		}
+		comb[c] = fitCombiner(cx, cy)
+	}
 	oof := make([]OOF, len(rows))
 	for i, r := range rows {
 		x := xs[i]
-		z := float64(comb[0]*x[0] + comb[1]*x[1] + comb[2]*x[2] + comb[3])
+		c := comb[RowContext(r)]
+		z := float64(c[0]*x[0] + c[1]*x[1] + c[2]*x[2] + c[3])
 		oof[i] = OOF{Row: r, Score: sigmoid(z)}
 	}
 	m, err := trainBase(ctx, rows, o)
