@@ -2,7 +2,11 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,5 +219,56 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %v", d)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAgentsAdminAPI drives identity.AdminHandler over the durable store.
+func TestAgentsAdminAPI(t *testing.T) {
+	db := testDBs(t)["sqlite"]
+	log := &changeLog{}
+	reg, err := store.NewAgents(context.Background(), db, store.AgentsConfig{Audit: log.audit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(identity.AdminHandler(reg))
+	defer srv.Close()
+	do := func(method, path, body string) (int, map[string]any) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	for _, tt := range []struct {
+		method, path, body string
+		status             int
+	}{
+		{"POST", "/v1/agents", `{"id":"bot","owner":"alice","servers":["bank"],"credentials":[{"source":"k8s","subject":"system:serviceaccount:agents:bot"}],"by":"alice"}`, 201},
+		{"POST", "/v1/agents", `{"id":"bot","by":"alice"}`, 409},
+		{"POST", "/v1/agents", `{"id":"BAD","by":"alice"}`, 400},
+		{"POST", "/v1/agents", `{"id":"x","by":"alice","surprise":1}`, 400},
+		{"POST", "/v1/agents", `{"id":"nobody"}`, 400},
+		{"GET", "/v1/agents/bot", ``, 200},
+		{"GET", "/v1/agents/ghost", ``, 404},
+		{"POST", "/v1/agents/bot/suspend", `{"by":"soc","reason":"incident"}`, 200},
+		{"PUT", "/v1/agents/bot", `{"id":"bot","name":"Bot","servers":["bank"],"version":1,"by":"alice"}`, 409},
+		{"PUT", "/v1/agents/other", `{"id":"bot","by":"alice"}`, 400},
+		{"POST", "/v1/agents/bot/retire", `{"by":"alice"}`, 200},
+		{"POST", "/v1/agents/bot/resume", `{"by":"alice"}`, 409},
+	} {
+		if status, body := do(tt.method, tt.path, tt.body); status != tt.status {
+			t.Errorf("%s %s: %d %v, want %d", tt.method, tt.path, status, body, tt.status)
+		}
+	}
+	_, got := do("GET", "/v1/agents/bot", "")
+	if got["status"] != "retired" {
+		t.Errorf("status = %v", got["status"])
+	}
+	if n := len(log.changes); n != 3 {
+		t.Errorf("%d audited changes, want 3", n)
 	}
 }

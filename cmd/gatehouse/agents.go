@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/identity"
+)
+
+func init() {
+	commands["agents"] = command{summary: "manage registered agents (list, show, add, suspend, resume, retire)", run: runAgents}
+}
+
+const agentsUsage = `usage: gatehouse agents <list|show|add|suspend|resume|retire> [flags] [ID]
+
+  list                       registered agents and their status
+  show ID                    one agent as JSON
+  add --id ID [flags]        register an agent (or --file agent.json)
+      --name, --owner, --hosting azure-native|aws-native|kubernetes|spiffe|external
+      --server S (repeat)    servers it may use
+      --tool S/T (repeat)    baseline tools (default: all tools of its servers)
+      --tenant T (repeat)    allowed Entra tenants / AWS accounts
+      --credential source=NAME,subject=SUB[,tenant=T] (repeat)
+      --expires 2027-01-01T00:00:00Z or a duration such as 2160h
+  suspend ID --reason R      refuse the agent at once (its tokens become useless)
+  resume ID                  lift a suspension
+  retire ID                  retire for good and release its credentials
+
+Every change names who makes it (--by, default $USER) and is audited.`
+
+// repeated collects a repeated string flag.
+type repeated []string
+
+func (l *repeated) String() string     { return strings.Join(*l, ",") }
+func (l *repeated) Set(v string) error { *l = append(*l, v); return nil }
+
+func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, agentsUsage)
+		return fmt.Errorf("%w: agents needs a subcommand", errUsage)
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("agents "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := adminFlags(fs)
+	by := fs.String("by", os.Getenv("USER"), "who makes the change (recorded in the audit log)")
+	reason := fs.String("reason", "", "why (recorded in the audit log)")
+	id := fs.String("id", "", "agent id (add)")
+	name := fs.String("name", "", "display name (add)")
+	owner := fs.String("owner", "", "accountable human (add)")
+	hosting := fs.String("hosting", "", "hosting pattern (add)")
+	expires := fs.String("expires", "", "expiry: RFC 3339 time or duration from now (add)")
+	file := fs.String("file", "", "agent definition as JSON (add)")
+	var servers, tools, tenants, creds repeated
+	fs.Var(&servers, "server", "server the agent may use (add; repeat)")
+	fs.Var(&tools, "tool", "baseline tool server/tool (add; repeat)")
+	fs.Var(&tenants, "tenant", "allowed Entra tenant or AWS account (add; repeat)")
+	fs.Var(&creds, "credential", "federated credential source=NAME,subject=SUB[,tenant=T] (add; repeat)")
+	// Flags may come before or after the positional ID.
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageError(err)
+	}
+	var pos []string
+	for fs.NArg() > 0 {
+		pos = append(pos, fs.Arg(0))
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return usageError(err)
+		}
+	}
+	needID := func() (string, error) {
+		if len(pos) != 1 {
+			fmt.Fprintln(stderr, agentsUsage)
+			return "", fmt.Errorf("%w: agents %s needs one agent ID", errUsage, sub)
+		}
+		return pos[0], nil
+	}
+	switch sub {
+	case "list", "show", "add", "suspend", "resume", "retire":
+	default:
+		fmt.Fprintln(stderr, agentsUsage)
+		return fmt.Errorf("%w: unknown agents subcommand %q", errUsage, sub)
+	}
+	c, err := admin()
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "list":
+		var list []identity.Agent
+		if err := c.do(ctx, "GET", "/v1/agents", nil, &list); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTATUS\tHOSTING\tOWNER\tSERVERS\tCREDENTIALS\tEXPIRES")
+		for _, a := range list {
+			exp := "-"
+			if !a.Expires.IsZero() {
+				exp = a.Expires.Format(time.DateOnly)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.ID, a.Status, dash(a.Hosting), dash(a.Owner), dash(strings.Join(a.Servers, ",")), len(a.Credentials), exp)
+		}
+		return tw.Flush()
+	case "show":
+		aid, err := needID()
+		if err != nil {
+			return err
+		}
+		var a identity.Agent
+		if err := c.do(ctx, "GET", "/v1/agents/"+url.PathEscape(aid), nil, &a); err != nil {
+			return err
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(a)
+	case "add":
+		var a identity.Agent
+		if *file != "" {
+			b, err := readFile(*file)
+			if err != nil {
+				return err
+			}
+			dec := json.NewDecoder(strings.NewReader(string(b)))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&a); err != nil {
+				return fmt.Errorf("reading %s: %w", *file, err)
+			}
+		}
+		if *id != "" {
+			a.ID = *id
+		}
+		if len(pos) == 1 && a.ID == "" {
+			a.ID = pos[0]
+		}
+		setIf(&a.Name, *name)
+		setIf(&a.Owner, *owner)
+		setIf(&a.Hosting, *hosting)
+		a.Servers = append(a.Servers, servers...)
+		a.Tools = append(a.Tools, tools...)
+		a.Tenants = append(a.Tenants, tenants...)
+		for _, s := range creds {
+			fc, err := parseCredential(s)
+			if err != nil {
+				return fmt.Errorf("%w: %v", errUsage, err)
+			}
+			a.Credentials = append(a.Credentials, fc)
+		}
+		if *expires != "" {
+			t, err := parseExpiry(*expires, time.Now())
+			if err != nil {
+				return fmt.Errorf("%w: %v", errUsage, err)
+			}
+			a.Expires = t
+		}
+		if a.ID == "" {
+			return fmt.Errorf("%w: agents add needs --id", errUsage)
+		}
+		if err := identity.ValidateAgent(&a); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		body := struct {
+			identity.Agent
+			identity.ChangeInfo
+		}{a, identity.ChangeInfo{By: *by, Reason: *reason}}
+		var out identity.Agent
+		if err := c.do(ctx, "POST", "/v1/agents", body, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "added %s (%s)\n", out.ID, out.Status)
+		return nil
+	default: // suspend, resume, retire
+		aid, err := needID()
+		if err != nil {
+			return err
+		}
+		if sub == "suspend" && *reason == "" {
+			return fmt.Errorf("%w: agents suspend needs --reason", errUsage)
+		}
+		var out identity.Agent
+		if err := c.do(ctx, "POST", "/v1/agents/"+url.PathEscape(aid)+"/"+sub, identity.ChangeInfo{By: *by, Reason: *reason}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s is %s\n", out.ID, out.Status)
+		return nil
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+// parseCredential parses source=NAME,subject=SUB[,tenant=T][,description=D].
+func parseCredential(s string) (identity.FederatedCredential, error) {
+	var fc identity.FederatedCredential
+	for part := range strings.SplitSeq(s, ",") {
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return fc, fmt.Errorf("credential %q: %q is not key=value", s, part)
+		}
+		switch strings.TrimSpace(k) {
+		case "source":
+			fc.Source = v
+		case "subject":
+			fc.Subject = v
+		case "tenant":
+			fc.Tenant = v
+		case "description":
+			fc.Description = v
+		default:
+			return fc, fmt.Errorf("credential %q: unknown key %q", s, k)
+		}
+	}
+	if fc.Source == "" || fc.Subject == "" {
+		return fc, fmt.Errorf("credential %q needs source= and subject=", s)
+	}
+	return fc, nil
+}
+
+func parseExpiry(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t.UTC(), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("--expires %q is neither an RFC 3339 time nor a positive duration", s)
+	}
+	return now.Add(d).UTC().Truncate(time.Second), nil
+}

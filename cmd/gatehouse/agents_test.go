@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/identity"
+)
+
+// fakeAgentsAPI fakes the admin API's agent routes and records requests.
+type fakeAgentsAPI struct {
+	mu     sync.Mutex
+	agents map[string]*identity.Agent
+	bodies []map[string]any
+	paths  []string
+}
+
+func (f *fakeAgentsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer admin-secret-0123456789" {
+		w.WriteHeader(http.StatusUnauthorized)
+		json.NewEncoder(w).Encode(map[string]string{"error": "admin credential required"})
+		return
+	}
+	f.paths = append(f.paths, r.Method+" "+r.URL.Path)
+	b, _ := io.ReadAll(r.Body)
+	var body map[string]any
+	json.Unmarshal(b, &body)
+	f.bodies = append(f.bodies, body)
+	id := strings.TrimPrefix(r.URL.Path, "/v1/agents/")
+	verb := ""
+	if i := strings.LastIndexByte(id, '/'); i >= 0 {
+		id, verb = id[:i], id[i+1:]
+	}
+	a := f.agents[id]
+	switch {
+	case r.Method == "GET" && r.URL.Path == "/v1/agents":
+		list := []*identity.Agent{}
+		for _, a := range f.agents {
+			list = append(list, a)
+		}
+		json.NewEncoder(w).Encode(list)
+	case r.Method == "POST" && r.URL.Path == "/v1/agents":
+		var n identity.Agent
+		json.Unmarshal(b, &n)
+		if f.agents[n.ID] != nil {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": identity.ErrAgentExists.Error()})
+			return
+		}
+		n.Status = identity.StatusActive
+		f.agents[n.ID] = &n
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(n)
+	case a == nil:
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]string{"error": "no such agent"})
+	case r.Method == "GET" && verb == "":
+		json.NewEncoder(w).Encode(a)
+	case r.Method == "POST":
+		a.Status = map[string]identity.Status{"suspend": identity.StatusSuspended, "resume": identity.StatusActive, "retire": identity.StatusRetired}[verb]
+		json.NewEncoder(w).Encode(a)
+	default:
+		w.WriteHeader(http.StatusNotFound)
+	}
+}
+
+func agentsCLI(t *testing.T, args ...string) (*fakeAgentsAPI, func(args ...string) (string, string, error)) {
+	t.Helper()
+	f := &fakeAgentsAPI{agents: map[string]*identity.Agent{
+		"billing-bot": {ID: "billing-bot", Owner: "alice@example.com", Hosting: identity.HostingAzure, Servers: []string{"bank"}, Status: identity.StatusActive,
+			Credentials: []identity.FederatedCredential{{Source: "contoso", Tenant: "t", Subject: "oid"}}},
+	}}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	tokFile := filepath.Join(t.TempDir(), "admin.token")
+	os.WriteFile(tokFile, []byte("admin-secret-0123456789\n"), 0o600)
+	return f, func(args ...string) (string, string, error) {
+		var out, errb bytes.Buffer
+		full := append([]string{args[0], "--admin", srv.URL, "--admin-token-file", tokFile, "--by", "ops@example.com"}, args[1:]...)
+		err := runAgents(context.Background(), full, &out, &errb)
+		return out.String(), errb.String(), err
+	}
+}
+
+func TestAgentsCLI(t *testing.T) {
+	f, run := agentsCLI(t)
+	out, _, err := run("list")
+	if err != nil || !strings.Contains(out, "billing-bot") || !strings.Contains(out, "azure-native") || !strings.HasPrefix(out, "ID") {
+		t.Fatalf("list: %q %v", out, err)
+	}
+	out, _, err = run("show", "billing-bot")
+	var shown identity.Agent
+	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || shown.Credentials[0].Subject != "oid" {
+		t.Fatalf("show: %q %v", out, err)
+	}
+	out, _, err = run("add", "--id", "ops-bot", "--owner", "bob@example.com", "--hosting", "aws-native", "--server", "bank",
+		"--tool", "bank/balance", "--tenant", "123456789012", "--credential", "source=aws-prod,tenant=123456789012,subject=arn:aws:iam::123456789012:role/ops-bot",
+		"--expires", "2160h", "--reason", "ticket 12")
+	if err != nil || out != "added ops-bot (active)\n" {
+		t.Fatalf("add: %q %v", out, err)
+	}
+	body := f.bodies[len(f.bodies)-1]
+	creds, _ := body["credentials"].([]any)
+	if body["by"] != "ops@example.com" || body["reason"] != "ticket 12" || len(creds) != 1 || body["expires"] == nil || body["hosting"] != "aws-native" {
+		t.Errorf("add sent %v", body)
+	}
+	// Flags after the ID work too.
+	out, _, err = run("suspend", "billing-bot", "--reason", "incident 7")
+	if err != nil || out != "billing-bot is suspended\n" {
+		t.Fatalf("suspend: %q %v", out, err)
+	}
+	if p := f.paths[len(f.paths)-1]; p != "POST /v1/agents/billing-bot/suspend" || f.bodies[len(f.bodies)-1]["reason"] != "incident 7" {
+		t.Errorf("suspend sent %s %v", p, f.bodies[len(f.bodies)-1])
+	}
+	for _, verb := range []string{"resume", "retire"} {
+		if out, _, err := run(verb, "billing-bot"); err != nil || !strings.HasPrefix(out, "billing-bot is ") {
+			t.Errorf("%s: %q %v", verb, out, err)
+		}
+	}
+	// Errors: the API's message, usage errors before any request.
+	if _, _, err := run("show", "ghost"); err == nil || !strings.Contains(err.Error(), "no such agent") {
+		t.Errorf("show unknown: %v", err)
+	}
+	if _, _, err := run("add", "--id", "ops-bot"); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("add duplicate: %v", err)
+	}
+	n := len(f.paths)
+	for _, args := range [][]string{
+		{"suspend", "billing-bot"},                       // no reason
+		{"suspend"},                                      // no id
+		{"add", "--id", "Bad ID"},                        // invalid id
+		{"add", "--id", "x", "--credential", "subject=s"}, // no source
+		{"add", "--id", "x", "--expires", "soon"},
+		{"frobnicate"},
+	} {
+		if _, _, err := run(args...); !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+	if len(f.paths) != n {
+		t.Errorf("usage errors sent %d requests", len(f.paths)-n)
+	}
+}
