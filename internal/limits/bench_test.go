@@ -79,7 +79,7 @@ func BenchmarkBreakers(b *testing.B) {
 // breakers, Check and Finish.
 func BenchmarkExecutionControls(b *testing.B) {
 	ctx := context.Background()
-	m, err := lock.New(ctx, lock.Config{Store: lock.NewMemoryStore(), Audit: func(context.Context, lock.Change) error { return nil }})
+	m, err := lock.New(ctx, lock.Config{Store: lock.NewMemoryStore(), MaxStale: time.Hour, Audit: func(context.Context, lock.Change) error { return nil }})
 	if err != nil {
 		b.Fatal(err)
 	}

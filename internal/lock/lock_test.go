@@ -394,7 +394,7 @@ func TestNewFailsClosedOnUnreadableStore(t *testing.T) {
 
 func BenchmarkCheck(b *testing.B) {
 	ctx := context.Background()
-	m, err := lock.New(ctx, lock.Config{Store: lock.NewMemoryStore(), Audit: func(context.Context, lock.Change) error { return nil }})
+	m, err := lock.New(ctx, lock.Config{Store: lock.NewMemoryStore(), MaxStale: time.Hour, Audit: func(context.Context, lock.Change) error { return nil }})
 	if err != nil {
 		b.Fatal(err)
 	}
