@@ -86,13 +86,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# free_port prints a loopback TCP port nobody listens on (a moment ago).
+# free_port VAR sets VAR to a loopback TCP port that nobody listened on a
+# moment ago and that no earlier call chose.
+taken=" "
 free_port() {
 	local p
 	for _ in $(seq 200); do
 		p=$((20000 + RANDOM % 30000))
+		[[ $taken == *" $p "* ]] && continue
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
+			taken+="$p "
+			printf -v "$1" '%s' "$p"
 			return 0
 		fi
 	done
@@ -109,11 +113,11 @@ if [[ $mode == profile ]]; then
 fi
 gh_everything_server_ensure
 
-up_port="$(free_port)"
-gw_port="$(free_port)"
-admin_port="$(free_port)"
-px_port="$(free_port)"
-pprof_port="$(free_port)"
+free_port up_port
+free_port gw_port
+free_port admin_port
+free_port px_port
+free_port pprof_port
 
 "$GH_EVERYTHING_SERVER" -http "127.0.0.1:$up_port" -stateless=false >"$work/upstream.log" 2>&1 &
 up_pid=$!
