@@ -39,7 +39,7 @@ func (f *fakeLocksAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	created := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	switch {
 	case r.Method == "GET" && r.URL.Path == "/v1/locks":
-		json.NewEncoder(w).Encode([]lock.Lock{
+		_ = json.NewEncoder(w).Encode([]lock.Lock{
 			{Scope: lock.Global, Reason: "freeze", By: "alice", Created: created},
 			{Scope: lock.Tool, Target: "bank/transfer", Reason: "fraud\nsuspected", By: "bob", Created: created, Expires: created.Add(time.Hour)},
 		})
@@ -55,10 +55,10 @@ func (f *fakeLocksAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			l.Expires = created.Add(d)
 		}
 		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(l)
+		_ = json.NewEncoder(w).Encode(l)
 	case r.Method == "DELETE" && strings.HasPrefix(r.URL.EscapedPath(), "/v1/locks/agent/ghost"):
 		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]string{"error": "no such lock"})
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "no such lock"})
 	case r.Method == "DELETE":
 		w.WriteHeader(http.StatusNoContent)
 	default:

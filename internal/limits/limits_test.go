@@ -602,7 +602,7 @@ func TestAsyncSettle(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { l.Run(ctx); close(done) }()
+	go func() { _ = l.Run(ctx); close(done) }()
 	r := call("a1", "", "", "bank", "transfer", `{"amount":60}`)
 	wantAllow(t, check(t, l, r))
 	finish(l, r, "ok")

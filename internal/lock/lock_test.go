@@ -310,7 +310,7 @@ func TestFailModes(t *testing.T) {
 			st.SetError(errors.New("database down"))
 			runCtx, cancel := context.WithCancel(ctx)
 			done := make(chan struct{})
-			go func() { m.Run(runCtx); close(done) }()
+			go func() { _ = m.Run(runCtx); close(done) }()
 			defer func() { cancel(); <-done }()
 			clk.Add(4 * time.Second)
 			if v := check(t, m, request("a2", "", "", "", "")); v.Outcome != verdict.Allow {

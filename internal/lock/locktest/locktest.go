@@ -131,7 +131,7 @@ func Propagation(t *testing.T, st1, st2 lock.Store, poll time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.Run(ctx)
+			_ = m.Run(ctx)
 		}()
 	}
 	defer wg.Wait()
