@@ -87,9 +87,9 @@ func Checks() []Check { return slices.Clone(checks) }
 
 var checks = []Check{
 	{ID: "gateway.agent_owner", Title: "every agent is registered with its accountable owner", Key: "agents[].owner", run: checkOwners},
-	{ID: "gateway.agent_expiry", Title: "every agent has an expiry or review date", Key: "agents[].expires", Planned: true, run: checkExpiry},
+	{ID: "gateway.agent_expiry", Title: "every agent has an expiry or review date", Key: "agents[].expires (planned)", Planned: true, run: checkExpiry},
 	{ID: "gateway.least_privilege", Title: "each agent may use only the servers its actions need", Key: "agents[].servers", run: checkServers},
-	{ID: "gateway.approval_policy", Title: "every high-risk tool has an approval policy", Key: "policy directory (planned: policies.dir; today --policies)", run: checkApprovals},
+	{ID: "gateway.approval_policy", Title: "every high-risk tool has an approval policy", Key: "policies.dir (planned; today --policies)", run: checkApprovals},
 	{ID: "gateway.embedded_secret", Title: "no secret is written inline in the configuration", Key: "servers[].env_files, servers[].header_files", run: checkEmbedded},
 	{ID: "gateway.long_lived_secret", Title: "upstream credentials are not long-lived static secrets", Key: "servers[].token_exchange (planned)", run: checkStatic},
 	{ID: "gateway.token_lifetime", Title: "gateway tokens are short-lived", Key: "identity.max_token_ttl", run: checkTokenTTL},
