@@ -132,7 +132,7 @@ func runKill(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := c.do(ctx, "POST", "/v1/locks", req, &l); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "locked %s", describe(l.Scope, l.Target))
+	fmt.Fprintf(stdout, "locked %s", lockDescription(l.Scope, l.Target))
 	if !l.Expires.IsZero() {
 		fmt.Fprintf(stdout, " until %s", l.Expires.UTC().Format(time.RFC3339))
 	}
@@ -177,11 +177,11 @@ func runUnlock(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
-	fmt.Fprintf(stdout, "unlocked %s\n", describe(scope, target))
+	fmt.Fprintf(stdout, "unlocked %s\n", lockDescription(scope, target))
 	return nil
 }
 
-func describe(scope lock.Scope, target string) string {
+func lockDescription(scope lock.Scope, target string) string {
 	if scope == lock.Global {
 		return "the whole gateway"
 	}

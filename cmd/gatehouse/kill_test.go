@@ -72,7 +72,7 @@ func (f *fakeLocksAPI) requests() []string {
 	return append([]string(nil), f.reqs...)
 }
 
-func adminArgs(t *testing.T, url string) []string {
+func lockAdminArgs(t *testing.T, url string) []string {
 	t.Helper()
 	tok := filepath.Join(t.TempDir(), "admin.token")
 	if err := os.WriteFile(tok, []byte("s3cret\n"), 0o600); err != nil {
@@ -81,7 +81,7 @@ func adminArgs(t *testing.T, url string) []string {
 	return []string{"--admin", url, "--admin-token-file", tok}
 }
 
-func runCmd(run func(context.Context, []string, io.Writer, io.Writer) error, args []string) (string, string, error) {
+func runLockCmd(run func(context.Context, []string, io.Writer, io.Writer) error, args []string) (string, string, error) {
 	var out, errb bytes.Buffer
 	err := run(context.Background(), args, &out, &errb)
 	return out.String(), errb.String(), err
@@ -107,7 +107,7 @@ func TestKillCommand(t *testing.T) {
 			api := &fakeLocksAPI{}
 			srv := httptest.NewServer(api)
 			defer srv.Close()
-			out, _, err := runCmd(runKill, append(tc.args, adminArgs(t, srv.URL)...))
+			out, _, err := runLockCmd(runKill, append(tc.args, lockAdminArgs(t, srv.URL)...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +125,7 @@ func TestKillList(t *testing.T) {
 	api := &fakeLocksAPI{}
 	srv := httptest.NewServer(api)
 	defer srv.Close()
-	out, _, err := runCmd(runKill, append([]string{"list"}, adminArgs(t, srv.URL)...))
+	out, _, err := runLockCmd(runKill, append([]string{"list"}, lockAdminArgs(t, srv.URL)...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestUnlockCommand(t *testing.T) {
 			api := &fakeLocksAPI{}
 			srv := httptest.NewServer(api)
 			defer srv.Close()
-			out, _, err := runCmd(runUnlock, append(tc.args, adminArgs(t, srv.URL)...))
+			out, _, err := runLockCmd(runUnlock, append(tc.args, lockAdminArgs(t, srv.URL)...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +167,7 @@ func TestUnlockCommand(t *testing.T) {
 	api := &fakeLocksAPI{}
 	srv := httptest.NewServer(api)
 	defer srv.Close()
-	_, _, err := runCmd(runUnlock, append([]string{"agent", "ghost"}, adminArgs(t, srv.URL)...))
+	_, _, err := runLockCmd(runUnlock, append([]string{"agent", "ghost"}, lockAdminArgs(t, srv.URL)...))
 	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "no such lock") {
 		t.Fatalf("unlocking a missing lock: %v", err)
 	}
@@ -197,7 +197,7 @@ func TestKillUsageErrors(t *testing.T) {
 		{runUnlock, []string{"global", "-"}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			_, _, err := runCmd(tc.run, append(tc.args, adminArgs(t, srv.URL)...))
+			_, _, err := runLockCmd(tc.run, append(tc.args, lockAdminArgs(t, srv.URL)...))
 			if !errors.Is(err, errUsage) {
 				t.Fatalf("err = %v, want a usage error", err)
 			}
@@ -227,32 +227,32 @@ func TestKillAgainstLockHandler(t *testing.T) {
 	mux.Handle("/v1/locks/", h)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	admin := adminArgs(t, srv.URL)
+	admin := lockAdminArgs(t, srv.URL)
 	r := &pipeline.Request{Phase: pipeline.PhaseCall, Action: pipeline.ActionCallTool, Caller: &pipeline.Caller{Agent: "a1"}, Server: "bank", Target: "transfer"}
 
-	if _, _, err := runCmd(runKill, append([]string{"tool", "bank/transfer", "--reason", "fraud", "--ttl", "1h", "--by", "alice"}, admin...)); err != nil {
+	if _, _, err := runLockCmd(runKill, append([]string{"tool", "bank/transfer", "--reason", "fraud", "--ttl", "1h", "--by", "alice"}, admin...)); err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := m.Check(ctx, r); v.Outcome != verdict.Block || v.First().Code != "lock.tool" {
 		t.Fatalf("after kill: %+v", v)
 	}
-	out, _, err := runCmd(runKill, append([]string{"list"}, admin...))
+	out, _, err := runLockCmd(runKill, append([]string{"list"}, admin...))
 	if err != nil || !strings.Contains(out, "bank/transfer  alice") {
 		t.Fatalf("list: %q, %v", out, err)
 	}
-	if _, _, err := runCmd(runUnlock, append([]string{"tool", "bank/transfer", "--by", "bob"}, admin...)); err != nil {
+	if _, _, err := runLockCmd(runUnlock, append([]string{"tool", "bank/transfer", "--by", "bob"}, admin...)); err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := m.Check(ctx, r); v.Outcome != verdict.Allow {
 		t.Fatalf("after unlock: %+v", v)
 	}
-	if _, _, err := runCmd(runUnlock, append([]string{"tool", "bank/transfer"}, admin...)); err == nil || !strings.Contains(err.Error(), "no such lock") {
+	if _, _, err := runLockCmd(runUnlock, append([]string{"tool", "bank/transfer"}, admin...)); err == nil || !strings.Contains(err.Error(), "no such lock") {
 		t.Fatalf("second unlock: %v", err)
 	}
-	if _, _, err := runCmd(runKill, append([]string{"global", "--reason", "drill", "--by", "carol"}, admin...)); err != nil {
+	if _, _, err := runLockCmd(runKill, append([]string{"global", "--reason", "drill", "--by", "carol"}, admin...)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := runCmd(runUnlock, append([]string{"global", "--by", "carol"}, admin...)); err != nil {
+	if _, _, err := runLockCmd(runUnlock, append([]string{"global", "--by", "carol"}, admin...)); err != nil {
 		t.Fatal(err)
 	}
 	if len(audited) != 4 || audited[0].By != "alice" || audited[1].Action != "unlock" || audited[1].By != "bob" || audited[3].Lock.Scope != lock.Global {
