@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -172,6 +173,14 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 	} else {
+		if *key == "" && sf.db != "" {
+			// The gateway's default layout keeps the verifier key next to
+			// the store.
+			if pub := filepath.Join(filepath.Dir(sf.db), "keys", "audit.key.pub"); fileExists(pub) {
+				*key = "@" + pub
+				fmt.Fprintf(stderr, "using the verifier key %s from the data directory; pass --key with a key kept elsewhere to rule out a replaced key\n", pub)
+			}
+		}
 		if *key == "" {
 			return fmt.Errorf("%w: --key is required", errUsage)
 		}
@@ -412,4 +421,9 @@ func auditKeygen(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, vkey)
 	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
