@@ -221,65 +221,41 @@ func TestEngineConcurrentReload(t *testing.T) {
 	wg.Wait()
 }
 
-// Replay is a loop over recorded requests: decide under the candidate and
-// compare with the recorded decision.
-func TestReplayLoop(t *testing.T) {
+// Replay decides recorded requests under a candidate set and reports the
+// ones that would change.
+func TestReplay(t *testing.T) {
 	schema := testSchema(t)
 	enforced := load(t, schema, permitBank)
 	candidate := load(t, schema, permitBank+`@id("cap") forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__send_money") when { context.arguments.amount.greaterThan(decimal("100.0")) };`)
-	type record struct {
-		req policy.Request
-		dec policy.Decision
-	}
-	var log []record
+	var reqs []policy.Request
+	var decs []policy.Decision
 	for _, args := range []string{`{"amount": 5, "to": "x"}`, `{"amount": 500, "to": "x"}`, `{"amount": 50, "to": "y"}`} {
 		r := call("send_money", args)
-		log = append(log, record{r, enforced.Decide(r)})
-	}
-	var changed []string
-	for _, rec := range log {
-		if d := candidate.Decide(rec.req); policy.Differs(rec.dec, d) {
-			changed = append(changed, string(rec.req.Arguments)+": "+rec.dec.Outcome.String()+" -> "+d.Outcome.String())
-		}
-	}
-	if len(changed) != 1 || !strings.Contains(changed[0], "500") || !strings.HasSuffix(changed[0], "allow -> block") {
-		t.Errorf("changed = %q", changed)
-	}
-}
-
-// Concurrent decisions over many agents and tools share the entity cache
-// (run with -race); each must match the sequential decision.
-func TestDecideConcurrent(t *testing.T) {
-	set := load(t, testSchema(t), decidePolicies)
-	var reqs []policy.Request
-	for i := range 40 {
-		r := call([]string{"send_money", "mail__send", "fs__read_file", "crm__export"}[i%4], `{"amount": 5, "to": "acme", "path": "/srv/x", "rows": 1}`)
-		r.Agent.ID = []string{"a", "b", "c"}[i%3]
-		if i%5 == 0 {
-			r.Agent.Groups = nil
-		}
-		if i%7 == 0 {
-			r.User = &policy.User{ID: "u", Tags: map[string][]string{"accounts": {"acme"}}}
-		}
 		reqs = append(reqs, r)
+		decs = append(decs, enforced.Decide(r))
 	}
-	want := make([]policy.Decision, len(reqs))
-	for i, r := range reqs {
-		want[i] = set.Decide(r)
-	}
-	var wg sync.WaitGroup
-	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := range 200 {
-				i := (n*7 + g) % len(reqs)
-				if d := set.Decide(reqs[i]); policy.Differs(d, want[i]) {
-					t.Errorf("request %d decided %s, sequentially %s", i, d.Code(), want[i].Code())
-					return
-				}
+	changes := policy.Replay(candidate, func(yield func(policy.Request, policy.Decision) bool) {
+		for i := range reqs {
+			if !yield(reqs[i], decs[i]) {
+				return
 			}
-		}()
+		}
+	})
+	if len(changes) != 1 {
+		t.Fatalf("%d changes, want 1: %+v", len(changes), changes)
 	}
-	wg.Wait()
+	c := changes[0]
+	if string(c.Request.Arguments) != `{"amount": 500, "to": "x"}` || c.Recorded.Outcome != verdict.Allow ||
+		c.Candidate.Outcome != verdict.Block || c.Candidate.Policies[0] != "cap" || c.Candidate.Version != candidate.Version() {
+		t.Errorf("change = %+v", c)
+	}
+	if again := policy.Replay(enforced, func(yield func(policy.Request, policy.Decision) bool) {
+		for i := range reqs {
+			if !yield(reqs[i], decs[i]) {
+				return
+			}
+		}
+	}); len(again) != 0 {
+		t.Errorf("replay under the recording set changed %d decisions", len(again))
+	}
 }
