@@ -92,6 +92,8 @@ type toolInfo struct {
 	Annotations json.RawMessage
 	InputSchema json.RawMessage
 	Quarantined bool
+	// schema is the compiled input schema, built on first use.
+	schema *argSchema
 }
 
 // catalog remembers the tools each server presented, so calls can be
@@ -111,6 +113,9 @@ func (c *catalog) get(server, tool string) (*toolInfo, bool) {
 }
 
 func (c *catalog) put(server string, t *toolInfo) {
+	if t.schema == nil {
+		t.schema = &argSchema{}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.tools[server]
@@ -126,7 +131,7 @@ func (c *catalog) setQuarantine(server, tool string, q bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if t, ok := c.tools[server][tool]; ok {
-		cp := *t
+		cp := *t // shares the compiled schema
 		cp.Quarantined = q
 		c.tools[server][tool] = &cp
 	}

@@ -423,6 +423,15 @@ func (p *Proxy) callTool(ctx context.Context, sc *scope, rep *reply, m *Message)
 			r.Labels = u.labels(tool, info.Annotations)
 		}
 		r.SideEffect = !readOnly(info.Annotations)
+		if err := info.validateArgs(r.Arguments); err != nil {
+			code := "arguments.invalid"
+			if errors.Is(err, errSchema) {
+				code = "tool.invalid_schema"
+			}
+			p.cfg.Mediator.Refuse(ctx, r, verdict.Deny(verdict.Execution, code, err.Error()))
+			rep.respond(errorResponse(m.ID, CodeInvalidParams, "invalid arguments: "+err.Error(), map[string]string{"reason": code, "correlationId": r.ID}))
+			return
+		}
 		if sc.modern {
 			if err := checkParamHeaders(sc.reqHeader, info.InputSchema, r.Arguments); err != nil {
 				p.cfg.Mediator.Refuse(ctx, r, verdict.Deny(verdict.Core, "request.header_mismatch", err.Error()))
