@@ -409,6 +409,9 @@ func (d *Descriptor) validate() []Problem {
 			enum(dk+".kind", ds.Kind, dataKinds, false)
 			enum(dk+".sensitivity", ds.Sensitivity, sensitivities, false)
 			enum(dk+".cloud", ds.Cloud, clouds, false)
+			if ds.Kind == "cross_cloud_api" && ds.Cloud == "" {
+				add(dk+".cloud", "required for a cross_cloud_api source: azure, aws or gcp")
+			}
 		}
 		enum(k+".autonomy", a.Autonomy, autonomies, true)
 		for j, pv := range a.Preview {
