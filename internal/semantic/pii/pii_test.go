@@ -71,3 +71,19 @@ func BenchmarkScan(b *testing.B) {
 		s.Scan(text)
 	}
 }
+
+func FuzzScan(f *testing.F) {
+	for _, s := range []string{"", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00", "536-22-1234", "a@b.co", "+44 20 7946 0958", "::1 fe80::1%eth0", "1.2.3.4.5", "((((1", "@@@.", "GB33BUKB2020155555555"} {
+		f.Add(s)
+	}
+	s := &pii.Scanner{}
+	f.Fuzz(func(t *testing.T, text string) {
+		prevEnd := 0
+		for _, m := range s.Scan(text) {
+			if m.Start < prevEnd || m.End > len(text) || m.Start >= m.End {
+				t.Fatalf("bad span %+v in %d bytes (prev end %d)", m, len(text), prevEnd)
+			}
+			prevEnd = m.End
+		}
+	})
+}

@@ -145,3 +145,22 @@ func BenchmarkScan(b *testing.B) {
 		})
 	}
 }
+
+func FuzzScan(f *testing.F) {
+	for _, s := range samples() {
+		f.Add(s)
+	}
+	f.Add("")
+	f.Add("key=" + strings.Repeat("A", 600))
+	s, err := secret.Default()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		for _, m := range s.Scan(text) {
+			if m.Start < 0 || m.End > len(text) || m.Start > m.End || m.RuleID == "" {
+				t.Fatalf("bad match %+v in %d bytes", m, len(text))
+			}
+		}
+	})
+}
