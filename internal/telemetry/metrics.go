@@ -130,7 +130,7 @@ func newMetrics(max int) *metrics {
 			[]string{"server"}),
 		upErrorsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_upstream_errors_total",
-			Help: "Failed upstream calls by upstream server and kind (timeout, connect, cancelled, rpc, other)."},
+			Help: "Failed upstream calls by upstream server and kind (timeout, connect, cancelled, http, protocol, other)."},
 			[]string{"server", "kind"}),
 		detectorVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_detector_hits_total",
