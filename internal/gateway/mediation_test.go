@@ -93,6 +93,10 @@ func TestStdioUpstreamEnvironment(t *testing.T) {
 	if _, err := s2.CallTool(context.Background(), params); err != nil {
 		t.Fatal(err)
 	}
+	// The client runs notification handlers asynchronously.
+	for deadline := time.Now().Add(2 * time.Second); progress.Load() < 3 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := progress.Load(); n != 3 {
 		t.Errorf("progress notifications with the agent's token: %d, want 3", n)
 	}
