@@ -217,11 +217,27 @@ func qCrossBoundary(d *Descriptor, a *Agent, i int, _ IdentityAdvice) Answer {
 		return ans
 	}
 	ans.Answer = "yes: " + strings.Join(what, "; ")
-	ans.Controls = []string{
-		"retrieval-time authorization: each retrieval authorized for the user or task, not only the agent",
-		"segmentation of sensitive and partner data",
-		"federation hygiene: one narrow trust per cloud, bound to issuer, subject and audience; no stored cross-cloud secrets",
-		"confused-deputy protection where a service acts on the agent's behalf (AWS: aws:SourceArn / aws:SourceAccount; third-party cross-account access: sts:ExternalId)",
+	var hasData, hasTrust, hasDeputy bool
+	for _, ds := range a.Data {
+		hasData = hasData || ds.Kind == "rag" || ds.Kind == "partner"
+	}
+	for _, t := range a.Trust {
+		hasTrust = hasTrust || t.Method == "federation" || t.Method == "secret"
+		hasDeputy = hasDeputy || t.Method == "service" || t.Method == "cross_account"
+	}
+	if hasData {
+		ans.Controls = append(ans.Controls,
+			"retrieval-time authorization: each retrieval authorized for the user or task, not only the agent",
+			"segmentation of sensitive and partner data")
+	}
+	if hasTrust || len(otherClouds(a)) > 0 {
+		ans.Controls = append(ans.Controls, "federation hygiene: one narrow trust per cloud, bound to issuer, subject and audience; no stored cross-cloud secrets")
+	}
+	if hasDeputy {
+		ans.Controls = append(ans.Controls, "confused-deputy protection where another party acts for the agent (AWS cross-service: aws:SourceArn and aws:SourceAccount; third-party cross-account: sts:ExternalId)")
+	}
+	if len(ans.Controls) == 0 {
+		ans.Controls = []string{"federation hygiene for the cross-cloud API: one narrow trust per cloud, bound to issuer, subject and audience"}
 	}
 	ans.Why = "Data that crosses a boundary carries the other side's rules; the agent's own permission is too coarse a check, and every trust relationship is a door that must open for one caller only."
 	return ans
