@@ -78,11 +78,14 @@ func (a *Authenticator) authenticate(ctx context.Context, r *http.Request) (*Pri
 	if len(tok) > MaxTokenBytes {
 		return nil, fail(CodeTooLarge, "token too large", nil)
 	}
+	if a.Sources == nil || a.Tokens.isCached(tok) {
+		return a.authenticateGateway(ctx, r, tok, dpop)
+	}
 	claims := peekClaims(tok)
 	if claims == nil {
 		return nil, fail(CodeMalformed, "the token is not a valid JWT", nil)
 	}
-	if iss := rawString(claims, "iss"); iss == a.Tokens.Issuer || a.Sources == nil {
+	if rawString(claims, "iss") == a.Tokens.Issuer {
 		return a.authenticateGateway(ctx, r, tok, dpop)
 	}
 	if dpop {

@@ -6,14 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -254,6 +251,7 @@ type TokenVerifier struct {
 // that can change (the agent's status) is still checked on every use.
 type verified struct {
 	exp    time.Time
+	kid    string
 	claims *Claims
 }
 
@@ -276,7 +274,7 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*Principal, e
 	}
 	if hit && v.Ring != nil {
 		// A retired key makes its tokens useless even when cached.
-		if _, ok := v.Ring.Verifying(tokenKID(token)); !ok {
+		if _, ok := v.Ring.Verifying(c.kid); !ok {
 			hit = false
 		}
 	}
@@ -323,23 +321,12 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*Principal, e
 	return p, nil
 }
 
-// tokenKID returns the kid of a compact JWS header, or "".
-func tokenKID(token string) string {
-	i := strings.IndexByte(token, '.')
-	if i < 0 {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(token[:i])
-	if err != nil {
-		return ""
-	}
-	var hdr struct {
-		Kid string `json:"kid"`
-	}
-	if json.Unmarshal(b, &hdr) != nil {
-		return ""
-	}
-	return hdr.Kid
+// isCached reports whether token was verified before and is in the cache.
+func (v *TokenVerifier) isCached(token string) bool {
+	v.cacheMu.RLock()
+	_, ok := v.cache[token]
+	v.cacheMu.RUnlock()
+	return ok
 }
 
 func (v *TokenVerifier) remember(token string, c *verified, now time.Time) {
@@ -423,5 +410,5 @@ func (v *TokenVerifier) verifySignature(token string, now time.Time) (*verified,
 	if v.MaxTTL > 0 && c.Expiry.Time().Sub(c.IssuedAt.Time()) > v.MaxTTL {
 		return nil, fail(CodeLifetime, "the token's lifetime exceeds the maximum", nil)
 	}
-	return &verified{exp: c.Expiry.Time(), claims: &c}, nil
+	return &verified{exp: c.Expiry.Time(), kid: tok.Headers[0].KeyID, claims: &c}, nil
 }
