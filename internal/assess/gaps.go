@@ -283,14 +283,20 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// secretName matches names that say they hold a credential.
-var secretName = regexp.MustCompile(`(?i)(secret|token|passw(or)?d|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)`)
+// secretName matches names that say they hold a credential; notSecret
+// matches names that say they hold where one is, not the credential.
+var (
+	secretName = regexp.MustCompile(`(?i)(secret|token|passw(or)?d|api[_-]?key|access[_-]?key|private[_-]?key|credential|bearer)`)
+	notSecret  = regexp.MustCompile(`(?i)[_-](url|uri|endpoint|path|file|dir|host|name|id)$`)
+)
+
+func isSecretName(name string) bool { return secretName.MatchString(name) && !notSecret.MatchString(name) }
 
 func checkEmbedded(g *Gateway, _ *Descriptor) []Finding {
 	var fs []Finding
 	for i, s := range g.Config.Servers {
 		for _, name := range sortedMapKeys(s.Env) {
-			if secretName.MatchString(name) && s.Env[name] != "" {
+			if isSecretName(name) && s.Env[name] != "" {
 				fs = append(fs, Finding{Severity: Blocker,
 					Message:  fmt.Sprintf("server %s: environment variable %s holds a secret inline", s.ID, name),
 					Location: g.at(fmt.Sprintf("servers[%d].env.%s", i, name)),
@@ -299,7 +305,7 @@ func checkEmbedded(g *Gateway, _ *Descriptor) []Finding {
 		}
 		if u, err := url.Parse(s.URL); err == nil && s.URL != "" {
 			for _, q := range sortedMapKeys(u.Query()) {
-				if secretName.MatchString(q) {
+				if isSecretName(q) {
 					fs = append(fs, Finding{Severity: Blocker,
 						Message:  fmt.Sprintf("server %s: the URL carries a credential in query parameter %s", s.ID, q),
 						Location: g.at(fmt.Sprintf("servers[%d].url", i)),
@@ -309,7 +315,7 @@ func checkEmbedded(g *Gateway, _ *Descriptor) []Finding {
 		}
 		for j, arg := range s.Command {
 			name, val, hasVal := strings.Cut(strings.TrimLeft(arg, "-"), "=")
-			if strings.HasPrefix(arg, "-") && secretName.MatchString(name) && (hasVal && val != "" || j+1 < len(s.Command) && !strings.HasPrefix(s.Command[j+1], "-")) {
+			if strings.HasPrefix(arg, "-") && isSecretName(name) && (hasVal && val != "" || j+1 < len(s.Command) && !strings.HasPrefix(s.Command[j+1], "-")) {
 				fs = append(fs, Finding{Severity: Blocker,
 					Message:  fmt.Sprintf("server %s: command argument %s passes a secret on the command line", s.ID, strings.SplitN(arg, "=", 2)[0]),
 					Location: g.at(fmt.Sprintf("servers[%d].command[%d]", i, j)),
@@ -339,7 +345,7 @@ func checkStatic(g *Gateway, _ *Descriptor) []Finding {
 			key = fmt.Sprintf("servers[%d].header_files", i)
 		}
 		for _, e := range sortedMapKeys(s.EnvFiles) {
-			if secretName.MatchString(e) {
+			if isSecretName(e) {
 				names = append(names, "environment variable "+e)
 				key = fmt.Sprintf("servers[%d].env_files", i)
 			}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/gatehouse/gatehouse/internal/assess"
 )
 
@@ -232,3 +234,51 @@ func FuzzParseDescriptor(f *testing.F) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestSecretNames(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `listen: 127.0.0.1:8080
+agents:
+  - {id: a, owner: o@example.com, servers: [s]}
+servers:
+  - id: s
+    command: [srv, --token-file, /run/token, --verbose]
+    env:
+      API_KEY: k
+      DB_PASSWORD: p
+      TOKEN_URL: https://idp.example.com/token
+      OAUTH_CLIENT_ID: abc
+      SECRET_PATH: /run/secret
+      LOG_LEVEL: debug
+`
+	path := filepath.Join(dir, "gatehouse.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := assess.LoadGateway(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := assess.ParseDescriptor([]byte(`version: 1
+deployment: d
+preview_acceptable: false
+agents:
+  - {id: a, owner: o@example.com, hosting: {platform: aws}, identity: {type: iam_role, credential: temporary}, autonomy: assistive}
+`), "d.yaml", today)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range assess.Assess(d, gw).Gaps {
+		if f.Check == "gateway.embedded_secret" {
+			got = append(got, f.Message)
+		}
+	}
+	want := []string{
+		"server s: environment variable API_KEY holds a secret inline",
+		"server s: environment variable DB_PASSWORD holds a secret inline",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("embedded secrets (-want +got):\n%s", diff)
+	}
+}
