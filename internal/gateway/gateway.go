@@ -66,45 +66,50 @@ type Gateway struct {
 }
 
 // New opens every component and binds the listeners; Run serves.
-func New(ctx context.Context, cfg *config.File, opts Options) (g *Gateway, err error) {
+func New(ctx context.Context, cfg *config.File, opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	g = &Gateway{cfg: cfg, log: opts.Logger, now: opts.Now}
-	defer func() {
-		if err != nil {
-			g.Close()
-		}
-	}()
+	g := &Gateway{cfg: cfg, log: opts.Logger, now: opts.Now}
+	if err := g.open(ctx, opts); err != nil {
+		g.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+// open builds the components; on error, Close releases what was opened.
+func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
+	cfg := g.cfg
 	if cfg.Identity.AnonymousAgent != "" {
 		g.log.Warn("identity.anonymous_agent is set: unauthenticated requests act as this agent; use only for local conformance runs",
 			"agent", cfg.Identity.AnonymousAgent)
 	}
 	dataDir := cfg.Path(cfg.DataDir)
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data directory: %w", err)
+		return fmt.Errorf("creating data directory: %w", err)
 	}
 
 	dsn := filepath.Join(dataDir, "gatehouse.db")
 	if cfg.Store.DSNFile != "" {
 		if dsn, err = cfg.ReadSecret(cfg.Store.DSNFile); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if g.db, err = store.Open(ctx, dsn); err != nil {
-		return nil, err
+		return err
 	}
 	g.closers = append(g.closers, g.db.Close)
 	if g.pins, err = store.NewPins(ctx, g.db, opts.Now); err != nil {
-		return nil, err
+		return err
 	}
 
 	// Identity.
 	if g.key, err = identity.LoadOrCreateKey(cfg.Path(cfg.Identity.SigningKeyFile)); err != nil {
-		return nil, err
+		return err
 	}
 	agents := make([]*identity.Agent, 0, len(cfg.Agents))
 	for _, a := range cfg.Agents {
@@ -115,16 +120,16 @@ func New(ctx context.Context, cfg *config.File, opts Options) (g *Gateway, err e
 	g.verifier = &identity.TokenVerifier{Keys: []*identity.Key{g.key}, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience,
 		Skew: cfg.Identity.ClockSkew.Std(), MaxTTL: cfg.Identity.MaxTokenTTL.Std(), Registry: g.registry, Now: opts.Now}
 	if g.adminToken, err = loadOrCreateToken(cfg.Path(cfg.Admin.TokenFile)); err != nil {
-		return nil, err
+		return err
 	}
 
 	// Audit and pipeline.
 	if g.recorder, err = openRecorder(ctx, g); err != nil {
-		return nil, err
+		return err
 	}
 	g.closers = append(g.closers, g.recorder.Close)
 	if g.pipeline, err = pipeline.New(pipeline.Config{Recorder: g.recorder, Logger: g.log, Now: opts.Now}); err != nil {
-		return nil, err
+		return err
 	}
 
 	// MCP proxy.
@@ -151,7 +156,7 @@ func New(ctx context.Context, cfg *config.File, opts Options) (g *Gateway, err e
 			for h, file := range s.HeaderFiles {
 				v, err := cfg.ReadSecret(file)
 				if err != nil {
-					return nil, fmt.Errorf("server %s: header %s: %w", s.ID, h, err)
+					return fmt.Errorf("server %s: header %s: %w", s.ID, h, err)
 				}
 				sc.Headers.Set(h, v)
 			}
@@ -164,7 +169,7 @@ func New(ctx context.Context, cfg *config.File, opts Options) (g *Gateway, err e
 			for k, file := range s.EnvFiles {
 				v, err := cfg.ReadSecret(file)
 				if err != nil {
-					return nil, fmt.Errorf("server %s: env %s: %w", s.ID, k, err)
+					return fmt.Errorf("server %s: env %s: %w", s.ID, k, err)
 				}
 				sc.Env[k] = v
 			}
@@ -175,21 +180,21 @@ func New(ctx context.Context, cfg *config.File, opts Options) (g *Gateway, err e
 		pcfg.Endpoints = append(pcfg.Endpoints, mcp.EndpointConfig{Path: e.Path, Servers: e.Servers, Namespace: *e.Namespace, Stateless: e.Stateless})
 	}
 	if g.proxy, err = mcp.New(pcfg); err != nil {
-		return nil, err
+		return err
 	}
 
 	// Listeners.
 	if g.mcpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", cfg.Admin.Listen, err)
+		return fmt.Errorf("listening on %s: %w", cfg.Admin.Listen, err)
 	}
 	g.mcpSrv = &http.Server{Handler: g.mcpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
 	g.adminSrv = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
-	return g, nil
+	return nil
 }
 
 // Run serves until ctx ends, then shuts down gracefully.

@@ -234,6 +234,7 @@ func (c *httpConn) readStream(ctx context.Context, body io.ReadCloser, id json.R
 				return nil, err
 			}
 			if m.IsResponse() && bytes.Equal(m.ID, id) {
+				drain(body)
 				return m, nil
 			}
 			o.msg(m)
@@ -258,6 +259,15 @@ func (c *httpConn) readStream(ctx context.Context, body io.ReadCloser, id json.R
 		}
 		body = resp.Body
 	}
+}
+
+// drain reads what is left of a response stream after its answer, so the
+// connection can be reused: a server ends the stream right after the
+// response, and a stream that stays open is closed after a short wait.
+func drain(body io.ReadCloser) {
+	t := time.AfterFunc(50*time.Millisecond, func() { body.Close() })
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 256<<10))
+	t.Stop()
 }
 
 // get opens a GET stream, resuming after lastEventID when set.
