@@ -42,12 +42,21 @@ type Authenticator struct {
 	Resource func(r *http.Request) string
 	// Audit, when set, records refused authentications.
 	Audit AuditFunc
-	Now   func() time.Time
+	// Locked, when set, is the kill switch: an error refuses the
+	// authenticated principal (CodeAgentDisabled), so locking an agent makes
+	// its tokens useless at once.
+	Locked func(ctx context.Context, p *Principal) error
+	Now    func() time.Time
 }
 
 // Authenticate authenticates r.
 func (a *Authenticator) Authenticate(ctx context.Context, r *http.Request) (*Principal, error) {
 	p, err := a.authenticate(ctx, r)
+	if err == nil && a.Locked != nil {
+		if lerr := a.Locked(ctx, p); lerr != nil {
+			p, err = nil, fail(CodeAgentDisabled, "the agent is locked", lerr)
+		}
+	}
 	if err != nil && a.Audit != nil {
 		ev := Event{Type: "authentication", Time: nowOr(a.Now), Code: ErrorCode(err), Detail: err.Error()}
 		_ = a.Audit(ctx, ev) // already refusing: nothing to fail closed on

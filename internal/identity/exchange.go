@@ -98,7 +98,10 @@ type TokenServiceConfig struct {
 	Authorize func(ctx context.Context, r *ExchangeRequest) (*Grant, error)
 	// Audit records every exchange, granted or refused. Required: tokens
 	// are never issued without a record.
-	Audit  AuditFunc
+	Audit AuditFunc
+	// Locked, when set, is the kill switch: an error refuses to mint for
+	// the agent.
+	Locked func(ctx context.Context, agentID string) error
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -348,6 +351,11 @@ func (s *TokenService) exchange(ctx context.Context, r *http.Request, now time.T
 		return nil, err
 	}
 	ev.Agent = agent.ID
+	if s.cfg.Locked != nil {
+		if err := s.cfg.Locked(ctx, agent.ID); err != nil {
+			return nil, fail(CodeAgentDisabled, "the agent is locked", err)
+		}
+	}
 	var user *Identity
 	if userTok != "" {
 		if userType == TokenTypeAWSSigV4 {

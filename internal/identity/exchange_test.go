@@ -574,3 +574,34 @@ func FuzzDPoPProof(f *testing.F) {
 		}
 	})
 }
+
+func TestKillSwitchAndSingleUseTokens(t *testing.T) {
+	e := newExchangeEnv(t)
+	r := e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, "")
+	p, err := e.call(t, "/mcp", "Bearer", r.token, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := &identity.MemoryReplayCache{Now: e.clock}
+	if err := identity.UseToken(context.Background(), cache, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := identity.UseToken(context.Background(), cache, p); identity.ErrorCode(err) != identity.CodeReplayed {
+		t.Errorf("second side-effecting call with one token: %v", err)
+	}
+	var locked atomic.Bool
+	e.authn.Locked = func(ctx context.Context, p *identity.Principal) error {
+		if locked.Load() && p.Agent.ID == "billing-bot" {
+			return errors.New("kill switch engaged")
+		}
+		return nil
+	}
+	locked.Store(true)
+	if _, err := e.call(t, "/mcp", "Bearer", r.token, ""); identity.ErrorCode(err) != identity.CodeAgentDisabled {
+		t.Errorf("locked agent: %v", err)
+	}
+	locked.Store(false)
+	if _, err := e.call(t, "/mcp", "Bearer", r.token, ""); err != nil {
+		t.Errorf("unlocked agent: %v", err)
+	}
+}
