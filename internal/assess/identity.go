@@ -84,7 +84,8 @@ func hierarchy(pattern, platform string, previewOK bool) (rungs []rung, why, src
 		return rungs, []string{
 			"Secretless: Azure manages the managed identity's credential; nothing is stored in code, configuration or the image.",
 			"Auditable: managed identity sign-ins are recorded in the Microsoft Entra sign-in logs (the AADManagedIdentitySignInLogs table in Azure Monitor), and permissions are Azure RBAC role assignments.",
-			"Least privilege at the runtime boundary: a system-assigned identity exists only for its resource; a user-assigned one can be scoped and reused deliberately.",
+			"Least privilege at the runtime boundary: a system-assigned identity exists only for its resource; a user-assigned one can be scoped and reused deliberately; either gets only the Azure role assignments it is given.",
+			"Clear trust anchor: only the Azure resources the identity is assigned to can request its tokens.",
 			"Managed identities are not covered by Conditional Access for workload identities; include them in access reviews and keep their role assignments narrow instead.",
 		}, []string{"ms-managed-identities", "ms-managed-identity-signins", "ms-ca-workload-identities"}
 	case "aws_native":
@@ -93,7 +94,8 @@ func hierarchy(pattern, platform string, previewOK bool) (rungs []rung, why, src
 			}, []string{
 				"Secretless: the runtime obtains temporary credentials for the role from AWS STS; they expire and are not stored.",
 				"Auditable: actions taken with a role session can be logged to AWS CloudTrail, and a source identity can name who or what performed them.",
-				"Least privilege at the runtime boundary: the role's permissions policy is the agent's ceiling; its trust policy says exactly who may assume it.",
+				"Least privilege at the runtime boundary: the role's permissions policy is the agent's ceiling.",
+				"Clear trust anchor: the role's trust policy says exactly which principal (the runtime's service, an OIDC provider) may assume it.",
 			}, []string{"aws-temporary-credentials", "aws-use-temporary-credentials", "aws-monitor-role-sessions"}
 	case "external_entra":
 		return entra()
@@ -117,6 +119,8 @@ func hierarchy(pattern, platform string, previewOK bool) (rungs []rung, why, src
 				{"workload identity with a certificate credential", idIs("workload", "certificate")},
 			}, []string{
 				"Secretless: the workload proves itself with the short-lived token its platform already issues; the gateway exchanges it for a short-lived, task-scoped gateway token.",
+				"Clear trust anchor: the gateway trusts the platform's issuer for this workload's subject only.",
+				"Least privilege at the runtime boundary: the gateway's policy, not a shared key, decides what the agent may call.",
 			}, nil
 	case "cross_cloud":
 		// The agent's own identity is the native one of where it runs;
