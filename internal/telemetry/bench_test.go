@@ -3,6 +3,7 @@ package telemetry_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -141,5 +142,23 @@ func BenchmarkSpansOnSampledOut(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		spans(tel, ctx, http.Header{}, http.Header{})
+	}
+}
+
+func BenchmarkLogHandler(b *testing.B) {
+	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(io.Discard, nil)))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		log.WarnContext(ctx, "upstream request failed", "server", "bank", "method", "tools/call", "correlation_id", "c-1", "err", io.EOF)
+	}
+}
+
+func BenchmarkLogPlain(b *testing.B) {
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		log.WarnContext(ctx, "upstream request failed", "server", "bank", "method", "tools/call", "correlation_id", "c-1", "err", io.EOF)
 	}
 }

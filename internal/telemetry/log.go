@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -112,8 +114,31 @@ var (
 	metaWords = map[string]bool{"id": true, "count": true, "len": true, "size": true, "bytes": true}
 )
 
+// keyCache remembers sensitiveKey's answers: log keys are a small set of
+// constants, so after warm-up a record costs map look-ups, not word
+// splitting. It stops growing at maxCachedKeys.
+var (
+	keyCache   sync.Map // string → bool
+	cachedKeys atomic.Int64
+)
+
+const maxCachedKeys = 4096
+
 // sensitiveKey reports whether a log key names a secret or a payload.
 func sensitiveKey(key string) bool {
+	if v, ok := keyCache.Load(key); ok {
+		return v.(bool)
+	}
+	s := classifyKey(key)
+	if cachedKeys.Load() < maxCachedKeys {
+		if _, loaded := keyCache.LoadOrStore(key, s); !loaded {
+			cachedKeys.Add(1)
+		}
+	}
+	return s
+}
+
+func classifyKey(key string) bool {
 	words := keyWords(key)
 	if len(words) == 0 || metaWords[words[len(words)-1]] {
 		return false

@@ -85,8 +85,7 @@ type metrics struct {
 	detectorVec   *prometheus.CounterVec
 	httpVec       *prometheus.CounterVec
 
-	requests    *series[prometheus.Counter]  // method, server, tool, agent, outcome
-	requestDur  *series[prometheus.Observer] // method, outcome
+	requests    *series[requestChildren]     // method, server, tool, agent, outcome
 	decisions   *series[prometheus.Counter]  // layer, code
 	stage       *series[prometheus.Observer] // stage
 	upstream    *series[prometheus.Observer] // server
@@ -155,8 +154,9 @@ func newMetrics(max int) *metrics {
 	}
 	counter := func(v *prometheus.CounterVec) func(...string) prometheus.Counter { return v.WithLabelValues }
 	observer := func(v *prometheus.HistogramVec) func(...string) prometheus.Observer { return v.WithLabelValues }
-	m.requests = newSeries("gatehouse_requests_total", counter(m.requestsVec), []bool{false, true, true, true, false}, max, m.overflow)
-	m.requestDur = newSeries("gatehouse_request_duration_seconds", observer(m.requestDurVec), []bool{false, false}, max, m.overflow)
+	m.requests = newSeries("gatehouse_requests_total", func(lvs ...string) requestChildren {
+		return requestChildren{m.requestsVec.WithLabelValues(lvs...), m.requestDurVec.WithLabelValues(lvs[0], lvs[4])}
+	}, []bool{false, true, true, true, false}, max, m.overflow)
 	m.decisions = newSeries("gatehouse_decisions_total", counter(m.decisionsVec), []bool{false, true}, max, m.overflow)
 	m.stage = newSeries("gatehouse_stage_duration_seconds", observer(m.stageVec), []bool{true}, max, m.overflow)
 	m.upstream = newSeries("gatehouse_upstream_duration_seconds", observer(m.upstreamVec), []bool{true}, max, m.overflow)
@@ -164,6 +164,12 @@ func newMetrics(max int) *metrics {
 	m.detector = newSeries("gatehouse_detector_hits_total", counter(m.detectorVec), []bool{true, true, true}, max, m.overflow)
 	m.http = newSeries("gatehouse_http_responses_total", counter(m.httpVec), []bool{true, false}, max, m.overflow)
 	return m
+}
+
+// requestChildren are the series one request updates, looked up together.
+type requestChildren struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
@@ -181,8 +187,9 @@ func (t *T) ObserveRequest(method, server, tool, agent, outcome string, d time.D
 		return
 	}
 	method, outcome = methods.get(method), outcomes.get(outcome)
-	t.m.requests.get(method, server, tool, agent, outcome).Inc()
-	t.m.requestDur.get(method, outcome).Observe(d.Seconds())
+	c := t.m.requests.get(method, server, tool, agent, outcome)
+	c.count.Inc()
+	c.duration.Observe(d.Seconds())
 }
 
 // ObserveVerdict counts every reason of v in gatehouse_decisions_total.
