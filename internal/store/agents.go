@@ -375,3 +375,52 @@ func (s *Agents) Seed(ctx context.Context, agents []*identity.Agent, ci identity
 	}
 	return nil
 }
+
+// Replay is a durable identity.ReplayCache shared by replicas: DPoP proof
+// jtis and single-use task-token jtis. (It lives here with the rest of the
+// identity layer's storage.)
+type Replay struct {
+	db    *DB
+	now   func() time.Time
+	uses  atomic.Int64
+	sweep int64
+}
+
+var replayMigrations = []string{`
+CREATE TABLE IF NOT EXISTS replay_ids (
+	id TEXT PRIMARY KEY,
+	until_ns BIGINT NOT NULL
+)`}
+
+// NewReplay migrates the schema and returns the cache.
+func NewReplay(ctx context.Context, db *DB, now func() time.Time) (*Replay, error) {
+	if err := db.Migrate(ctx, "replay", replayMigrations); err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Replay{db: db, now: now, sweep: 1024}, nil
+}
+
+// Use implements identity.ReplayCache: one statement inserts the id, or
+// takes over an expired row; a live row means a replay.
+func (r *Replay) Use(ctx context.Context, id string, until time.Time) error {
+	now := r.now().UnixNano()
+	res, err := r.db.ExecContext(ctx, `INSERT INTO replay_ids (id, until_ns) VALUES ($1, $2)
+		ON CONFLICT (id) DO UPDATE SET until_ns = excluded.until_ns WHERE replay_ids.until_ns < $3`, id, until.UnixNano(), now)
+	if err != nil {
+		return fmt.Errorf("recording a one-time id: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("recording a one-time id: %w", err)
+	}
+	if n == 0 {
+		return identity.ErrReplay
+	}
+	if r.uses.Add(1)%r.sweep == 0 {
+		_, _ = r.db.ExecContext(ctx, `DELETE FROM replay_ids WHERE until_ns < $1`, now)
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,3 +273,51 @@ func TestAgentsAdminAPI(t *testing.T) {
 		t.Errorf("%d audited changes, want 3", n)
 	}
 }
+
+func TestReplayContract(t *testing.T) {
+	for name, db := range testDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			now := time.Now()
+			var mu sync.Mutex
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			r, err := store.NewReplay(ctx, db, clock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Use(ctx, "a", now.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Use(ctx, "a", now.Add(time.Minute)); !errors.Is(err, identity.ErrReplay) {
+				t.Fatalf("replay: %v", err)
+			}
+			// Of concurrent uses of one id, exactly one succeeds.
+			var wg sync.WaitGroup
+			var ok atomic.Int32
+			for range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if r.Use(ctx, "race", now.Add(time.Minute)) == nil {
+						ok.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			if ok.Load() != 1 {
+				t.Errorf("%d concurrent uses succeeded", ok.Load())
+			}
+			mu.Lock()
+			now = now.Add(2 * time.Minute)
+			mu.Unlock()
+			if err := r.Use(ctx, "a", now.Add(time.Minute)); err != nil {
+				t.Errorf("reuse after expiry: %v", err)
+			}
+		})
+	}
+}
+
+var (
+	_ identity.AgentStore  = (*store.Agents)(nil)
+	_ identity.ReplayCache = (*store.Replay)(nil)
+)
