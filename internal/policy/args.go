@@ -12,6 +12,9 @@ import (
 	"github.com/cedar-policy/cedar-go/types"
 )
 
+// skipType marks a value that is checked as JSON but not converted.
+var skipType = &argType{kind: kSkip}
+
 // maxArgNesting bounds the nesting of a tool call's arguments.
 const maxArgNesting = 64
 
@@ -31,14 +34,18 @@ var errSyntax = errors.New("invalid JSON")
 type argDecoder struct {
 	data []byte
 	pos  int
+	// top is the map the top-level object is built in (NewRecord copies
+	// it), or nil.
+	top types.RecordMap
 	// strs receives the top-level string arguments, by name, when set.
 	strs map[string]string
 }
 
 // decodeArgs decodes a JSON object of arguments. t is the tool's record
-// type, or nil for a tool the schema does not know.
-func decodeArgs(data []byte, t *argType, strs map[string]string) (types.Record, error) {
-	d := argDecoder{data: data, strs: strs}
+// type, or nil for a tool the schema does not know. top, if not nil, is an
+// empty map to build the top-level record in (the record copies it).
+func decodeArgs(data []byte, t *argType, strs map[string]string, top types.RecordMap) (types.Record, error) {
+	d := argDecoder{data: data, strs: strs, top: top}
 	d.space()
 	if d.pos == len(d.data) || d.data[d.pos] != '{' {
 		return types.Record{}, errors.New("arguments are not a JSON object")
@@ -105,6 +112,8 @@ func (d *argDecoder) value(t *argType, depth int, top bool) (types.Value, error)
 		var et *argType
 		if t != nil && t.kind == kSet {
 			et = t.elem
+		} else if t == skipType {
+			et = skipType
 		}
 		var vs []types.Value
 		d.space()
@@ -117,7 +126,7 @@ func (d *argDecoder) value(t *argType, depth int, top bool) (types.Value, error)
 			if err != nil {
 				return nil, err
 			}
-			if v != nil {
+			if v != nil && t != skipType {
 				vs = append(vs, v)
 			}
 			d.space()
@@ -126,6 +135,9 @@ func (d *argDecoder) value(t *argType, depth int, top bool) (types.Value, error)
 			}
 			if d.data[d.pos] == ']' {
 				d.pos++
+				if t == skipType {
+					return nil, nil
+				}
 				return types.NewSet(vs...), nil
 			}
 			if d.data[d.pos] != ',' {
@@ -143,17 +155,27 @@ func (d *argDecoder) value(t *argType, depth int, top bool) (types.Value, error)
 	case c == 'n':
 		return nil, d.literal("null")
 	case c == '-' || (c >= '0' && c <= '9'):
-		return d.number(t)
+		v, err := d.number(t)
+		if t == skipType {
+			return nil, err
+		}
+		return v, err
 	}
 	return nil, errSyntax
 }
 
 func (d *argDecoder) object(t *argType, depth int, top bool) (types.Value, error) {
 	d.pos++ // {
+	skip := t == skipType
 	if t != nil && t.kind != kRecord {
 		t = nil
 	}
-	m := types.RecordMap{}
+	var m types.RecordMap
+	if top && d.top != nil {
+		m = d.top
+	} else {
+		m = types.RecordMap{}
+	}
 	d.space()
 	if d.pos < len(d.data) && d.data[d.pos] == '}' {
 		d.pos++
@@ -174,9 +196,11 @@ func (d *argDecoder) object(t *argType, depth int, top bool) (types.Value, error
 		}
 		d.pos++
 		var ft *argType
-		keep := t == nil || f != nil
+		keep := !skip && (t == nil || f != nil)
 		if f != nil {
 			ft = f.t
+		} else if !keep {
+			ft = skipType
 		}
 		v, err := d.value(ft, depth+1, false)
 		if err != nil {
@@ -201,6 +225,9 @@ func (d *argDecoder) object(t *argType, depth int, top bool) (types.Value, error
 		}
 		if d.data[d.pos] == '}' {
 			d.pos++
+			if skip {
+				return nil, nil
+			}
 			return types.NewRecord(m), nil
 		}
 		if d.data[d.pos] != ',' {
@@ -245,6 +272,12 @@ func (d *argDecoder) number(t *argType) (types.Value, error) {
 			return nil, errSyntax
 		}
 	}
+	if t == skipType {
+		return nil, nil
+	}
+	if v, ok := exactNumber(d.data[start:d.pos], t == nil || t.kind != kDecimal); ok {
+		return v, nil
+	}
 	text := string(d.data[start:d.pos])
 	if integer && (t == nil || t.kind != kDecimal) {
 		if i, err := strconv.ParseInt(text, 10, 64); err == nil {
@@ -257,6 +290,55 @@ func (d *argDecoder) number(t *argType) (types.Value, error) {
 	}
 	return toDecimal(f)
 }
+
+// exactNumber converts a short number without an exponent exactly and
+// without allocating: an integer to a Long (when long is set) and
+// otherwise, with at most four decimal places, to a decimal. It reports
+// false for anything else, which takes the general path.
+func exactNumber(b []byte, long bool) (types.Value, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	var whole, frac int64
+	i := 0
+	for ; i < len(b) && b[i] != '.'; i++ {
+		if b[i] < '0' || b[i] > '9' || i >= 15 {
+			return nil, false
+		}
+		whole = whole*10 + int64(b[i]-'0')
+	}
+	places := 0
+	if i < len(b) {
+		for i++; i < len(b); i++ {
+			if b[i] < '0' || b[i] > '9' || places == 4 {
+				return nil, false
+			}
+			frac = frac*10 + int64(b[i]-'0')
+			places++
+		}
+	}
+	if places == 0 && long && !bytesContainDot(b) {
+		if neg {
+			whole = -whole
+		}
+		return types.Long(whole), true
+	}
+	for ; places < 4; places++ {
+		frac *= 10
+	}
+	v := whole*10000 + frac
+	if neg {
+		v = -v
+	}
+	d, err := types.NewDecimal(v, -4)
+	if err != nil {
+		return nil, false
+	}
+	return d, true
+}
+
+func bytesContainDot(b []byte) bool { return bytes.IndexByte(b, '.') >= 0 }
 
 // key decodes an object key at d.pos and looks it up in t's fields; a
 // declared key's string is the schema's, so it costs no allocation.

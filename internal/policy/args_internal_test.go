@@ -93,7 +93,7 @@ func FuzzDecodeArgs(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, at := range []*argType{nil, typed} {
-			got, gotErr := decodeArgs(data, at, map[string]string{})
+			got, gotErr := decodeArgs(data, at, map[string]string{}, types.RecordMap{})
 			dec := json.NewDecoder(bytes.NewReader(data))
 			dec.UseNumber()
 			var obj any

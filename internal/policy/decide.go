@@ -29,7 +29,8 @@ func (s *Set) Decide(req Request) Decision {
 	// reference to it after Authorize, and the Decision copies what it needs.
 	ev := evaluations.Get().(*evaluation)
 	defer func() {
-		*ev = evaluation{}
+		sc := ev.scratch
+		*ev = evaluation{scratch: sc}
 		evaluations.Put(ev)
 	}()
 	var err error
@@ -60,7 +61,7 @@ func (s *Set) Decide(req Request) Decision {
 		}
 		pk[i].idx = idx[start:len(idx):len(idx)]
 	}
-	creq, err := s.schema.cedarRequest(req, t, needs)
+	creq, err := s.schema.cedarRequest(req, t, needs, &ev.scratch)
 	if err != nil {
 		code := CodeError
 		var ae *argumentError
@@ -141,6 +142,24 @@ type evaluation struct {
 	pk   [2]picked
 	both picked
 	idx  [32]int32
+	// Scratch maps for building records: NewRecord copies its map, so
+	// these are cleared and reused from one decision to the next.
+	scratch scratch
+}
+
+type scratch struct {
+	ctx, totals, findings, args, paths types.RecordMap
+	strs                               map[string]string
+}
+
+// get returns *m, empty, allocating it on first use.
+func get[K comparable, V any](m *map[K]V) map[K]V {
+	if *m == nil {
+		*m = make(map[K]V, 8)
+	} else {
+		clear(*m)
+	}
+	return *m
 }
 
 // argumentError marks a request whose arguments cannot be put in context.
@@ -252,8 +271,8 @@ func (s *Schema) target(req Request) (targeted, error) {
 // cedarRequest builds the Cedar request: the context holds what the
 // candidate policies read (needs), and the user and task entities join the
 // store when they are read.
-func (s *Schema) cedarRequest(req Request, t *targeted, needs need) (cedar.Request, error) {
-	ctx := make(types.RecordMap, 8)
+func (s *Schema) cedarRequest(req Request, t *targeted, needs need, sc *scratch) (cedar.Request, error) {
+	ctx := get(&sc.ctx)
 	if needs&(needAll|needNow) != 0 {
 		ctx["now"] = types.NewDatetime(req.Now)
 	}
@@ -271,7 +290,7 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need) (cedar.Reque
 		ctx["task"] = ent.UID
 	}
 	if needs&(needAll|needTotals) != 0 {
-		totals := make(types.RecordMap, len(s.totals))
+		totals := get(&sc.totals)
 		for _, name := range s.totals {
 			d, err := toDecimal(req.Totals[name])
 			if err != nil {
@@ -282,7 +301,7 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need) (cedar.Reque
 		ctx["totals"] = types.NewRecord(totals)
 	}
 	if req.Action.Phase() == Call && needs&(needAll|needFindings) != 0 {
-		f, err := findings(req.Findings)
+		f, err := findings(req.Findings, sc)
 		if err != nil {
 			return cedar.Request{}, err
 		}
@@ -290,7 +309,7 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need) (cedar.Reque
 	}
 	if req.Action == CallTool && needs&(needAll|needArgs|needPaths) != 0 {
 		wantPaths := needs&(needAll|needPaths) != 0
-		args, paths, err := toolContext(req.Arguments, t.tool, wantPaths)
+		args, paths, err := toolContext(req.Arguments, t.tool, wantPaths, sc)
 		if err != nil {
 			return cedar.Request{}, err
 		}
@@ -326,7 +345,7 @@ var noFindings = types.NewRecord(types.RecordMap{
 	"max_score": types.Decimal{},
 })
 
-func findings(f *Findings) (types.Record, error) {
+func findings(f *Findings, sc *scratch) (types.Record, error) {
 	if f == nil {
 		return noFindings, nil
 	}
@@ -356,11 +375,9 @@ func findings(f *Findings) (types.Record, error) {
 	if len(detectors) > 0 {
 		dv = stringSet(detectors)
 	}
-	return types.NewRecord(types.RecordMap{
-		"kinds":     kv,
-		"detectors": dv,
-		"max_score": d,
-	}), nil
+	m := get(&sc.findings)
+	m["kinds"], m["detectors"], m["max_score"] = kv, dv, d
+	return types.NewRecord(m), nil
 }
 
 // toDecimal rounds f to Cedar's four decimal places.
@@ -375,7 +392,7 @@ func toDecimal(f float64) (types.Decimal, error) {
 // toolContext converts a tool call's JSON arguments to context.arguments,
 // typed by the tool's schema when known, and context.paths, the
 // normalised copies of its path-like string arguments.
-func toolContext(raw json.RawMessage, tool *toolType, wantPaths bool) (types.Record, types.Record, error) {
+func toolContext(raw json.RawMessage, tool *toolType, wantPaths bool, sc *scratch) (types.Record, types.Record, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return types.Record{}, types.Record{}, nil
@@ -385,19 +402,19 @@ func toolContext(raw json.RawMessage, tool *toolType, wantPaths bool) (types.Rec
 	if tool != nil {
 		at = tool.args
 		if wantPaths && len(tool.paths) > 0 {
-			strs = make(map[string]string, len(tool.paths))
+			strs = get(&sc.strs)
 		}
 	} else if wantPaths {
-		strs = map[string]string{}
+		strs = get(&sc.strs)
 	}
-	args, err := decodeArgs(raw, at, strs)
+	args, err := decodeArgs(raw, at, strs, get(&sc.args))
 	if err != nil {
 		return types.Record{}, types.Record{}, &argumentError{"arguments: " + err.Error()}
 	}
 	if len(strs) == 0 {
 		return args, types.Record{}, nil
 	}
-	paths := types.RecordMap{}
+	paths := get(&sc.paths)
 	for name, v := range strs {
 		if tool != nil && !slices.Contains(tool.paths, name) || tool == nil && !IsPathArgument(name) {
 			continue

@@ -284,6 +284,7 @@ const (
 	kBool                   // Bool
 	kSet                    // Set<elem> (JSON Schema array)
 	kRecord                 // record (JSON Schema object with properties)
+	kSkip                   // an undeclared property: checked as JSON, not converted
 )
 
 type argType struct {
