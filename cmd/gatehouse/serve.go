@@ -33,6 +33,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *check {
+		if err := gateway.Validate(cfg); err != nil {
+			return fmt.Errorf("%s: %w", *cfgPath, err)
+		}
 		fmt.Fprintf(stdout, "%s: configuration is valid (%d servers, %d agents, %d endpoints)\n",
 			*cfgPath, len(cfg.Servers), len(cfg.Agents), len(cfg.Endpoints))
 		return nil

@@ -59,6 +59,10 @@ type File struct {
 	Pinning Pinning `yaml:"pinning"`
 	// Audit configures the tamper-evident audit log.
 	Audit Audit `yaml:"audit"`
+	// Policy configures the Cedar authorization policies.
+	Policy Policy `yaml:"policy"`
+	// Locks configures the kill switch.
+	Locks Locks `yaml:"locks"`
 	// Log configures operational logging.
 	Log Log `yaml:"log"`
 
@@ -121,6 +125,11 @@ type Agent struct {
 	Owner string `yaml:"owner"`
 	// Servers lists the server ids the agent may use.
 	Servers []string `yaml:"servers"`
+	// Groups lists the agent's groups (Cedar: Gatehouse::Group).
+	Groups []string `yaml:"groups"`
+	// Hosting is the hosting pattern: azure-native, aws-native,
+	// kubernetes, spiffe or external (default external).
+	Hosting string `yaml:"hosting"`
 	// Disabled refuses every request of the agent.
 	Disabled bool `yaml:"disabled"`
 }
@@ -151,6 +160,21 @@ type Server struct {
 	Timeout Duration `yaml:"timeout"`
 	// ConnectTimeout bounds session setup with the server. Default 10s.
 	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// Tools configures the server's tools by name (as the server names
+	// them).
+	Tools map[string]Tool `yaml:"tools"`
+}
+
+// Tool configures one upstream tool.
+type Tool struct {
+	// Labels are the tool's risk labels (reads_private, untrusted_content,
+	// external_sink, destructive, financial, privilege, policy_change,
+	// bulk_export). When set they replace the labels derived from the
+	// tool's MCP annotations.
+	Labels []string `yaml:"labels"`
+	// PathArgs names more arguments whose values are paths (normalised
+	// into context.paths for policies).
+	PathArgs []string `yaml:"path_args"`
 }
 
 // Endpoint is one MCP endpoint of the gateway.
@@ -167,6 +191,90 @@ type Endpoint struct {
 	Stateless bool `yaml:"stateless"`
 }
 
+// Policy configures the Cedar policy engine.
+type Policy struct {
+	// Dir holds the enforced policies (*.cedar). Without it no Cedar
+	// policy runs and agents are limited by their server allow-lists only.
+	Dir string `yaml:"dir"`
+	// ShadowDir holds a candidate policy set evaluated beside the enforced
+	// one; differences are recorded in the audit log.
+	ShadowDir string `yaml:"shadow_dir"`
+}
+
+// Locks configures the hierarchical kill switch.
+type Locks struct {
+	// PollInterval is how often a replica reads the lock version. Default
+	// 250ms.
+	PollInterval Duration `yaml:"poll_interval"`
+	// MaxStale is how long the locks may go unrefreshed before the fail
+	// mode applies. Default 5s.
+	MaxStale Duration `yaml:"max_stale"`
+	// FailMode is closed (default: refuse everything while the lock store
+	// is unreadable) or open (keep enforcing the last known locks).
+	FailMode string `yaml:"fail_mode"`
+}
+
+// RateLimit is one rate rule.
+type RateLimit struct {
+	Name    string   `yaml:"name"`
+	Per     []string `yaml:"per"`
+	Agent   string   `yaml:"agent"`
+	Server  string   `yaml:"server"`
+	Tool    string   `yaml:"tool"`
+	Actions []string `yaml:"actions"`
+	// Rate is N/DURATION, e.g. 120/1m.
+	Rate  string `yaml:"rate"`
+	Burst int    `yaml:"burst"`
+}
+
+// ConcurrencyLimit caps calls in flight to a server or tool.
+type ConcurrencyLimit struct {
+	Server string `yaml:"server"`
+	Tool   string `yaml:"tool"`
+	Max    int    `yaml:"max"`
+}
+
+// ValueLimit is the value rule of one tool: a per-call ceiling and running
+// totals over windows.
+type ValueLimit struct {
+	Name         string       `yaml:"name"`
+	Server       string       `yaml:"server"`
+	Tool         string       `yaml:"tool"`
+	Argument     string       `yaml:"argument"`
+	Decimals     int          `yaml:"decimals"`
+	Unit         string       `yaml:"unit"`
+	UnitArgument string       `yaml:"unit_argument"`
+	Ceiling      string       `yaml:"ceiling"`
+	FailMode     string       `yaml:"fail_mode"`
+	Totals       []ValueTotal `yaml:"totals"`
+}
+
+// ValueTotal is a running total over fixed windows.
+type ValueTotal struct {
+	Name   string   `yaml:"name"`
+	Per    string   `yaml:"per"`
+	Window Duration `yaml:"window"`
+	Limit  string   `yaml:"limit"`
+}
+
+// Breaker configures circuit breakers.
+type Breaker struct {
+	Off      bool     `yaml:"off"`
+	Failures int      `yaml:"failures"`
+	Open     Duration `yaml:"open"`
+	Probes   int      `yaml:"probes"`
+	Interval Duration `yaml:"interval"`
+	Slow     Duration `yaml:"slow"`
+}
+
+// Breakers configures the breaker of every server and every tool, with
+// overrides by "SERVER" or "SERVER/TOOL".
+type Breakers struct {
+	Server    Breaker            `yaml:"server"`
+	Tool      Breaker            `yaml:"tool"`
+	Overrides map[string]Breaker `yaml:"overrides"`
+}
+
 // Limits bounds request handling.
 type Limits struct {
 	// MaxBodyBytes caps an agent's request body. Default 4 MiB.
@@ -175,6 +283,21 @@ type Limits struct {
 	MaxSessions int `yaml:"max_sessions"`
 	// SessionIdleTimeout closes sessions idle this long. Default 30m.
 	SessionIdleTimeout Duration `yaml:"session_idle_timeout"`
+	// Rates are rate limits per agent, user, task, server or tool.
+	Rates []RateLimit `yaml:"rates"`
+	// Concurrency caps calls in flight per server or tool.
+	Concurrency []ConcurrencyLimit `yaml:"concurrency"`
+	// ConcurrencyRetry is the retry hint of a concurrency refusal.
+	// Default 1s.
+	ConcurrencyRetry Duration `yaml:"concurrency_retry"`
+	// MaxHold bounds how long a call may hold a slot or a reservation.
+	// Default 15m.
+	MaxHold Duration `yaml:"max_hold"`
+	// Values are per-call ceilings and running totals of a tool's value
+	// argument.
+	Values []ValueLimit `yaml:"values"`
+	// Breakers configures circuit breakers per server and per tool.
+	Breakers Breakers `yaml:"breakers"`
 }
 
 // Pinning configures tool-definition pinning.
@@ -586,6 +709,7 @@ func (f *File) validate() []string {
 		f.checkFile(&p, "store.dsn_file", f.Store.DSNFile)
 	}
 	f.validateAudit(add, &p)
+	f.validateExecution(add, servers)
 	return p
 }
 
@@ -689,6 +813,60 @@ func (f *File) validateAudit(add func(string, ...any), p *[]string) {
 				add("%s.header_files: invalid header name %q", key, h)
 			}
 			f.checkFile(p, key+".header_files["+h+"]", file)
+		}
+	}
+}
+
+var toolLabels = map[string]bool{"reads_private": true, "untrusted_content": true, "external_sink": true, "destructive": true,
+	"financial": true, "privilege": true, "policy_change": true, "bulk_export": true}
+
+var hostingPatterns = map[string]bool{"": true, "azure-native": true, "aws-native": true, "kubernetes": true, "spiffe": true, "external": true}
+
+func (f *File) validateExecution(add func(string, ...any), servers map[string]bool) {
+	for i, s := range f.Servers {
+		for name, t := range s.Tools {
+			if name == "" {
+				add("servers[%d].tools: empty tool name", i)
+			}
+			for _, l := range t.Labels {
+				if !toolLabels[l] {
+					add("servers[%d].tools[%s].labels: unknown label %q", i, name, l)
+				}
+			}
+		}
+	}
+	for i, a := range f.Agents {
+		if !hostingPatterns[a.Hosting] {
+			add("agents[%d].hosting: %q is not azure-native, aws-native, kubernetes, spiffe or external", i, a.Hosting)
+		}
+	}
+	for _, d := range []struct{ key, dir string }{{"policy.dir", f.Policy.Dir}, {"policy.shadow_dir", f.Policy.ShadowDir}} {
+		if d.dir == "" {
+			continue
+		}
+		if st, err := os.Stat(f.Path(d.dir)); err != nil || !st.IsDir() {
+			add("%s: %q is not a directory", d.key, d.dir)
+		}
+	}
+	if f.Policy.ShadowDir != "" && f.Policy.Dir == "" {
+		add("policy.shadow_dir: needs policy.dir")
+	}
+	if fm := f.Locks.FailMode; fm != "" && fm != "closed" && fm != "open" {
+		add("locks.fail_mode: %q is not closed or open", fm)
+	}
+	for i, r := range f.Limits.Concurrency {
+		if !servers[r.Server] {
+			add("limits.concurrency[%d].server: unknown server %q", i, r.Server)
+		}
+	}
+	for i, v := range f.Limits.Values {
+		if !servers[v.Server] {
+			add("limits.values[%d].server: unknown server %q", i, v.Server)
+		}
+	}
+	for i, r := range f.Limits.Rates {
+		if r.Server != "" && !servers[r.Server] {
+			add("limits.rates[%d].server: unknown server %q", i, r.Server)
 		}
 	}
 }

@@ -9,14 +9,17 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +30,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/mcp"
 	"github.com/gatehouse/gatehouse/internal/pipeline"
 	"github.com/gatehouse/gatehouse/internal/store"
+	"github.com/gatehouse/gatehouse/internal/verdict"
 )
 
 // Version is the gateway's version, reported in server info and metrics.
@@ -52,6 +56,7 @@ type Gateway struct {
 	minter   *identity.Minter
 	verifier *identity.TokenVerifier
 	recorder *recorder
+	exec     *execution
 	// registerer receives every component's metrics.
 	registerer prometheus.Registerer
 	pipeline   *pipeline.Pipeline
@@ -128,7 +133,11 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	g.closers = append(g.closers, g.recorder.Close)
-	if g.pipeline, err = pipeline.New(pipeline.Config{Recorder: g.recorder, Logger: g.log, Now: opts.Now}); err != nil {
+	stages, err := g.openExecution(ctx)
+	if err != nil {
+		return err
+	}
+	if g.pipeline, err = pipeline.New(pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now}); err != nil {
 		return err
 	}
 
@@ -142,14 +151,18 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		ResourceMetadata: strings.TrimSuffix(cfg.PublicURL, "/") + "/.well-known/oauth-protected-resource",
 		Logger:           g.log,
 		Now:              opts.Now,
+		OnTool:           g.toolsSeen,
 	}
 	if cfg.Pinning.Mode == "enforce" {
 		pcfg.Pins = g.pins
 	}
 	for _, s := range cfg.Servers {
-		sc := mcp.ServerConfig{ID: s.ID, URL: s.URL, Command: s.Command, Dir: cfg.Path(s.Dir), Timeout: s.Timeout.Std(), ConnectTimeout: s.ConnectTimeout.Std()}
-		if s.Dir == "" {
-			sc.Dir = ""
+		sc := mcp.ServerConfig{ID: s.ID, URL: s.URL, Command: s.Command, Timeout: s.Timeout.Std(), ConnectTimeout: s.ConnectTimeout.Std(),
+			Labels: func(tool string, annotations json.RawMessage) []verdict.Label {
+				return g.exec.tools.labels(s.ID, tool, annotations)
+			}}
+		if s.Dir != "" {
+			sc.Dir = cfg.Path(s.Dir)
 		}
 		if len(s.HeaderFiles) > 0 {
 			sc.Headers = http.Header{}
@@ -217,6 +230,18 @@ func (g *Gateway) Run(ctx context.Context) error {
 	eg.Go(serve(g.mcpSrv, g.mcpLn, g.cfg.TLS != nil))
 	eg.Go(serve(g.adminSrv, g.adminLn, false))
 	eg.Go(func() error { return g.recorder.runExporters(ctx) })
+	eg.Go(func() error { return g.exec.run(ctx) })
+	unsubscribe := g.exec.locks.Subscribe(g.cancelOnLock)
+	defer unsubscribe()
+	if g.exec.policy != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		eg.Go(func() error {
+			_ = g.exec.policy.WatchReload(ctx, g.cfg.Path(g.cfg.Policy.Dir), hup, func(err error) { g.recordPolicyReload(ctx, "SIGHUP", err) })
+			return nil
+		})
+	}
 	eg.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

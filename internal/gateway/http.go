@@ -64,6 +64,15 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.HandleFunc("POST /v1/tools/{server}/{tool}/approve", g.adminApproveTool)
 	mux.HandleFunc("POST /v1/tokens", g.adminMintToken)
 	g.auditRoutes(mux)
+	g.policyRoutes(mux)
+	locks := g.exec.locks.Handler(func(r *http.Request) string {
+		if by := r.URL.Query().Get("by"); by != "" {
+			return by
+		}
+		return "admin"
+	})
+	mux.Handle("/v1/locks", locks)
+	mux.Handle("/v1/locks/", locks)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !g.checkAdmin(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse-admin"`)

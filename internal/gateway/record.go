@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/pipeline"
 	"github.com/gatehouse/gatehouse/internal/store"
+	"github.com/gatehouse/gatehouse/internal/verdict"
 )
 
 // recorder turns pipeline records into OCSF events in the tamper-evident
@@ -231,7 +232,11 @@ func (r *recorder) event(rec *pipeline.Record) *audit.Event {
 	}
 	for _, reason := range rec.Verdict.Reasons {
 		for _, p := range reason.Policies {
-			c.Policies = append(c.Policies, audit.Policy{ID: p})
+			pol := audit.Policy{ID: p}
+			if reason.Layer == verdict.Execution && strings.HasPrefix(reason.Code, "policy.") {
+				pol.Version = q.PolicyVersion
+			}
+			c.Policies = append(c.Policies, pol)
 		}
 	}
 	switch rec.Kind {
@@ -262,6 +267,30 @@ func (r *recorder) event(rec *pipeline.Record) *audit.Event {
 		ev.Time = rec.Recorded.UnixMilli()
 	}
 	return ev
+}
+
+// enqueueEvent commits an event with a coming batch, retrying until it
+// is durable (state changes that must not delay their caller).
+func (r *recorder) enqueueEvent(ev *audit.Event) {
+	go func() {
+		backoff := 50 * time.Millisecond
+		for {
+			_, err := r.log.Append(context.Background(), ev)
+			if err == nil || errors.Is(err, audit.ErrClosed) {
+				if err != nil {
+					r.logger.Error("audit event not committed: the log is closed", "class", ev.ClassName)
+				}
+				return
+			}
+			select {
+			case <-r.closing:
+				r.logger.Error("audit event lost: the store is unavailable at shutdown", "class", ev.ClassName, "err", err)
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+	}()
 }
 
 // pinApproved records an operator's approval of a tool definition.

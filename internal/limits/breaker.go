@@ -231,6 +231,7 @@ func (b *Breakers) open(br *breaker) verdict.Verdict {
 	v := verdict.Deny(verdict.Execution, "breaker.open",
 		fmt.Sprintf("%s is failing and its circuit breaker is open; retry after %s", br.name, formatRetry(retry)))
 	v.Reasons[0].Policies = []string{br.name}
+	v.Reasons[0].RetryAfter = retrySeconds(retry)
 	return v
 }
 

@@ -617,7 +617,14 @@ func (l *Limiter) deny(code, rule, msg string) verdict.Verdict {
 
 // refuse is deny with a retry hint.
 func (l *Limiter) refuse(code, rule, msg string, retry time.Duration) verdict.Verdict {
-	return l.deny(code, rule, msg+"; retry after "+formatRetry(retry))
+	v := l.deny(code, rule, msg+"; retry after "+formatRetry(retry))
+	v.Reasons[0].RetryAfter = retrySeconds(retry)
+	return v
+}
+
+// retrySeconds rounds a retry hint up to whole seconds (at least 1).
+func retrySeconds(d time.Duration) int64 {
+	return max(1, int64((d+time.Second-1)/time.Second))
 }
 
 // formatRetry rounds a retry hint up to a readable duration.

@@ -118,6 +118,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// InjectHeaders adds headers (trace context) to upstream requests.
 	InjectHeaders func(ctx context.Context, h http.Header)
+	// OnTool, when set, is told of every tool definition a server presents
+	// for the first time or changed (for the policy schema).
+	OnTool func(server, tool string, inputSchema json.RawMessage)
 	Logger        *slog.Logger
 	Now           func() time.Time
 }
@@ -134,6 +137,11 @@ type Proxy struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// inflight holds the admitted requests being forwarded, for the kill
+	// switch.
+	inflightMu sync.Mutex
+	inflight   map[*pipeline.Request]context.CancelFunc
 }
 
 // upstream is one configured upstream server.
@@ -194,7 +202,8 @@ func New(cfg Config) (*Proxy, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, endpoints: map[string]*endpoint{}, servers: map[string]*upstream{}, catalog: newCatalog()}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, endpoints: map[string]*endpoint{}, servers: map[string]*upstream{}, catalog: newCatalog(),
+		inflight: map[*pipeline.Request]context.CancelFunc{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for _, s := range cfg.Servers {
 		if _, dup := p.servers[s.ID]; dup {
@@ -317,3 +326,36 @@ func (u *upstream) shared(ctx context.Context, version string) (conn, error) {
 	u.pool[version] = c
 	return c, nil
 }
+
+// track registers an admitted request as in flight until the returned
+// function is called; cancel ends it early.
+func (p *Proxy) track(r *pipeline.Request, cancel context.CancelFunc) func() {
+	p.inflightMu.Lock()
+	p.inflight[r] = cancel
+	p.inflightMu.Unlock()
+	return func() {
+		p.inflightMu.Lock()
+		delete(p.inflight, r)
+		p.inflightMu.Unlock()
+	}
+}
+
+// Cancel cancels every request in flight that match selects (the kill
+// switch) and returns how many it cancelled.
+func (p *Proxy) Cancel(match func(*pipeline.Request) bool) int {
+	p.inflightMu.Lock()
+	var cancels []context.CancelFunc
+	for r, c := range p.inflight {
+		if match(r) {
+			cancels = append(cancels, c)
+		}
+	}
+	p.inflightMu.Unlock()
+	for _, c := range cancels {
+		c()
+	}
+	return len(cancels)
+}
+
+// Sessions returns the number of live sessions.
+func (p *Proxy) Sessions() int { return p.sessions.Len() }

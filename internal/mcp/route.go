@@ -327,6 +327,9 @@ func deniedResponse(id json.RawMessage, r *pipeline.Request, v verdict.Verdict) 
 	if len(reason.Policies) > 0 {
 		data["policies"] = reason.Policies
 	}
+	if reason.RetryAfter > 0 {
+		data["retryAfter"] = reason.RetryAfter
+	}
 	if v.Outcome == verdict.Challenge {
 		return errorResponse(id, CodeApprovalRequired, "approval required: "+reason.Message, data)
 	}
@@ -349,6 +352,15 @@ func publicUpstreamMessage(err error) string {
 		return "request cancelled"
 	}
 	return "upstream server failed"
+}
+
+// forwardAdmitted forwards an admitted request, cancelable by the kill
+// switch while in flight.
+func (p *Proxy) forwardAdmitted(ctx context.Context, sc *scope, rep *reply, u *upstream, m *Message, r *pipeline.Request) (*Message, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer p.track(r, cancel)()
+	return p.forward(ctx, sc, rep, u, m)
 }
 
 // forward sends m to u over the scope's connection, relaying related
@@ -457,7 +469,7 @@ func (p *Proxy) callTool(ctx context.Context, sc *scope, rep *reply, m *Message)
 		up.Params = prm.raw()
 	}
 	started := time.Now()
-	res, err := p.forward(ctx, sc, rep, u, &up)
+	res, err := p.forwardAdmitted(ctx, sc, rep, u, &up, r)
 	if err != nil {
 		p.upstreamFailure(ctx, rep, m.ID, r, err, started)
 		return
@@ -469,6 +481,9 @@ func (p *Proxy) callTool(ctx context.Context, sc *scope, rep *reply, m *Message)
 		o.Status = "tool_error"
 	}
 	p.cfg.Mediator.Complete(ctx, r, o)
+	if sc.sess != nil && len(o.Raise) > 0 {
+		sc.sess.addLabels(o.Raise...)
+	}
 	rep.respond(res)
 }
 
@@ -552,6 +567,9 @@ func (p *Proxy) observeTool(ctx context.Context, u *upstream, raw json.RawMessag
 		return t, nil
 	}
 	info := &toolInfo{Name: head.Name, Hash: hash, Raw: raw, Annotations: head.Annotations, InputSchema: head.InputSchema}
+	if p.cfg.OnTool != nil {
+		p.cfg.OnTool(u.id, head.Name, head.InputSchema)
+	}
 	if p.cfg.Pins != nil {
 		st, err := p.cfg.Pins.Observe(ctx, u.id, head.Name, hash, def)
 		if err != nil {
@@ -849,7 +867,7 @@ func (p *Proxy) admitAndForward(ctx context.Context, sc *scope, rep *reply, m *M
 	up := *m
 	up.Params = prm.raw()
 	started := time.Now()
-	res, err := p.forward(ctx, sc, rep, u, &up)
+	res, err := p.forwardAdmitted(ctx, sc, rep, u, &up, r)
 	if err != nil {
 		p.upstreamFailure(ctx, rep, m.ID, r, err, started)
 		return
@@ -863,6 +881,9 @@ func (p *Proxy) admitAndForward(ctx context.Context, sc *scope, rep *reply, m *M
 		res = &out
 	}
 	p.cfg.Mediator.Complete(ctx, r, o)
+	if sc.sess != nil && len(o.Raise) > 0 {
+		sc.sess.addLabels(o.Raise...)
+	}
 	rep.respond(res)
 }
 

@@ -111,6 +111,9 @@ type Request struct {
 	// SideEffect is true when the request may change state upstream; its
 	// intent record is then durable before forwarding.
 	SideEffect bool
+	// PolicyVersion is the version of the policy set that decided (set by
+	// the policy stage).
+	PolicyVersion string
 
 	// admitted lists the stages that allowed the request, so that those
 	// holding resources for it (reservations, breaker probes) are told how
@@ -127,6 +130,9 @@ type Outcome struct {
 	Error    string
 	Result   json.RawMessage
 	Duration time.Duration
+	// Raise lists the session labels the request raises (information
+	// flow), filled by Complete: the transport adds them to the session.
+	Raise []verdict.Label
 }
 
 // Stage is one check of the pipeline. Check must be safe for concurrent use.
@@ -260,6 +266,9 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 // for durability: the intent is already on record.
 func (p *Pipeline) Complete(ctx context.Context, r *Request, o *Outcome) {
 	p.finish(ctx, r, o)
+	if o.Status == "ok" || o.Status == "tool_error" {
+		o.Raise = append(o.Raise, SessionLabels(r.Labels)...)
+	}
 	p.cfg.Recorder.Enqueue(&Record{Kind: "outcome", Request: r, Outcome: o, Recorded: p.cfg.Now()})
 }
 
@@ -279,4 +288,20 @@ func (p *Pipeline) Visible(ctx context.Context, r *Request) bool {
 // committed with the next batch.
 func (p *Pipeline) Refuse(_ context.Context, r *Request, v verdict.Verdict) {
 	p.cfg.Recorder.Enqueue(&Record{Kind: "decision", Request: r, Verdict: v, Recorded: p.cfg.Now()})
+}
+
+// SessionLabels returns the session labels that using a tool with the
+// given risk labels raises: reads_private → private_data,
+// untrusted_content → untrusted_content.
+func SessionLabels(toolLabels []verdict.Label) []verdict.Label {
+	var out []verdict.Label
+	for _, l := range toolLabels {
+		switch l {
+		case verdict.ReadsPrivate:
+			out = append(out, verdict.SessionPrivateData)
+		case verdict.UntrustedContent:
+			out = append(out, verdict.SessionUntrustedContent)
+		}
+	}
+	return out
 }

@@ -92,6 +92,9 @@ type Reason struct {
 	Policies []string `json:"policies,omitempty"`
 	// Outcome is what this reason alone asks for.
 	Outcome Outcome `json:"outcome"`
+	// RetryAfter, when positive, is how many seconds the agent should wait
+	// before retrying (rate and concurrency limits, open breakers).
+	RetryAfter int64 `json:"retry_after,omitempty"`
 }
 
 // Obligation is a duty that comes with a verdict: something the gateway must
