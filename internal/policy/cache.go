@@ -29,19 +29,21 @@ type entityCache struct {
 type userEntry struct {
 	user User
 	ent  types.Entity
+	uid  types.Value // ent.UID, boxed once
 }
 
 type taskEntry struct {
 	task Task
 	ent  types.Entity
+	uid  types.Value
 }
 
-func (c *entityCache) user(u *User) types.Entity {
+func (c *entityCache) user(u *User) (types.Entity, types.Value) {
 	c.mu.RLock()
 	e := c.users[u.ID]
 	c.mu.RUnlock()
 	if e != nil && slices.Equal(e.user.Groups, u.Groups) && maps.EqualFunc(e.user.Tags, u.Tags, slices.Equal) {
-		return e.ent
+		return e.ent, e.uid
 	}
 	var tags types.RecordMap
 	if len(u.Tags) > 0 {
@@ -56,24 +58,25 @@ func (c *entityCache) user(u *User) types.Entity {
 		Attributes: types.NewRecord(types.RecordMap{"groups": stringSet(u.Groups)}),
 		Tags:       types.NewRecord(tags),
 	}
+	var uid types.Value = ent.UID
 	c.put(func() {
 		if c.users == nil {
 			c.users = map[string]*userEntry{}
 		}
 		if len(c.users) < maxCached {
 			cp := User{ID: u.ID, Groups: slices.Clone(u.Groups), Tags: maps.Clone(u.Tags)}
-			c.users[u.ID] = &userEntry{user: cp, ent: ent}
+			c.users[u.ID] = &userEntry{user: cp, ent: ent, uid: uid}
 		}
 	})
-	return ent
+	return ent, uid
 }
 
-func (c *entityCache) task(t *Task) types.Entity {
+func (c *entityCache) task(t *Task) (types.Entity, types.Value) {
 	c.mu.RLock()
 	e := c.tasks[t.ID]
 	c.mu.RUnlock()
 	if e != nil && e.task.Purpose == t.Purpose && e.task.NotBefore.Equal(t.NotBefore) && e.task.NotAfter.Equal(t.NotAfter) {
-		return e.ent
+		return e.ent, e.uid
 	}
 	attrs := types.RecordMap{"purpose": types.String(t.Purpose)}
 	if !t.NotBefore.IsZero() {
@@ -83,15 +86,16 @@ func (c *entityCache) task(t *Task) types.Entity {
 		attrs["not_after"] = types.NewDatetime(t.NotAfter)
 	}
 	ent := types.Entity{UID: types.NewEntityUID(TypeTask, types.String(t.ID)), Attributes: types.NewRecord(attrs)}
+	var uid types.Value = ent.UID
 	c.put(func() {
 		if c.tasks == nil {
 			c.tasks = map[string]*taskEntry{}
 		}
 		if len(c.tasks) < maxCached {
-			c.tasks[t.ID] = &taskEntry{task: *t, ent: ent}
+			c.tasks[t.ID] = &taskEntry{task: *t, ent: ent, uid: uid}
 		}
 	})
-	return ent
+	return ent, uid
 }
 
 type agentEntry struct {

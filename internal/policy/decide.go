@@ -280,14 +280,14 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need, sc *scratch)
 		ctx["session_labels"] = labelSet(req.SessionLabels)
 	}
 	if needs&(needAll|needUser) != 0 && req.User != nil && req.User.ID != "" {
-		ent := s.cache.user(req.User)
+		ent, uid := s.cache.user(req.User)
 		t.ents.add(ent)
-		ctx["user"] = ent.UID
+		ctx["user"] = uid
 	}
 	if needs&(needAll|needTask) != 0 && req.Task != nil && req.Task.ID != "" {
-		ent := s.cache.task(req.Task)
+		ent, uid := s.cache.task(req.Task)
 		t.ents.add(ent)
-		ctx["task"] = ent.UID
+		ctx["task"] = uid
 	}
 	if needs&(needAll|needTotals) != 0 {
 		totals := get(&sc.totals)
@@ -349,31 +349,27 @@ func findings(f *Findings, sc *scratch) (types.Record, error) {
 	if f == nil {
 		return noFindings, nil
 	}
-	var kinds []string
-	var detectors []string
+	var detectors []types.Value
 	maxScore := 0.0
-	if f != nil {
-		kinds = f.Kinds
-		for name, score := range f.Scores {
-			if math.IsNaN(score) || score < 0 {
-				return types.Record{}, fmt.Errorf("finding score of %s is %v", name, score)
-			}
-			if score > 0 {
-				detectors = append(detectors, name)
-			}
-			maxScore = max(maxScore, score)
+	for name, score := range f.Scores {
+		if math.IsNaN(score) || score < 0 {
+			return types.Record{}, fmt.Errorf("finding score of %s is %v", name, score)
 		}
+		if score > 0 {
+			detectors = append(detectors, types.String(name))
+		}
+		maxScore = max(maxScore, score)
 	}
 	d, err := toDecimal(maxScore)
 	if err != nil {
 		return types.Record{}, err
 	}
 	kv, dv := emptySetV, emptySetV
-	if len(kinds) > 0 {
-		kv = stringSet(kinds)
+	if len(f.Kinds) > 0 {
+		kv = stringSet(f.Kinds)
 	}
 	if len(detectors) > 0 {
-		dv = stringSet(detectors)
+		dv = types.NewSet(detectors...)
 	}
 	m := get(&sc.findings)
 	m["kinds"], m["detectors"], m["max_score"] = kv, dv, d
