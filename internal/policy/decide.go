@@ -49,15 +49,11 @@ func (s *Set) Decide(req Request) Decision {
 				idx = append(idx, int32(j))
 			}
 			needs = needAll
-		} else {
-			pk[i].list = ix[req.Action]
-			for j := range pk[i].list {
-				c := &pk[i].list[j]
-				if c.principal.admits(t.principal, t.pParents) && c.resource.admits(t.resource, t.rParents) {
-					idx = append(idx, int32(j))
-					needs |= c.needs
-				}
-			}
+		} else if ai := ix[req.Action]; ai != nil {
+			pk[i].list = ai.list
+			var n need
+			idx, n = ai.pick(idx, t)
+			needs |= n
 		}
 		pk[i].idx = idx[start:len(idx):len(idx)]
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"iter"
+	"slices"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/ast"
@@ -99,9 +100,18 @@ func actionsOf(n xast.IsActionScopeNode) []Action {
 	return out
 }
 
-// indexed is one class of policies (permits, forbids or challenges) split
-// by the actions they admit.
-type indexed map[Action]policyList
+// indexed is one class of policies (forbids or permits) split by the
+// actions they admit, and within an action by the entity their resource
+// scope names.
+type indexed map[Action]*actionIndex
+
+type actionIndex struct {
+	list policyList
+	// any holds the policies whose resource scope names no entity (all,
+	// is); byUID those whose scope is == E, in E or is T in E, by E.
+	any   []int32
+	byUID map[types.EntityUID][]int32
+}
 
 func (ix indexed) add(c compiled) {
 	a := (*xast.Policy)(c.policy.AST())
@@ -113,8 +123,46 @@ func (ix indexed) add(c compiled) {
 	bare.Principal, bare.Action, bare.Resource = xast.ScopeTypeAll{}, xast.ScopeTypeAll{}, xast.ScopeTypeAll{}
 	c.policy = cedar.NewPolicyFromAST((*ast.Policy)(&bare))
 	for _, act := range actionsOf(a.Action) {
-		ix[act] = append(ix[act], c)
+		ai := ix[act]
+		if ai == nil {
+			ai = &actionIndex{byUID: map[types.EntityUID][]int32{}}
+			ix[act] = ai
+		}
+		i := int32(len(ai.list))
+		ai.list = append(ai.list, c)
+		switch c.resource.kind {
+		case scopeEq, scopeIn, scopeIsIn:
+			ai.byUID[c.resource.uid] = append(ai.byUID[c.resource.uid], i)
+		default:
+			ai.any = append(ai.any, i)
+		}
 	}
+}
+
+// pick appends to idx, in file order, the indices of the policies whose
+// scopes admit the target, and returns it with what they need.
+func (ai *actionIndex) pick(idx []int32, t *targeted) ([]int32, need) {
+	if ai == nil {
+		return idx, 0
+	}
+	start := len(idx)
+	var needs need
+	try := func(is []int32) {
+		for _, i := range is {
+			c := &ai.list[i]
+			if c.principal.admits(t.principal, t.pParents) && c.resource.admits(t.resource, t.rParents) {
+				idx = append(idx, i)
+				needs |= c.needs
+			}
+		}
+	}
+	try(ai.any)
+	try(ai.byUID[t.resource])
+	for _, p := range t.rParents {
+		try(ai.byUID[p])
+	}
+	slices.Sort(idx[start:])
+	return idx, needs
 }
 
 // picked is the policies of one class whose scopes admit a request; it
