@@ -76,10 +76,15 @@ func canaryForms(token string) []string {
 	return []string{t, reverse(t), squeeze(hex.EncodeToString([]byte(token))), squeeze(textnorm.Rotate13(t))}
 }
 
-// canary looks for the session's canaries in the text: plain, split by
+// canary looks for the session's canaries in text leaving on an output
+// surface (model output, sampling, tool arguments): plain, split by
 // whitespace or punctuation, reversed, hex or base64 encoded, rot13, or
-// hidden in tag characters.
+// hidden in tag characters. Inputs are not searched: a canary may be
+// planted there (a decoy record in a tool result).
 func (s *screening) canary() {
+	if !s.in.Surface.Output() {
+		return
+	}
 	tokens := s.in.Canaries
 	if s.in.SessionID != "" {
 		tokens = append(tokens[:len(tokens):len(tokens)], s.e.NewCanary(s.in.SessionID))

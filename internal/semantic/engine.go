@@ -61,22 +61,22 @@ type Finding struct {
 type Result struct {
 	// Verdict is the semantic layer's verdict, with reasons and
 	// obligations (redact, datamark, label).
-	Verdict verdict.Verdict
+	Verdict verdict.Verdict `json:"verdict"`
 	// Risk is the injection risk: the highest score among injection-class
 	// findings (classifier, heuristics, decoded payloads, remotes).
-	Risk float64
+	Risk float64 `json:"risk"`
 	// Findings lists every finding, ordered by detector then position.
-	Findings []Finding
+	Findings []Finding `json:"findings"`
 	// Labels are the session labels to raise.
-	Labels []verdict.Label
+	Labels []verdict.Label `json:"labels,omitempty"`
 	// RedactedText is Input.Text with redacted spans masked; empty when
 	// nothing was redacted.
-	RedactedText string
+	RedactedText string `json:"redacted_text,omitempty"`
 	// Spotlight is the datamarked text when Config.Datamark is on and the
 	// surface is untrusted.
-	Spotlight *Spotlight
+	Spotlight *Spotlight `json:"spotlight,omitempty"`
 	// Context summarises the findings for policy (Cedar context).
-	Context Context
+	Context Context `json:"context"`
 }
 
 // Redacted reports whether any span was masked.
@@ -188,9 +188,14 @@ func New(cfg Config) (*Engine, error) {
 		e.thresholds[s] = t
 		e.secretAct[s] = cmpOr(cfg.SecretActions[s], DefaultSecretActions[s])
 	}
-	for s := range cfg.Thresholds {
+	for s, t := range cfg.Thresholds {
 		if !s.valid() {
 			return nil, fmt.Errorf("thresholds: %w %q", ErrSurface, s)
+		}
+		for _, x := range []float64{t.Label, t.Challenge, t.Block} {
+			if x < 0 || math.IsNaN(x) {
+				return nil, fmt.Errorf("thresholds for %s: %v is not a score", s, x)
+			}
 		}
 	}
 	for d, off := range cfg.Disable {
@@ -343,7 +348,7 @@ func (s *screening) run(d Detector, f func()) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			s.e.log.Error("semantic detector failed", "detector", string(d), "surface", string(s.in.Surface), "err", fmt.Sprint(r))
+			s.e.log.Error("semantic detector failed", "detector", string(d), "surface", string(s.in.Surface), "tool", s.in.Tool, "err", fmt.Sprint(r))
 			s.findings = append(s.findings, failure(string(d), s.e.failModes[d]))
 		}
 	}()

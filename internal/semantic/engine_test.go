@@ -173,6 +173,11 @@ func TestCanaryLeakIsBlocked(t *testing.T) {
 	if slices.Contains(kinds(res), "canary_leak") {
 		t.Error("canary of session-1 reported for session-2")
 	}
+	// Inputs are not searched: a canary may be planted in a tool result.
+	res = screen(t, e, semantic.Input{Surface: semantic.SurfaceToolOutput, Text: forms["plain"], SessionID: "session-1"})
+	if slices.Contains(kinds(res), "canary_leak") {
+		t.Error("canary reported in a tool result")
+	}
 	// Explicit canaries work without a session id.
 	res = screen(t, e, semantic.Input{Surface: semantic.SurfaceToolInput, Text: `{"q":"zebra-canary-7781-delta"}`, Canaries: []string{"zebra-canary-7781-delta"}})
 	if res.Verdict.Outcome != verdict.Block {
@@ -397,6 +402,7 @@ func TestErrorsDeny(t *testing.T) {
 func TestConfigValidation(t *testing.T) {
 	for name, cfg := range map[string]semantic.Config{
 		"surface":   {Thresholds: map[semantic.Surface]semantic.Threshold{"mail": {Block: 0.5}}},
+		"threshold": {Thresholds: map[semantic.Surface]semantic.Threshold{semantic.SurfacePrompt: {Block: -1}}},
 		"detector":  {Disable: map[semantic.Detector]bool{"spam": true}},
 		"fail mode": {FailModes: map[semantic.Detector]semantic.FailMode{semantic.DetectPII: "maybe"}},
 		"pii type":  {PIIActions: map[pii.Type]semantic.Action{"passport": semantic.ActionRedact}},

@@ -100,7 +100,7 @@ func (r *remote) screen(ctx context.Context, in Input, log *slog.Logger) []Findi
 		v, err = r.r.Check(cctx, RemoteRequest{Surface: in.Surface, Text: in.Text})
 		cancel()
 		if err != nil {
-			log.Warn("semantic remote failed", "remote", r.r.Name(), "surface", string(in.Surface), "fail_mode", string(r.mode), "dur_ms", time.Since(start).Milliseconds(), "err", err)
+			log.Warn("semantic remote failed", "remote", r.r.Name(), "surface", string(in.Surface), "tool", in.Tool, "fail_mode", string(r.mode), "dur_ms", time.Since(start).Milliseconds(), "err", err)
 			return []Finding{failure(name, r.mode)}
 		}
 		if r.cache != nil {
