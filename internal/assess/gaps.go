@@ -290,7 +290,9 @@ var (
 	notSecret  = regexp.MustCompile(`(?i)[_-](url|uri|endpoint|path|file|dir|host|name|id)$`)
 )
 
-func isSecretName(name string) bool { return secretName.MatchString(name) && !notSecret.MatchString(name) }
+func isSecretName(name string) bool {
+	return secretName.MatchString(name) && !notSecret.MatchString(name)
+}
 
 func checkEmbedded(g *Gateway, _ *Descriptor) []Finding {
 	var fs []Finding

@@ -70,7 +70,7 @@ const metricsScript = `<script>
   function lum(c) { return [c.r, c.g, c.b].map(function (v) { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); })
     .reduce(function (s, v, i) { return s + v * [0.2126, 0.7152, 0.0722][i]; }, 0); }
   function bg(el) { for (; el; el = el.parentElement) { var c = rgb(getComputedStyle(el).backgroundColor); if (c.a > 0) return c; } return {r:255,g:255,b:255,a:1}; }
-  var minFont = 1e9, minContrast = 1e9, worst = "";
+  var minFont = 1e9, minContrast = 1e9, worst = "", broken = "";
   var walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (var n; (n = walker.nextNode());) {
     if (!n.nodeValue.trim()) continue;
@@ -79,12 +79,21 @@ const metricsScript = `<script>
     minFont = Math.min(minFont, parseFloat(st.fontSize));
     var a = lum(rgb(st.color)), b = lum(bg(el)), ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
     if (ratio < minContrast) { minContrast = ratio; worst = n.nodeValue.trim().slice(0, 60); }
+    // Text squeezed into a column a few characters wide: as many lines
+    // as pairs of characters.
+    var t = n.nodeValue.trim();
+    if (t.length >= 6 && !broken) {
+      var r = document.createRange(); r.selectNodeContents(n);
+      var tops = {}; Array.prototype.forEach.call(r.getClientRects(), function (c) { tops[Math.round(c.top)] = 1; });
+      if (Object.keys(tops).length * 2 >= t.length) broken = t.slice(0, 60);
+    }
   }
   var out = {
     text: document.body.innerText,
     minFontPx: minFont,
     minContrast: Math.round(minContrast * 100) / 100,
     worst: worst,
+    broken: broken,
     overflowX: document.documentElement.scrollWidth > window.innerWidth + 1,
     pwned: typeof window.pwned !== "undefined",
     findings: document.querySelectorAll("li.finding").length
@@ -101,6 +110,7 @@ type metrics struct {
 	MinFontPx   float64 `json:"minFontPx"`
 	MinContrast float64 `json:"minContrast"`
 	Worst       string  `json:"worst"`
+	Broken      string  `json:"broken"`
 	OverflowX   bool    `json:"overflowX"`
 	Pwned       bool    `json:"pwned"`
 	Findings    int     `json:"findings"`
@@ -214,6 +224,9 @@ func TestHTMLRendersInChromium(t *testing.T) {
 				}
 				if m.MinContrast < 4.5 {
 					t.Errorf("width %d: lowest text contrast %.2f (%q), want at least 4.5:1", width, m.MinContrast, m.Worst)
+				}
+				if m.Broken != "" {
+					t.Errorf("width %d: text %q is squeezed into a column a few characters wide", width, m.Broken)
 				}
 				if m.OverflowX {
 					t.Errorf("width %d: the page scrolls sideways", width)
