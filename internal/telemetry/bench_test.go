@@ -19,7 +19,7 @@ func newBench(b *testing.B, cfg telemetry.Config) *telemetry.T {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { tel.Shutdown(context.Background()) })
+	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	return tel
 }
 
@@ -120,7 +120,7 @@ func BenchmarkSpansNil(b *testing.B) {
 // discards) all five spans of a request.
 func BenchmarkSpansOn(b *testing.B) {
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		_, _ = io.Copy(io.Discard, r.Body)
 	}))
 	defer sink.Close()
 	tel := newBench(b, telemetry.Config{OTLPEndpoint: sink.URL})
@@ -134,7 +134,7 @@ func BenchmarkSpansOn(b *testing.B) {
 
 func BenchmarkSpansOnSampledOut(b *testing.B) {
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		_, _ = io.Copy(io.Discard, r.Body)
 	}))
 	defer sink.Close()
 	tel := newBench(b, telemetry.Config{OTLPEndpoint: sink.URL, SampleRatio: 1e-9})

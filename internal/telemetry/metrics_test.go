@@ -30,7 +30,7 @@ func scrape(t *testing.T, tel *telemetry.T) (string, map[string]*dto.MetricFamil
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics: %s", resp.Status)
 	}
@@ -264,7 +264,7 @@ func TestMiddlewareCountsAndFlushes(t *testing.T) {
 		if err := http.NewResponseController(w).Flush(); err != nil {
 			t.Errorf("ResponseController.Flush: %v", err)
 		}
-		io.WriteString(w, "data: {}\n\n")
+		_, _ = io.WriteString(w, "data: {}\n\n")
 	})
 	mux.HandleFunc("/quiet", func(http.ResponseWriter, *http.Request) {})
 	srv := httptest.NewServer(tel.Middleware("mcp", mux))
@@ -280,8 +280,8 @@ func TestMiddlewareCountsAndFlushes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
 	}
 	_, mfs := scrape(t, tel)
 	for code, want := range map[string]float64{"401": 2, "200": 2, "404": 1} {

@@ -73,7 +73,7 @@ func (c *collector) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
 	w.Header().Set("Content-Type", "application/x-protobuf")
-	w.Write(out)
+	_, _ = w.Write(out)
 }
 
 func (c *collector) setStatus(code int) {

@@ -157,6 +157,9 @@ func (t *T) StartRequest(ctx context.Context, method string, a Attrs) (context.C
 		return ctx, noopSpan
 	}
 	name := methods.get(method)
+	if name == "" {
+		name = "request"
+	}
 	kv := a.appendTo(append(make([]attribute.KeyValue, 0, 6), AttrMethod.String(name)))
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(kv...)}
 	if sc, ok := ctx.Value(linkKey{}).(trace.SpanContext); ok {

@@ -44,7 +44,7 @@ func newUpstream(t *testing.T) *upstream {
 		u.got = append(u.got, r.Header.Clone())
 		u.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+		_, _ = fmt.Fprint(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
 	}))
 	t.Cleanup(u.srv.Close)
 	return u
@@ -79,7 +79,7 @@ func mediate(t *testing.T, tel *telemetry.T, up *upstream, in http.Header) strin
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		telemetry.End(us, nil)
 		telemetry.Annotate(span, telemetry.Attrs{Agent: "payments-agent", Server: "bank", Tool: "transfer", Outcome: telemetry.OutcomeAllow})
 		traceID = telemetry.TraceID(ctx)
@@ -385,7 +385,7 @@ func TestErrorKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 	_, dialErr := net.DialTimeout("tcp", addr, time.Second)
 	if dialErr == nil {
 		t.Skip("a closed port accepted a connection")
