@@ -17,15 +17,17 @@ func init() {
 	commands["client"] = command{summary: "a small MCP client for trying the gateway (tools, call, prompts, resources, read)", run: runClient}
 }
 
-const clientUsage = `usage: gatehouse client --url URL [--token TOKEN] <command>
+const clientUsage = `usage: gatehouse client --url URL [--token TOKEN] <command> [<command> ...]
 
   tools                 list tools
-  call NAME [JSON]      call a tool with JSON arguments
+  call NAME JSON        call a tool with JSON arguments ('{}' for none)
   prompts               list prompts
   resources             list resources and resource templates
   read URI              read a resource
 
-The token defaults to $GATEHOUSE_TOKEN.`
+Several commands run in order in one MCP session (session labels such as
+private_data and untrusted_content accumulate across them). The token
+defaults to $GATEHOUSE_TOKEN.`
 
 // bearer adds an Authorization header to every request.
 type bearer struct {
@@ -64,69 +66,78 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cs.Close()
 	out := json.NewEncoder(stdout)
 	out.SetIndent("", "  ")
-	rest := fs.Args()[1:]
-	switch fs.Arg(0) {
-	case "tools":
-		for t, err := range cs.Tools(ctx, nil) {
+	failed := false
+	for args := fs.Args(); len(args) > 0; {
+		cmd := args[0]
+		args = args[1:]
+		switch cmd {
+		case "tools":
+			for t, err := range cs.Tools(ctx, nil) {
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "%-32s %s\n", t.Name, t.Description)
+			}
+		case "call":
+			if len(args) < 2 {
+				return fmt.Errorf("%w: call NAME JSON", errUsage)
+			}
+			var a map[string]any
+			if err := json.Unmarshal([]byte(args[1]), &a); err != nil {
+				return fmt.Errorf("%w: arguments of %s must be a JSON object: %v", errUsage, args[0], err)
+			}
+			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: args[0], Arguments: a})
+			args = args[2:]
 			if err != nil {
+				fmt.Fprintf(stderr, "gatehouse: %v\n", err)
+				failed = true
+				continue
+			}
+			if err := out.Encode(res); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%-32s %s\n", t.Name, t.Description)
-		}
-		return nil
-	case "call":
-		if len(rest) < 1 || len(rest) > 2 {
-			return fmt.Errorf("%w: call NAME [JSON]", errUsage)
-		}
-		var a map[string]any
-		if len(rest) == 2 {
-			if err := json.Unmarshal([]byte(rest[1]), &a); err != nil {
-				return fmt.Errorf("%w: arguments must be a JSON object: %v", errUsage, err)
+			failed = failed || res.IsError
+		case "prompts":
+			for p, err := range cs.Prompts(ctx, nil) {
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "%-32s %s\n", p.Name, p.Description)
 			}
-		}
-		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: rest[0], Arguments: a})
-		if err != nil {
-			return err
-		}
-		if err := out.Encode(res); err != nil {
-			return err
-		}
-		if res.IsError {
-			return exitError{code: 1}
-		}
-		return nil
-	case "prompts":
-		for p, err := range cs.Prompts(ctx, nil) {
+		case "resources":
+			for r, err := range cs.Resources(ctx, nil) {
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "%-48s %s\n", r.URI, r.Name)
+			}
+			for t, err := range cs.ResourceTemplates(ctx, nil) {
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "%-48s %s (template)\n", t.URITemplate, t.Name)
+			}
+		case "read":
+			if len(args) < 1 {
+				return fmt.Errorf("%w: read URI", errUsage)
+			}
+			res, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: args[0]})
+			args = args[1:]
 			if err != nil {
+				fmt.Fprintf(stderr, "gatehouse: %v\n", err)
+				failed = true
+				continue
+			}
+			if err := out.Encode(res); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%-32s %s\n", p.Name, p.Description)
+		default:
+			fs.Usage()
+			return fmt.Errorf("%w: unknown client command %q", errUsage, cmd)
 		}
-		return nil
-	case "resources":
-		for r, err := range cs.Resources(ctx, nil) {
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "%-48s %s\n", r.URI, r.Name)
-		}
-		for t, err := range cs.ResourceTemplates(ctx, nil) {
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "%-48s %s (template)\n", t.URITemplate, t.Name)
-		}
-		return nil
-	case "read":
-		if len(rest) != 1 {
-			return fmt.Errorf("%w: read URI", errUsage)
-		}
-		res, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: rest[0]})
-		if err != nil {
-			return err
-		}
-		return out.Encode(res)
 	}
-	fs.Usage()
-	return fmt.Errorf("%w: unknown client command %q", errUsage, fs.Arg(0))
+	if failed {
+		return exitError{code: 1}
+	}
+	return nil
 }

@@ -38,11 +38,42 @@ agents:
 servers:
   - id: bank
     url: %s
+    tools:
+      get_balance: {labels: [reads_private]}
+      list_transactions: {labels: [reads_private, untrusted_content]}
+      send_money: {labels: [financial, external_sink]}
+      schedule_transfer: {labels: [financial, external_sink]}
+      update_password: {labels: [privilege]}
   - id: workspace
     url: %s
+    tools:
+      read_inbox: {labels: [reads_private, untrusted_content]}
+      search_files: {labels: [reads_private]}
+      read_file: {labels: [reads_private]}
+      send_email: {labels: [external_sink]}
+      share_file: {labels: [external_sink]}
+      delete_file: {labels: [destructive]}
 endpoints:
   - path: /mcp
     servers: [bank, workspace]
+policy:
+  dir: %s
+audit:
+  checkpoint_interval: 10s
+limits:
+  rates:
+    - {name: agent-calls, per: [agent], rate: 120/1m, burst: 30}
+  values:
+    - name: payments
+      server: bank
+      tool: send_money
+      argument: amount
+      decimals: 2
+      unit: EUR
+      ceiling: "5000"
+      totals: [{per: agent, window: 24h, limit: "10000"}]
+  breakers:
+    server: {failures: 5, open: 30s}
 `
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -69,7 +100,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
-	text := fmt.Sprintf(demoConfig, freeAddr(*listen), abs, freeAddr(*adminListen), servers.BankURL, servers.WorkspaceURL)
+	policyDir := filepath.Join(abs, "policies")
+	if err := demo.WritePolicies(policyDir); err != nil {
+		return err
+	}
+	text := fmt.Sprintf(demoConfig, freeAddr(*listen), abs, freeAddr(*adminListen), servers.BankURL, servers.WorkspaceURL, policyDir)
 	cfgFile := filepath.Join(abs, "gatehouse.yaml")
 	if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
 		return err
@@ -144,18 +179,28 @@ Try it from another terminal in this directory:
   # a benign call
   %s client --url %s call bank__get_balance '{"account":"acc-checking"}'
 
-  # a refused call: intern-bot may not use the bank
+  # refused calls: intern-bot may not use the bank; a payment above 1,000 EUR waits for approval
   %s client --url %s --token "$INTERN_TOKEN" call bank__send_money '{"from_account":"acc-checking","to_iban":"GB94 BARC 1020 1530 0934 59","amount":4800}'
+  %s client --url %s call bank__send_money '{"from_account":"acc-checking","to_iban":"GB94 BARC 1020 1530 0934 59","amount":4800}'
 
-  # outsider-written data: transaction memos and emails carry injected instructions
+  # outsider-written data carries injected instructions; after reading private mail with
+  # outsiders' text, sending email out is held for approval (the "lethal trifecta")
   %s client --url %s call bank__list_transactions '{"account":"acc-checking"}'
-  %s client --url %s call workspace__read_inbox '{}'
+  %s client --url %s call workspace__read_inbox '{}' call workspace__send_email '{"to":"archive@harlowpike-helpdesk.example","subject":"export","body":"..."}'
+
+  # a path escape is normalised and refused: files may be shared only from /notes
+  %s client --url %s call workspace__share_file '{"path":"/notes/../hr/salaries-2026.csv","with":"x@globex-ventures.example"}'
+
+  # the kill switch: stop the assistant at once, then let it go again
+  %s kill agent assistant --reason "investigating" --config %s
+  %s unlock agent assistant --config %s
 
   # query the tamper-evident audit log, then verify it
   %s audit query --db %s --agent intern-bot
   %s audit verify --db %s
 `, url, g.AdminURL(), filepath.Join(dataDir, "admin.token"), dataDir, cfgFile, ttl, assistant, intern,
-		bin, url, bin, url, bin, url, bin, url, bin, url,
+		bin, url, bin, url, bin, url, bin, url, bin, url, bin, url, bin, url,
+		bin, cfgFile, bin, cfgFile,
 		bin, filepath.Join(dataDir, "gatehouse.db"), bin, filepath.Join(dataDir, "gatehouse.db"))
 	io.WriteString(w, b.String())
 }

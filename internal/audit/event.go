@@ -234,6 +234,7 @@ type Unmapped struct {
 	Result        json.RawMessage `json:"result,omitempty"`
 	ResultHash    string          `json:"result_hash,omitempty"`
 	Server        string          `json:"server,omitempty"`
+	SessionLabels []string        `json:"session_labels,omitempty"`
 	Task          string          `json:"task,omitempty"`
 	Tool          string          `json:"tool,omitempty"`
 	TraceID       string          `json:"trace_id,omitempty"`
@@ -313,7 +314,10 @@ type Call struct {
 	Tool      string // tool or model name
 	RequestID string // JSON-RPC or HTTP request id
 	Labels    []verdict.Label
-	Policies  []Policy
+	// SessionLabels are the session's information-flow labels when the
+	// call was decided (for policy replay).
+	SessionLabels []verdict.Label
+	Policies      []Policy
 	// Arguments and Result are JSON payloads. They are hashed (salted) in
 	// metadata-only mode and stored redacted in full-payload mode.
 	Arguments json.RawMessage
@@ -424,6 +428,9 @@ func APIActivity(s Subject, c Call, v verdict.Verdict) *Event {
 	u := e.Unmapped
 	u.Phase = string(c.Phase)
 	u.Server, u.Tool, u.Policies = c.Server, c.Tool, c.Policies
+	for _, l := range c.SessionLabels {
+		u.SessionLabels = append(u.SessionLabels, string(l))
+	}
 	u.Arguments, u.Result = c.Arguments, c.Result
 	if c.Intent != nil {
 		i := c.Intent.Index

@@ -224,11 +224,12 @@ func (r *recorder) event(rec *pipeline.Record) *audit.Event {
 		s.Agent, s.User, s.Task = q.Caller.Agent, q.Caller.User, q.Caller.Task
 	}
 	c := audit.Call{
-		Operation: q.Method,
-		Server:    q.Server,
-		Tool:      q.Target,
-		Labels:    q.Labels,
-		Arguments: q.Arguments,
+		Operation:     q.Method,
+		Server:        q.Server,
+		Tool:          q.Target,
+		Labels:        q.Labels,
+		SessionLabels: q.SessionLabels,
+		Arguments:     q.Arguments,
 	}
 	for _, reason := range rec.Verdict.Reasons {
 		for _, p := range reason.Policies {

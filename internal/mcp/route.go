@@ -320,7 +320,11 @@ func (p *Proxy) handleRequest(ctx context.Context, sc *scope, rep *reply, m *Mes
 }
 
 // deniedResponse is the agent's answer to a refused or held request. It
-// says "denied by policy" (never "not found") with the reason's id.
+// says "denied by policy" (never "not found") with the reason's code, the
+// deciding policies and a short public explanation:
+//
+//	denied by policy: policy.forbid (share-only-notes)
+//	approval required: policy.challenge (payments-over-1000)
 func deniedResponse(id json.RawMessage, r *pipeline.Request, v verdict.Verdict) *Message {
 	reason := v.First()
 	data := map[string]any{"reason": reason.Code, "layer": reason.Layer, "correlationId": r.ID}
@@ -330,17 +334,31 @@ func deniedResponse(id json.RawMessage, r *pipeline.Request, v verdict.Verdict) 
 	if reason.RetryAfter > 0 {
 		data["retryAfter"] = reason.RetryAfter
 	}
-	if v.Outcome == verdict.Challenge {
-		return errorResponse(id, CodeApprovalRequired, "approval required: "+reason.Message, data)
+	var groups []string
+	for _, o := range v.Obligations {
+		if o.Kind == verdict.ObligationApproval && o.Group != "" {
+			groups = append(groups, o.Group)
+		}
+	}
+	if len(groups) > 0 {
+		data["approvers"] = groups
 	}
 	msg := "denied by policy"
-	if reason.Layer != verdict.Execution && reason.Layer != "" {
+	code := CodeDenied
+	switch {
+	case v.Outcome == verdict.Challenge:
+		msg, code = "approval required", CodeApprovalRequired
+	case reason.Layer != verdict.Execution && reason.Layer != "":
 		msg = "denied by " + string(reason.Layer) + " control"
 	}
-	if reason.Message != "" {
-		msg += ": " + reason.Message
+	msg += ": " + reason.Code
+	if len(reason.Policies) > 0 {
+		msg += " (" + strings.Join(reason.Policies, ", ") + ")"
 	}
-	return errorResponse(id, CodeDenied, msg, data)
+	if d := reason.Message; d != "" && !strings.HasPrefix(d, "denied by") && !strings.HasPrefix(d, "approval required") {
+		msg += ": " + d
+	}
+	return errorResponse(id, code, msg, data)
 }
 
 func publicUpstreamMessage(err error) string {
