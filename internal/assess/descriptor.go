@@ -7,6 +7,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -285,8 +286,7 @@ var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 func yamlProblem(s string) Problem {
 	if m := yamlLineRe.FindStringSubmatch(s); m != nil {
-		var n int
-		fmt.Sscan(m[1], &n)
+		n, _ := strconv.Atoi(m[1]) // the pattern admits digits only
 		return Problem{Line: n, Msg: m[2]}
 	}
 	return Problem{Msg: strings.TrimPrefix(s, "yaml: ")}

@@ -87,7 +87,7 @@ func hierarchy(pattern, platform string, previewOK bool) (rungs []rung, why, src
 			"Least privilege at the runtime boundary: a system-assigned identity exists only for its resource; a user-assigned one can be scoped and reused deliberately; either gets only the Azure role assignments it is given.",
 			"Clear trust anchor: only the Azure resources the identity is assigned to can request its tokens.",
 			"Managed identities are not covered by Conditional Access for workload identities; include them in access reviews and keep their role assignments narrow instead.",
-		}, []string{"ms-managed-identities", "ms-managed-identity-signins", "ms-ca-workload-identities"}
+		}, []string{"ms-managed-identities", "ms-managed-identity-sign-in-logs", "ms-ca-workload-identities"}
 	case "aws_native":
 		return []rung{
 				{"IAM role with temporary credentials from AWS STS (instance profile, task or function role, pod identity)", idIs("iam_role", "temporary", "federated")},

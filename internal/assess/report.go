@@ -72,14 +72,13 @@ type Summary struct {
 
 // AgentReport is the decision tree walked for one agent.
 type AgentReport struct {
-	ID       string              `json:"id"`
-	Owner    string              `json:"owner"`
-	Hosting  string              `json:"hosting"`
-	Pattern  string              `json:"pattern"`
-	Identity IdentityAdvice      `json:"identity"`
-	Answers  []Answer            `json:"questions"`
-	Verdict  Verdict             `json:"verdict"`
-	findings map[string]struct{} // dedup
+	ID       string         `json:"id"`
+	Owner    string         `json:"owner"`
+	Hosting  string         `json:"hosting"`
+	Pattern  string         `json:"pattern"`
+	Identity IdentityAdvice `json:"identity"`
+	Answers  []Answer       `json:"questions"`
+	Verdict  Verdict        `json:"verdict"`
 }
 
 // IdentityAdvice is the identity the hierarchy recommends for the agent's
@@ -238,7 +237,7 @@ type Source struct {
 // are checked against. Every platform statement cites one of them.
 var sources = []Source{
 	{"ms-managed-identities", "Microsoft Learn: What are managed identities for Azure resources?", "https://learn.microsoft.com/en-us/entra/identity/managed-identities-azure-resources/overview"},
-	{"ms-managed-identity-signins", "Azure Monitor reference: AADManagedIdentitySignInLogs", "https://learn.microsoft.com/en-us/azure/azure-monitor/reference/tables/aadmanagedidentitysigninlogs"},
+	{"ms-managed-identity-sign-in-logs", "Azure Monitor reference: AADManagedIdentitySignInLogs", "https://learn.microsoft.com/en-us/azure/azure-monitor/reference/tables/aadmanagedidentitysigninlogs"},
 	{"ms-ca-workload-identities", "Microsoft Learn: Conditional Access for workload identities", "https://learn.microsoft.com/en-us/entra/identity/conditional-access/workload-identity"},
 	{"ms-agent-identities", "Microsoft Learn: Agent identities in Microsoft Entra Agent ID", "https://learn.microsoft.com/en-us/entra/agent-id/agent-identities"},
 	{"ms-ca-agent-id", "Microsoft Learn: Conditional Access for Agent ID (Preview)", "https://learn.microsoft.com/en-us/entra/identity/conditional-access/agent-id"},
