@@ -3,11 +3,13 @@ package telemetry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -360,5 +362,46 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
 			t.Errorf("%s: %v allocations per call, want 0", name, n)
 		}
+	}
+}
+
+// TestConcurrentObservationsAreConserved checks that, with many goroutines
+// creating and overflowing series at once, every observation is counted
+// exactly once.
+func TestConcurrentObservationsAreConserved(t *testing.T) {
+	tel, err := telemetry.New(telemetry.Config{MaxSeries: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 8, 2000
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				tel.ObserveRequest("tools/call", "bank", fmt.Sprintf("tool-%d", (i*7+w)%120), "agent", telemetry.OutcomeAllow, time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	mfs, err := tel.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total, series float64
+	for _, mf := range mfs {
+		if mf.GetName() == "gatehouse_requests_total" {
+			for _, m := range mf.GetMetric() {
+				total += m.GetCounter().GetValue()
+				series++
+			}
+		}
+	}
+	if total != workers*each {
+		t.Errorf("counted %v requests, want %d", total, workers*each)
+	}
+	if series > 51 {
+		t.Errorf("%v series with a bound of 50", series)
 	}
 }
