@@ -14,10 +14,11 @@
 // whole text when their match length is unbounded.
 //
 // Differences from the gitleaks CLI, by design: inline "gitleaks:allow"
-// comments are not honoured (an attacker controls the text), path and
-// commit allow-lists never apply (there is no path), and recursive decoding
-// of encoded segments is not done here (the semantic engine decodes
-// payloads itself).
+// comments are not honoured (an attacker controls the text); rules and
+// allow-lists that depend on a file path or commit never apply (there is
+// none); composite rules (required auxiliary findings) are skipped; and
+// recursive decoding of encoded segments is not done here (the semantic
+// engine decodes payloads itself).
 //
 // A Scanner is immutable after New and safe for concurrent use.
 package secret
@@ -114,8 +115,8 @@ func New(toml string) (*Scanner, error) {
 	var kws []string
 	for _, id := range ids {
 		r := cfg.Rules[id]
-		if r.Regex == nil || r.SkipReport || len(r.RequiredRules) > 0 {
-			continue
+		if r.Regex == nil || r.Path != nil || r.SkipReport || len(r.RequiredRules) > 0 {
+			continue // path rules need a file name; composite rules are not supported
 		}
 		cr, err := compile(r)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -61,8 +62,22 @@ type hit struct {
 	Secret string
 }
 
+var (
+	gitleaksOnce sync.Once
+	gitleaksDet  *detect.Detector
+)
+
 func gitleaksFindings(t *testing.T, text string) []hit {
 	t.Helper()
+	gitleaksOnce.Do(func() { gitleaksDet = newGitleaks(t) })
+	var out []hit
+	for _, f := range gitleaksDet.DetectString(text) {
+		out = append(out, hit{f.RuleID, f.Secret})
+	}
+	return out
+}
+
+func newGitleaks(t *testing.T) *detect.Detector {
 	v := viper.New()
 	v.SetConfigType("toml")
 	if err := v.ReadConfig(strings.NewReader(config.DefaultConfig)); err != nil {
@@ -76,12 +91,7 @@ func gitleaksFindings(t *testing.T, text string) []hit {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := detect.NewDetector(cfg)
-	var out []hit
-	for _, f := range d.DetectString(text) {
-		out = append(out, hit{f.RuleID, f.Secret})
-	}
-	return out
+	return detect.NewDetector(cfg)
 }
 
 // TestMatchesGitleaks checks that the scanner finds what gitleaks' own
@@ -163,4 +173,48 @@ func FuzzScan(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMatchesGitleaksRandomised compares the scanner with gitleaks' own
+// detector on seeded random texts made of credential-like assignments,
+// rule keywords and filler.
+func TestMatchesGitleaksRandomised(t *testing.T) {
+	s, err := secret.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(42, 1))
+	prefixes := []string{"ghp_", "gho_", "glpat-", "xoxb-", "xoxp-", "sk_live_", "rk_live_", "AKIA", "ASIA", "AIza", "npm_", "pypi-AgEIcHlwaS5vcmc", "SG.", "hf_", "dop_v1_", "shpat_", "sk-ant-api03-", "github_pat_", "ey"}
+	names := []string{"api_key", "apiKey", "token", "secret", "password", "auth", "access_key", "client_secret", "credential", "private_token", "AWS_SECRET_ACCESS_KEY", "db_pass"}
+	ops := []string{" = ", "=", ": ", ":=", " => ", "\": \"", "='", " "}
+	filler := []string{"hello world", "see vault", "the quick brown fox", "\n", "{", "}", ",", "; ", "\t"}
+	alphabets := []string{alnum, upnum, hexa, alnum + "-_", alnum + "+/"}
+	for i := range 500 {
+		var b strings.Builder
+		for range 1 + rng.IntN(6) {
+			switch rng.IntN(4) {
+			case 0:
+				b.WriteString(filler[rng.IntN(len(filler))])
+			case 1:
+				b.WriteString(names[rng.IntN(len(names))] + ops[rng.IntN(len(ops))])
+				b.WriteString(fake("", 8+rng.IntN(50), alphabets[rng.IntN(len(alphabets))], rng.Uint64()))
+			default:
+				b.WriteString(prefixes[rng.IntN(len(prefixes))])
+				b.WriteString(fake("", 10+rng.IntN(60), alphabets[rng.IntN(len(alphabets))], rng.Uint64()))
+			}
+			b.WriteString([]string{" ", "\n", "\"", "'", ""}[rng.IntN(5)])
+		}
+		text := b.String()
+		want := gitleaksFindings(t, text)
+		var got []hit
+		for _, m := range s.Scan(text) {
+			got = append(got, hit{m.RuleID, text[m.Start:m.End]})
+		}
+		less := func(a, b hit) int { return strings.Compare(a.Rule+a.Secret, b.Rule+b.Secret) }
+		slices.SortFunc(want, less)
+		slices.SortFunc(got, less)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("text %d %q: findings differ from gitleaks (-gitleaks +scanner):\n%s", i, text, diff)
+		}
+	}
 }
