@@ -224,7 +224,8 @@ func End(span trace.Span, err error) {
 // mcp.Config.InjectHeaders. Baggage is written only if the gateway itself
 // put some in ctx.
 func (t *T) Inject(ctx context.Context, h http.Header) {
-	if t == nil {
+	if t == nil || (t.tracer == nil && !t.cfg.TrustIncoming) {
+		// Tracing off and no caller context kept: nothing to propagate.
 		return
 	}
 	t.prop.Inject(ctx, propagation.HeaderCarrier(h))
