@@ -43,6 +43,7 @@ var goldenCases = []goldenCase{
 	{"unobservable", "unobservable.yaml", "", false, assess.NotReady},
 	{"secrets", "secrets.yaml", "", false, assess.NotReady},
 	{"hostile", "hostile.yaml", "", false, assess.ReadyWithConditions},
+	{"external-multi", "external-multi.yaml", "", false, assess.NotReady},
 	{"azure-native+strong", "azure-native.yaml", "strong.yaml", false, assess.ReadyWithConditions},
 	{"aws-native+strong+policies", "aws-native.yaml", "strong.yaml", true, assess.ReadyWithConditions},
 	{"external-entra+strong", "external-entra.yaml", "strong.yaml", false, assess.NotReady},
@@ -50,6 +51,7 @@ var goldenCases = []goldenCase{
 	{"external-aws+strong+policies", "external-aws.yaml", "strong.yaml", true, assess.NotReady},
 	{"unobservable+weak+policies", "unobservable.yaml", "weak.yaml", true, assess.NotReady},
 	{"hybrid+weak+policies", "hybrid.yaml", "weak.yaml", true, assess.NotReady},
+	{"external-multi+exposed+policies", "external-multi.yaml", "exposed.yaml", true, assess.NotReady},
 }
 
 // run assesses a case from inside testdata, so that locations in the
