@@ -20,7 +20,10 @@ const policyUsage = `usage: gatehouse policy <subcommand> [flags] DIR
         validate the *.cedar files in DIR against the schema built from the
         tools declared in DIR's fixture files and in FILE
   test [-v] DIR
-        run the fixture files (*.test.yaml) in DIR against its policies`
+        run the fixture files (*.test.yaml) in DIR against its policies
+  replay --candidate DIR [--config FILE] [--since 24h] [--json]
+        re-decide the calls recorded in the audit log under the candidate
+        policies and print the decisions that would change`
 
 func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -32,6 +35,8 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return runPolicyCheck(args[1:], stdout, stderr)
 	case "test":
 		return runPolicyTest(args[1:], stdout, stderr)
+	case "replay":
+		return runPolicyReplay(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, policyUsage)
 		return nil

@@ -34,6 +34,14 @@ type harness struct {
 	done    chan error
 }
 
+// The demo servers' tool labels, as the demo configures them.
+const (
+	bankLabels = `{get_balance: {labels: [reads_private]}, list_transactions: {labels: [reads_private, untrusted_content]},
+      send_money: {labels: [financial, external_sink]}, schedule_transfer: {labels: [financial, external_sink]}, update_password: {labels: [privilege]}}`
+	workspaceLabels = `{read_inbox: {labels: [reads_private, untrusted_content]}, search_files: {labels: [reads_private]},
+      read_file: {labels: [reads_private]}, send_email: {labels: [external_sink]}, share_file: {labels: [external_sink]}, delete_file: {labels: [destructive]}}`
+)
+
 // extraServer is an additional upstream for a test.
 type extraServer struct {
 	id, url string
@@ -59,7 +67,8 @@ func start(t *testing.T, yamlExtra string, extra ...extraServer) *harness {
 	b.WriteString("]}\n")
 	b.WriteString("  - {id: intern-bot, owner: leon@harlowpike.example, servers: [workspace]}\n")
 	b.WriteString("  - {id: retired-bot, owner: leon@harlowpike.example, servers: [workspace], disabled: true}\n")
-	fmt.Fprintf(&b, "servers:\n  - {id: bank, url: %q}\n  - {id: workspace, url: %q}\n", servers.BankURL, servers.WorkspaceURL)
+	fmt.Fprintf(&b, "servers:\n  - id: bank\n    url: %q\n    tools: %s\n  - id: workspace\n    url: %q\n    tools: %s\n",
+		servers.BankURL, bankLabels, servers.WorkspaceURL, workspaceLabels)
 	for _, e := range extra {
 		if e.url != "" {
 			fmt.Fprintf(&b, "  - {id: %s, url: %q, timeout: 5s}\n", e.id, e.url)
