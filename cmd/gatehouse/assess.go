@@ -66,7 +66,7 @@ func runAssess(_ context.Context, args []string, stdout, stderr io.Writer) error
 	case *policies != "" && *configPath == "":
 		return fmt.Errorf("%w: --policies needs --config", errUsage)
 	}
-	now := time.Now().UTC()
+	now := time.Now().UTC().Truncate(24 * time.Hour) // an agent is valid through its expiry date
 	if *today != "" {
 		t, err := time.Parse(time.DateOnly, *today)
 		if err != nil {
