@@ -138,9 +138,9 @@ func TestAgentsCLI(t *testing.T) {
 	}
 	n := len(f.paths)
 	for _, args := range [][]string{
-		{"suspend", "billing-bot"},                       // no reason
-		{"suspend"},                                      // no id
-		{"add", "--id", "Bad ID"},                        // invalid id
+		{"suspend", "billing-bot"}, // no reason
+		{"suspend"},                // no id
+		{"add", "--id", "Bad ID"},  // invalid id
 		{"add", "--id", "x", "--credential", "subject=s"}, // no source
 		{"add", "--id", "x", "--expires", "soon"},
 		{"frobnicate"},

@@ -159,7 +159,7 @@ func (v *AWSVerifier) Verify(ctx context.Context, credential string) (*Identity,
 	if err != nil {
 		return nil, fail(CodeSTSUnavailable, "AWS STS could not be reached", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 == 3 {
 		return nil, fail(CodeSTSRedirect, "AWS STS answered with a redirect, which is never followed", nil)
@@ -199,7 +199,7 @@ func (v *AWSVerifier) Verify(ctx context.Context, credential string) (*Identity,
 		return nil, fail(CodeTenant, "the AWS account is not allowed", nil)
 	}
 	return &Identity{Source: v.cfg.Name, Kind: "aws", Subject: arn, Tenant: out.Result.Account, IssuedAt: now,
-		Expiry: now.Add(orDefault(v.cfg.MaxAge, 5*time.Minute)),
+		Expiry:     now.Add(orDefault(v.cfg.MaxAge, 5*time.Minute)),
 		Attributes: map[string]string{"caller_arn": out.Result.Arn, "user_id": out.Result.UserID, "session_name": session, "sts_endpoint": u.Host}}, nil
 }
 

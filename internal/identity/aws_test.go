@@ -54,7 +54,7 @@ func newTestSTS(t testing.TB) *testSTS {
 func stsError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "text/xml")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+	_, _ = fmt.Fprintf(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <Error>
     <Type>Sender</Type>
     <Code>%s</Code>
@@ -108,7 +108,7 @@ func (s *testSTS) serve(w http.ResponseWriter, r *http.Request) {
 	arn := s.arns[akid]
 	acct := strings.Split(arn, ":")[4]
 	w.Header().Set("Content-Type", "text/xml")
-	fmt.Fprintf(w, `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+	_, _ = fmt.Fprintf(w, `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <GetCallerIdentityResult>
     <Arn>%s</Arn>
     <UserId>AROA3XFRBF535PLBIFPI4:attacker-chosen-session</UserId>
@@ -172,7 +172,7 @@ func TestAWSVerifier(t *testing.T) {
 	}
 	tests := []struct {
 		name, token, want string
-		reachesSTS       bool
+		reachesSTS        bool
 	}{
 		{"host not allow-listed", signedSTSRequest(t, other.URL, "ASIAROLE", "gatehouse", t0, nil, false), identity.CodeSTSHost, false},
 		{"audience header unsigned", signedSTSRequest(t, sts.URL, "ASIAROLE", "gatehouse", t0, nil, true), identity.CodeSTSUnsigned, false},
@@ -255,7 +255,7 @@ func TestCanonicalAWSPrincipal(t *testing.T) {
 		"arn:aws:sts::123456789012:federated-user/bob":        "",
 		"arn:aws:iam::123456789012:root":                      "",
 		"arn:aws:sts::123456789012:assumed-role/r":            "",
-		"not-an-arn":                                          "",
+		"not-an-arn": "",
 	} {
 		got, _, err := identity.CanonicalAWSPrincipal(in)
 		if got != want || (want == "") != (err != nil) {

@@ -54,7 +54,7 @@ func BenchmarkVerifyGatewayHit(b *testing.B) {
 	tok, _, _ := m.Mint("bot", 5*time.Minute)
 	v := newV()
 	ctx := context.Background()
-	v.Verify(ctx, tok)
+	_, _ = v.Verify(ctx, tok)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -73,7 +73,7 @@ func BenchmarkAuthenticateHit(b *testing.B) {
 	req := httptest.NewRequest("POST", "/mcp", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	ctx := context.Background()
-	a.Authenticate(ctx, req)
+	_, _ = a.Authenticate(ctx, req)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -286,7 +286,7 @@ func TestExchangeRefusals(t *testing.T) {
 				rec := httptest.NewRecorder()
 				e.svc.ServeHTTP(rec, req)
 				r = exchangeResult{status: rec.Code}
-				json.Unmarshal(rec.Body.Bytes(), &r.body)
+				_ = json.Unmarshal(rec.Body.Bytes(), &r.body)
 			}
 			if r.status != tt.status || r.body["error_code"] != tt.code || r.body["access_token"] != nil {
 				t.Errorf("got %d %v, want %d %s", r.status, r.body, tt.status, tt.code)
@@ -297,7 +297,9 @@ func TestExchangeRefusals(t *testing.T) {
 		})
 	}
 	t.Run("policy denies", func(t *testing.T) {
-		e.policy = func(*identity.ExchangeRequest) (*identity.Grant, error) { return nil, errors.New("forbid: outside business hours") }
+		e.policy = func(*identity.ExchangeRequest) (*identity.Grant, error) {
+			return nil, errors.New("forbid: outside business hours")
+		}
 		defer func() { e.policy = nil }()
 		r := e.exchange(t, good(), "")
 		if r.status != 403 || r.body["error_code"] != identity.CodePolicy {
@@ -395,7 +397,7 @@ func TestDPoPBoundToken(t *testing.T) {
 		t.Fatalf("with proof: %+v %v", p, err)
 	}
 	replayed := key.proof(t, "POST", resMain, r.token, now)
-	e.call(t, "/mcp", "DPoP", r.token, replayed)
+	_, _ = e.call(t, "/mcp", "DPoP", r.token, replayed)
 	other := newDPoPKey(t)
 	tests := []struct {
 		name, scheme, proof, want string
@@ -519,7 +521,7 @@ func tokenKID(t testing.TB, tok string) string {
 	var hdr struct {
 		Kid string `json:"kid"`
 	}
-	json.Unmarshal(b, &hdr)
+	_ = json.Unmarshal(b, &hdr)
 	return hdr.Kid
 }
 

@@ -61,7 +61,7 @@ func newTestIssuer(t testing.TB) *testIssuer {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]any{"issuer": is.URL, "jwks_uri": is.URL + "/jwks",
+		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": is.URL, "jwks_uri": is.URL + "/jwks",
 			"id_token_signing_alg_values_supported": []string{"RS256", "ES256"}})
 	})
 	jwks := func(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +74,7 @@ func newTestIssuer(t testing.TB) *testIssuer {
 		if !is.hideEC.Load() {
 			set.Keys = append(set.Keys, jose.JSONWebKey{Key: &is.ec.PublicKey, KeyID: ecKID, Algorithm: "ES256", Use: "sig"})
 		}
-		json.NewEncoder(w).Encode(set)
+		_ = json.NewEncoder(w).Encode(set)
 	}
 	mux.HandleFunc("GET /jwks", jwks)
 	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", jwks)

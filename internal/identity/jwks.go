@@ -161,7 +161,7 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]jose.JSONWebKey, err
 	if err != nil {
 		return nil, fmt.Errorf("fetching %s: %w", u, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("fetching %s: HTTP %d", u, resp.StatusCode)
 	}

@@ -181,11 +181,11 @@ func (r *KeyRing) save(k *SigningKey, create bool) error {
 		return fmt.Errorf("writing signing key: %w", err)
 	}
 	if _, err := f.Write(b); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("writing signing key: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("writing signing key: %w", err)
 	}
 	if err := f.Close(); err != nil {

@@ -148,10 +148,10 @@ func (v *KubernetesVerifier) review(ctx context.Context, token, subject string, 
 	if err != nil {
 		return fail(CodeRevoked, "the token could not be reviewed", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil || resp.StatusCode/100 != 2 {
-		return fail(CodeRevoked, "the token could not be reviewed", fmt.Errorf("token review: HTTP %d: %v", resp.StatusCode, err))
+		return fail(CodeRevoked, "the token could not be reviewed", fmt.Errorf("token review: HTTP %d: %w", resp.StatusCode, err))
 	}
 	var tr struct {
 		Status struct {

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -131,7 +132,7 @@ func agentFor(ctx context.Context, reg Registry, id *Identity, now time.Time) (*
 		return nil, fail(CodeSubject, "a user credential cannot authenticate an agent", nil)
 	}
 	a, err := reg.AgentByCredential(ctx, id.Source, id.Tenant, id.Subject)
-	if err == ErrNoAgent {
+	if errors.Is(err, ErrNoAgent) {
 		return nil, fail(CodeNoCredential, "no agent is registered for this workload identity", nil)
 	}
 	if err != nil {

@@ -52,7 +52,7 @@ func TestExchangeEachTrustSource(t *testing.T) {
 	svc, err := identity.NewTokenService(identity.TokenServiceConfig{
 		Minter:  &identity.Minter{Keys: ring, Issuer: gwURL, Audience: "gatehouse", MaxTTL: time.Hour, Now: clock},
 		Sources: sources, Registry: reg, Resources: map[string][]string{resMain: {"bank"}},
-		Audit:   func(context.Context, identity.Event) error { return nil }, Now: clock})
+		Audit: func(context.Context, identity.Event) error { return nil }, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestExchangeEachTrustSource(t *testing.T) {
 		rec := httptest.NewRecorder()
 		svc.ServeHTTP(rec, req)
 		var body map[string]any
-		json.Unmarshal(rec.Body.Bytes(), &body)
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
 		return rec.Code, body
 	}
 	tests := []struct {

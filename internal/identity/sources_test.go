@@ -269,8 +269,8 @@ func TestKubernetesVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	var set json.RawMessage
-	json.NewDecoder(resp.Body).Decode(&set)
-	resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(&set)
+	_ = resp.Body.Close()
 	path := dir + "/jwks.json"
 	writeFile(t, path, set)
 	keys, err := identity.LoadStaticKeys(path)
@@ -291,13 +291,13 @@ func TestKubernetesVerifier(t *testing.T) {
 				Audiences []string `json:"audiences"`
 			} `json:"spec"`
 		}
-		json.NewDecoder(r.Body).Decode(&tr)
+		_ = json.NewDecoder(r.Body).Decode(&tr)
 		st := map[string]any{"authenticated": !revoked.Load(), "audiences": tr.Spec.Audiences,
 			"user": map[string]any{"username": "system:serviceaccount:agents:billing-bot"}}
 		if revoked.Load() {
 			st["error"] = "pod not found"
 		}
-		json.NewEncoder(w).Encode(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": st})
+		_ = json.NewEncoder(w).Encode(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": st})
 	}))
 	defer api.Close()
 	now := t0
@@ -317,7 +317,7 @@ func TestKubernetesVerifier(t *testing.T) {
 	if id.Subject != "system:serviceaccount:agents:billing-bot" || id.Attributes["pod"] != "billing-bot-7f9c" || id.Kind != "kubernetes" {
 		t.Errorf("identity = %+v", id)
 	}
-	v.Verify(ctx, tok)
+	_, _ = v.Verify(ctx, tok)
 	if n := reviews.Load(); n != 1 {
 		t.Errorf("reviews = %d, want 1 (cached)", n)
 	}
@@ -345,16 +345,16 @@ func TestKubernetesVerifier(t *testing.T) {
 // pass, and every refusal carries a code.
 func FuzzTrustSourceToken(f *testing.F) {
 	is := newTestIssuer(f)
-	keys := identity.StaticKeys{}
 	resp, err := http.Get(is.URL + "/jwks")
 	if err != nil {
 		f.Fatal(err)
 	}
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	path := filepath.Join(f.TempDir(), "jwks.json")
 	writeFile(f, path, b)
-	if keys, err = identity.LoadStaticKeys(path); err != nil {
+	keys, err := identity.LoadStaticKeys(path)
+	if err != nil {
 		f.Fatal(err)
 	}
 	v, err := identity.NewOIDCVerifier(identity.OIDCConfig{Name: "ci", Policy: identity.TrustPolicy{Issuer: is.URL, Audience: "gatehouse"}, Keys: keys, Now: fixedNow(t0)})

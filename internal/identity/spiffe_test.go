@@ -3,7 +3,6 @@ package identity_test
 import (
 	"bufio"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -93,14 +92,14 @@ func toolServer(t testing.TB, a *identity.Authenticator) *httptest.Server {
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", identity.Challenge(err, identity.ResourceMetadataURL("https://"+r.Host, r.URL.Path)))
 			w.WriteHeader(http.StatusUnauthorized)
-			fmt.Fprint(w, identity.ErrorCode(err))
+			_, _ = fmt.Fprint(w, identity.ErrorCode(err))
 			return
 		}
 		if !p.MayUseServer("bank") {
 			http.Error(w, identity.CodeServer, http.StatusForbidden)
 			return
 		}
-		fmt.Fprintf(w, "%s via %s as %s", p.Agent.ID, p.Method, p.Subject)
+		_, _ = fmt.Fprintf(w, "%s via %s as %s", p.Agent.ID, p.Method, p.Subject)
 	}))
 	// Certificates are verified by the Authenticator against the SPIFFE
 	// bundle, not by the TLS stack's web PKI.
@@ -120,7 +119,7 @@ func get(t testing.TB, c *http.Client, u, bearer string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Scan()
 	return resp.StatusCode, sc.Text()
@@ -208,8 +207,8 @@ func TestSPIRE(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		exec.Command("bash", filepath.Join(root, "scripts/lib/spire.sh"), "stop", dir).Run()
-		os.RemoveAll(dir)
+		_ = exec.Command("bash", filepath.Join(root, "scripts/lib/spire.sh"), "stop", dir).Run()
+		_ = os.RemoveAll(dir)
 	})
 	out, err := exec.Command("bash", filepath.Join(root, "scripts/lib/spire.sh"), "start", dir).Output()
 	if err != nil {
@@ -228,7 +227,7 @@ func TestSPIRE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	defer func() { _ = client.Close() }()
 	// The agent needs a sync cycle before it serves the new entry.
 	var x509c *workloadapi.X509Context
 	for {
@@ -257,7 +256,7 @@ func TestSPIRE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bundles.Close()
+	defer func() { _ = bundles.Close() }()
 
 	a := spiffeEnv(t, env["GH_SPIRE_TRUST_DOMAIN"], bundles, env["GH_SPIRE_ID"])
 	srv := toolServer(t, a)
@@ -265,7 +264,7 @@ func TestSPIRE(t *testing.T) {
 	for i, c := range svid.Certificates {
 		raw[i] = c.Raw
 	}
-	cert := tls.Certificate{Certificate: raw, PrivateKey: svid.PrivateKey.(crypto.Signer)}
+	cert := tls.Certificate{Certificate: raw, PrivateKey: svid.PrivateKey}
 	if code, body := get(t, clientWithCert(srv, &cert), srv.URL+"/mcp", ""); code != 200 || body != "billing-bot via spiffe-x509 as "+env["GH_SPIRE_ID"] {
 		t.Errorf("X.509-SVID over mTLS: %d %s", code, body)
 	}

@@ -56,11 +56,11 @@ func LoadOrCreateKey(path string) (*Key, error) {
 			return nil, fmt.Errorf("writing signing key: %w", err)
 		}
 		if _, err := f.Write(out); err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("writing signing key: %w", err)
 		}
 		if err := f.Sync(); err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("writing signing key: %w", err)
 		}
 		return k, f.Close()
@@ -389,7 +389,7 @@ func (v *TokenVerifier) verifySignature(token string, now time.Time) (*verified,
 	if c.Expiry == nil || c.IssuedAt == nil || c.Subject == "" {
 		return nil, fail(CodeMalformed, "the token lacks exp, iat or sub", nil)
 	}
-	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.Issuer, Time: now}, v.Skew); err != nil {
+	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: v.Issuer, Time: now}, v.Skew); err != nil {
 		switch {
 		case errors.Is(err, jwt.ErrExpired):
 			return nil, fail(CodeExpired, "the token has expired", err)

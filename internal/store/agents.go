@@ -135,7 +135,7 @@ func (s *Agents) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading agents: %w", err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	var v int64
 	if err := tx.QueryRowContext(ctx, `SELECT version FROM agent_registry_version WHERE id = 1`).Scan(&v); err != nil {
 		return fmt.Errorf("loading agents: %w", err)
@@ -148,12 +148,12 @@ func (s *Agents) reload(ctx context.Context) error {
 	for rows.Next() {
 		var doc string
 		if err := rows.Scan(&doc); err != nil {
-			rows.Close()
+			_ = rows.Close()
 			return fmt.Errorf("loading agents: %w", err)
 		}
 		var a identity.Agent
 		if err := json.Unmarshal([]byte(doc), &a); err != nil {
-			rows.Close()
+			_ = rows.Close()
 			return fmt.Errorf("loading agents: %w", err)
 		}
 		snap.agents[a.ID] = &a
@@ -161,7 +161,7 @@ func (s *Agents) reload(ctx context.Context) error {
 			snap.creds[c.Key()] = a.ID
 		}
 	}
-	rows.Close()
+	_ = rows.Close()
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("loading agents: %w", err)
 	}
@@ -234,7 +234,7 @@ func (s *Agents) change(ctx context.Context, id, action string, ci identity.Chan
 	if err != nil {
 		return nil, fmt.Errorf("changing agent %s: %w", id, err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	var v int64
 	if err := tx.QueryRowContext(ctx, `UPDATE agent_registry_version SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v); err != nil {
 		return nil, fmt.Errorf("changing agent %s: %w", id, err)
