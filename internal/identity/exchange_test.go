@@ -493,6 +493,7 @@ func TestKeyRotationWithCallsInFlight(t *testing.T) {
 		if _, err := e.ring.Rotate(); err != nil {
 			t.Fatal(err)
 		}
+		e.advance(time.Millisecond)
 	}
 	time.Sleep(20 * time.Millisecond)
 	close(stop)

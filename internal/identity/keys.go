@@ -287,10 +287,17 @@ func (r *KeyRing) Rotate() (*SigningKey, error) {
 		return nil, err
 	}
 	k.ActiveFrom = now.Add(r.cfg.PublishDelay)
+	old := *r.snap.Load()
+	// Activation times order the keys: the new key must come last even
+	// when the clock did not move since the previous rotation.
+	for _, o := range old {
+		if !k.ActiveFrom.After(o.ActiveFrom) {
+			k.ActiveFrom = o.ActiveFrom.Add(time.Nanosecond)
+		}
+	}
 	if err := r.save(k, true); err != nil {
 		return nil, err
 	}
-	old := *r.snap.Load()
 	keys := []*SigningKey{k}
 	for _, o := range old {
 		c := *o

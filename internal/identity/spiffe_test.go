@@ -195,8 +195,12 @@ func TestSPIFFE(t *testing.T) {
 // through token exchange.
 func TestSPIRE(t *testing.T) {
 	root, _ := filepath.Abs("../..")
-	bin := filepath.Join(root, ".cache", "spire", "v1.13.3", "bin", "spire-server")
-	if _, err := os.Stat(bin); err != nil {
+	bin := filepath.Join(root, ".cache", "spire", "v1.13.3", "bin")
+	_, err := os.Stat(filepath.Join(bin, "spire-server"))
+	if err == nil {
+		_, err = os.Stat(filepath.Join(bin, "spire-agent"))
+	}
+	if err != nil {
 		if os.Getenv("GATEHOUSE_REQUIRE_SPIRE") != "" {
 			t.Fatalf("GATEHOUSE_REQUIRE_SPIRE is set but SPIRE is not built (%v): run scripts/lib/spire.sh ensure", err)
 		}

@@ -174,7 +174,7 @@ func TestAgentsSuspensionAcrossReplicas(t *testing.T) {
 				t.Fatal(err)
 			}
 			done := make(chan struct{})
-			go func() { r2.Watch(ctx); close(done) }()
+			go func() { _ = r2.Watch(ctx); close(done) }()
 			defer func() { cancel(); <-done }()
 			if _, err := r1.Create(ctx, &identity.Agent{ID: "bot", Servers: []string{"bank"}}, identity.ChangeInfo{By: "t"}); err != nil {
 				t.Fatal(err)
@@ -239,9 +239,9 @@ func TestAgentsAdminAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
+		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return resp.StatusCode, out
 	}
 	for _, tt := range []struct {
