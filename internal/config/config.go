@@ -63,6 +63,8 @@ type File struct {
 	Policy Policy `yaml:"policy"`
 	// Locks configures the kill switch.
 	Locks Locks `yaml:"locks"`
+	// Telemetry configures metrics and traces.
+	Telemetry Telemetry `yaml:"telemetry"`
 	// Log configures operational logging.
 	Log Log `yaml:"log"`
 
@@ -199,6 +201,31 @@ type Policy struct {
 	// ShadowDir holds a candidate policy set evaluated beside the enforced
 	// one; differences are recorded in the audit log.
 	ShadowDir string `yaml:"shadow_dir"`
+}
+
+// Telemetry configures Prometheus metrics and OpenTelemetry traces.
+type Telemetry struct {
+	// ServiceName is the service.name of spans. Default "gatehouse".
+	ServiceName string `yaml:"service_name"`
+	// OTLPEndpoint is the OTLP/HTTP traces endpoint (http://host:4318).
+	// Empty turns tracing off.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// OTLPHeaderFiles maps header names to files with their values
+	// (collector credentials).
+	OTLPHeaderFiles map[string]string `yaml:"otlp_header_files"`
+	// SampleRatio is the fraction of traces sampled, in (0, 1]. Default 1.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// TrustIncomingTraceContext continues the agent's W3C trace context
+	// (default false: it is only linked, so agents cannot choose trace
+	// ids).
+	TrustIncomingTraceContext bool `yaml:"trust_incoming_trace_context"`
+	// MaxSeries bounds the label combinations of each metric. Default
+	// 10000.
+	MaxSeries int `yaml:"max_series"`
+	// MetricsTokenFile holds a read-only credential for scraping /metrics
+	// on the admin listener. Without it /metrics needs the admin
+	// credential.
+	MetricsTokenFile string `yaml:"metrics_token_file"`
 }
 
 // Locks configures the hierarchical kill switch.
@@ -710,6 +737,24 @@ func (f *File) validate() []string {
 	}
 	f.validateAudit(add, &p)
 	f.validateExecution(add, servers)
+	t := f.Telemetry
+	if t.SampleRatio < 0 || t.SampleRatio > 1 {
+		add("telemetry.sample_ratio: %v is outside (0, 1]", t.SampleRatio)
+	}
+	if t.OTLPEndpoint != "" {
+		if u, err := url.Parse(t.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("telemetry.otlp_endpoint: %q is not an http(s) URL", t.OTLPEndpoint)
+		}
+	}
+	for h, file := range t.OTLPHeaderFiles {
+		if !headerRe.MatchString(h) {
+			add("telemetry.otlp_header_files: invalid header name %q", h)
+		}
+		f.checkFile(&p, "telemetry.otlp_header_files["+h+"]", file)
+	}
+	if t.MetricsTokenFile != "" {
+		f.checkFile(&p, "telemetry.metrics_token_file", t.MetricsTokenFile)
+	}
 	return p
 }
 

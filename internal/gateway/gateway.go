@@ -30,6 +30,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/mcp"
 	"github.com/gatehouse/gatehouse/internal/pipeline"
 	"github.com/gatehouse/gatehouse/internal/store"
+	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/gatehouse/gatehouse/internal/verdict"
 )
 
@@ -57,6 +58,9 @@ type Gateway struct {
 	verifier *identity.TokenVerifier
 	recorder *recorder
 	exec     *execution
+	tel      *telemetry.T
+	// metricsToken is the optional scrape credential of /metrics.
+	metricsToken string
 	// registerer receives every component's metrics.
 	registerer prometheus.Registerer
 	pipeline   *pipeline.Pipeline
@@ -93,6 +97,10 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		g.log.Warn("identity.anonymous_agent is set: unauthenticated requests act as this agent; use only for local conformance runs",
 			"agent", cfg.Identity.AnonymousAgent)
 	}
+	if err := g.openTelemetry(); err != nil {
+		return err
+	}
+	g.log = slog.New(telemetry.LogHandler(g.log.Handler()))
 	dataDir := cfg.Path(cfg.DataDir)
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
@@ -137,13 +145,15 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if g.pipeline, err = pipeline.New(pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now}); err != nil {
+	if g.pipeline, err = pipeline.New(pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now, Tracer: observer{g.tel}}); err != nil {
 		return err
 	}
 
 	// MCP proxy.
 	pcfg := mcp.Config{
-		Mediator:         g.pipeline,
+		Mediator:         measured{p: g.pipeline, t: g.tel},
+		Observer:         observer{g.tel},
+		InjectHeaders:    g.tel.Inject,
 		Auth:             g.authenticate,
 		MaxBodyBytes:     cfg.Limits.MaxBodyBytes,
 		MaxSessions:      cfg.Limits.MaxSessions,
@@ -203,9 +213,9 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Admin.Listen, err)
 	}
-	g.mcpSrv = &http.Server{Handler: g.mcpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+	g.mcpSrv = &http.Server{Handler: g.tel.Middleware("mcp", g.mcpHandler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
-	g.adminSrv = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second,
+	g.adminSrv = &http.Server{Handler: g.tel.Middleware("admin", g.adminHandler()), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
 	return nil
 }

@@ -73,7 +73,12 @@ func (g *Gateway) adminHandler() http.Handler {
 	})
 	mux.Handle("/v1/locks", locks)
 	mux.Handle("/v1/locks/", locks)
+	metrics := g.metricsHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" && r.Method == http.MethodGet {
+			metrics.ServeHTTP(w, r)
+			return
+		}
 		if !g.checkAdmin(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse-admin"`)
 			writeJSON(w, http.StatusUnauthorized, apiError{"admin credential required"})

@@ -227,7 +227,9 @@ func (p *Proxy) dispatch(w http.ResponseWriter, r *http.Request, sc *scope, m *M
 	switch {
 	case m.IsRequest():
 		rep := newReply(w)
-		p.handleRequest(r.Context(), sc, rep, m)
+		ctx, end := p.cfg.Observer.StartRequest(r.Context(), m.Method, sc.caller.Agent)
+		p.handleRequest(ctx, sc, rep, m)
+		end(rep.outcome())
 		rep.finish()
 	case m.IsNotification():
 		p.handleNotification(r.Context(), sc, m)
@@ -441,6 +443,23 @@ func (r *reply) respond(m *Message) {
 	if r.final == nil {
 		r.final = m
 	}
+}
+
+// outcome classifies the final response for telemetry.
+func (r *reply) outcome() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.final == nil:
+		return "error"
+	case r.final.Error == nil:
+		return "allow"
+	case r.final.Error.Code == CodeDenied:
+		return "block"
+	case r.final.Error.Code == CodeApprovalRequired:
+		return "challenge"
+	}
+	return "error"
 }
 
 func (r *reply) setHeader(k, v string) {

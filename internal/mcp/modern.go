@@ -271,14 +271,16 @@ func (p *Proxy) serveModern(w http.ResponseWriter, r *http.Request, ep *endpoint
 	rep := newReply(w)
 	rep.status = modernStatus
 	rep.post = completeResult
+	ctx, end := p.cfg.Observer.StartRequest(r.Context(), m.Method, caller.Agent)
 	switch m.Method {
 	case "server/discover":
-		p.discover(r.Context(), sc, rep, m)
+		p.discover(ctx, sc, rep, m)
 	case "subscriptions/listen":
-		p.listenSubscriptions(r.Context(), sc, rep, m)
+		p.listenSubscriptions(ctx, sc, rep, m)
 	default:
-		p.handleRequest(r.Context(), sc, rep, m)
+		p.handleRequest(ctx, sc, rep, m)
 	}
+	end(rep.outcome())
 	rep.finish()
 }
 

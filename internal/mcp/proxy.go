@@ -55,6 +55,19 @@ type Mediator interface {
 	Refuse(ctx context.Context, r *pipeline.Request, v verdict.Verdict)
 }
 
+// Observer receives the proxy's telemetry: a span and a measurement per
+// request and per upstream call, and the number of live sessions.
+// Implementations must be cheap and safe for concurrent use.
+type Observer interface {
+	// StartRequest starts the span of an agent request; end is called
+	// with "allow", "challenge", "block" or "error".
+	StartRequest(ctx context.Context, method, agent string) (_ context.Context, end func(outcome string))
+	// StartUpstream starts the span of a call to an upstream server.
+	StartUpstream(ctx context.Context, server, method string) (_ context.Context, end func(err error))
+	// SessionsChanged is told when a session starts (+1) or ends (-1).
+	SessionsChanged(delta int)
+}
+
 // Authenticator resolves the caller of an HTTP request. Errors that
 // implement AuthError are shown to the agent with their public code.
 type Authenticator func(r *http.Request) (*pipeline.Caller, error)
@@ -118,6 +131,8 @@ type Config struct {
 	HTTPClient *http.Client
 	// InjectHeaders adds headers (trace context) to upstream requests.
 	InjectHeaders func(ctx context.Context, h http.Header)
+	// Observer receives telemetry; nil records none.
+	Observer Observer
 	// OnTool, when set, is told of every tool definition a server presents
 	// for the first time or changed (for the policy schema).
 	OnTool func(server, tool string, inputSchema json.RawMessage)
@@ -186,6 +201,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
 	}
 	if cfg.ServerInfo == nil {
 		cfg.ServerInfo = json.RawMessage(`{"name":"gatehouse","title":"Gatehouse MCP gateway","version":"0.1.0"}`)
@@ -359,3 +377,15 @@ func (p *Proxy) Cancel(match func(*pipeline.Request) bool) int {
 
 // Sessions returns the number of live sessions.
 func (p *Proxy) Sessions() int { return p.sessions.Len() }
+
+type noObserver struct{}
+
+func (noObserver) StartRequest(ctx context.Context, _, _ string) (context.Context, func(string)) {
+	return ctx, func(string) {}
+}
+
+func (noObserver) StartUpstream(ctx context.Context, _, _ string) (context.Context, func(error)) {
+	return ctx, func(error) {}
+}
+
+func (noObserver) SessionsChanged(int) {}

@@ -170,7 +170,9 @@ func (p *Proxy) initialize(w http.ResponseWriter, r *http.Request, ep *endpoint,
 	} else {
 		result, s.version = p.mergeInit(version, servers, inits)
 	}
-	if !p.sessions.add(s) {
+	if p.sessions.add(s) {
+		p.cfg.Observer.SessionsChanged(1)
+	} else {
 		for _, c := range s.conns {
 			c.close()
 		}
@@ -384,6 +386,13 @@ func (p *Proxy) forwardAdmitted(ctx context.Context, sc *scope, rep *reply, u *u
 // forward sends m to u over the scope's connection, relaying related
 // messages to the agent, and returns the response.
 func (p *Proxy) forward(ctx context.Context, sc *scope, rep *reply, u *upstream, m *Message) (*Message, error) {
+	ctx, end := p.cfg.Observer.StartUpstream(ctx, u.id, m.Method)
+	res, err := p.forwardConn(ctx, sc, rep, u, m)
+	end(err)
+	return res, err
+}
+
+func (p *Proxy) forwardConn(ctx context.Context, sc *scope, rep *reply, u *upstream, m *Message) (*Message, error) {
 	c, err := sc.conn(ctx, u)
 	if err != nil {
 		return nil, err

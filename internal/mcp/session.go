@@ -169,6 +169,7 @@ func (p *Proxy) endSession(s *session) {
 	if _, ok := p.sessions.remove(s.key); !ok {
 		return
 	}
+	p.cfg.Observer.SessionsChanged(-1)
 	s.cancel()
 	s.standalone.close()
 	s.mu.Lock()

@@ -167,8 +167,16 @@ type Recorder interface {
 	Enqueue(rec *Record)
 }
 
+// Tracer times the stages (a span and a measurement per stage). It must be
+// cheap and safe for concurrent use.
+type Tracer interface {
+	StartStage(ctx context.Context, stage string) (_ context.Context, end func(err error))
+}
+
 // Config configures a Pipeline.
 type Config struct {
+	// Tracer times each stage; nil times nothing.
+	Tracer Tracer
 	// Stages run in order before forwarding.
 	Stages []Stage
 	// Recorder keeps the durable record. Required.
@@ -216,7 +224,13 @@ func (p *Pipeline) Admit(ctx context.Context, r *Request) verdict.Verdict {
 		p.cfg.Recorder.Enqueue(rec)
 		return v
 	}
-	if err := p.cfg.Recorder.Record(ctx, rec); err != nil {
+	end := func(error) {}
+	if p.cfg.Tracer != nil {
+		ctx, end = p.cfg.Tracer.StartStage(ctx, "record_intent")
+	}
+	err := p.cfg.Recorder.Record(ctx, rec)
+	end(err)
+	if err != nil {
 		p.cfg.Logger.Error("recording request failed; refusing it", "correlation_id", r.ID, "err", err)
 		if v.Outcome == verdict.Allow {
 			p.finish(ctx, r, &Outcome{Status: "refused"})
@@ -246,7 +260,12 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 		return verdict.Deny(verdict.Execution, "server.not_allowed", fmt.Sprintf("agent %s may not use server %s", r.Caller.Agent, r.Server))
 	}
 	for _, s := range p.cfg.Stages {
-		sv, err := s.Check(ctx, r)
+		sctx, end := ctx, func(error) {}
+		if p.cfg.Tracer != nil && r.Phase == PhaseCall {
+			sctx, end = p.cfg.Tracer.StartStage(ctx, s.Name())
+		}
+		sv, err := s.Check(sctx, r)
+		end(err)
 		if err != nil {
 			p.cfg.Logger.Error("pipeline stage failed; refusing", "stage", s.Name(), "correlation_id", r.ID, "err", err)
 			return v.Combine(verdict.Deny(verdict.Core, "stage.error", "a control could not decide; the request was refused"))
