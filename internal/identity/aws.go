@@ -82,6 +82,9 @@ type AWSConfig struct {
 	// Client sends requests to STS; its CheckRedirect is replaced so
 	// redirects are never followed. Default 10 s timeout.
 	Client *http.Client
+	// Replay, when set, makes each signed request usable once (keyed by
+	// its signature) within MaxAge. Use a cache shared by replicas.
+	Replay ReplayCache
 	Now    func() time.Time
 }
 
@@ -136,9 +139,18 @@ func (v *AWSVerifier) Verify(ctx context.Context, credential string) (*Identity,
 		return nil, err
 	}
 	now := nowOr(v.cfg.Now)
-	u, err := v.checkRequest(r, now)
+	u, sig, date, err := v.checkRequest(r, now)
 	if err != nil {
 		return nil, err
+	}
+	if v.cfg.Replay != nil {
+		err := v.cfg.Replay.Use(ctx, "aws-sigv4:"+sig, date.Add(orDefault(v.cfg.MaxAge, 5*time.Minute)+time.Minute))
+		if errors.Is(err, ErrReplay) {
+			return nil, fail(CodeReplayed, "the signed request was already used", nil)
+		}
+		if err != nil {
+			return nil, fail(CodeReplayed, "the replay cache is unavailable", err)
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(r.Body))
 	if err != nil {
@@ -206,24 +218,25 @@ func (v *AWSVerifier) Verify(ctx context.Context, credential string) (*Identity,
 // checkRequest enforces everything the gateway can check before sending:
 // the endpoint allow-list, the exact action, a signed audience header and
 // a fresh signature date.
-func (v *AWSVerifier) checkRequest(r *AWSRequest, now time.Time) (*url.URL, error) {
+func (v *AWSVerifier) checkRequest(r *AWSRequest, now time.Time) (*url.URL, string, time.Time, error) {
+	var none time.Time
 	if r.Method != http.MethodPost {
-		return nil, fail(CodeSTSRequest, "the signed request must be a POST", nil)
+		return nil, "", none, fail(CodeSTSRequest, "the signed request must be a POST", nil)
 	}
 	u, err := url.Parse(r.URL)
 	if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" {
-		return nil, fail(CodeSTSRequest, "the signed request has no valid URL", err)
+		return nil, "", none, fail(CodeSTSRequest, "the signed request has no valid URL", err)
 	}
 	if !v.endpoints[u.Scheme+"://"+strings.ToLower(u.Host)] {
-		return nil, fail(CodeSTSHost, "the signed request is for an STS endpoint that is not allowed", nil)
+		return nil, "", none, fail(CodeSTSHost, "the signed request is for an STS endpoint that is not allowed", nil)
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fail(CodeSTSRequest, "the signed request must post to the endpoint's root", nil)
+		return nil, "", none, fail(CodeSTSRequest, "the signed request must post to the endpoint's root", nil)
 	}
 	form, err := url.ParseQuery(r.Body)
 	if err != nil || len(form) != 2 || form.Get("Action") != "GetCallerIdentity" || form.Get("Version") != "2011-06-15" ||
 		len(form["Action"]) != 1 || len(form["Version"]) != 1 {
-		return nil, fail(CodeSTSRequest, "the signed request must be exactly sts:GetCallerIdentity", nil)
+		return nil, "", none, fail(CodeSTSRequest, "the signed request must be exactly sts:GetCallerIdentity", nil)
 	}
 	h := http.Header{}
 	for k, vals := range r.Headers {
@@ -233,49 +246,48 @@ func (v *AWSVerifier) checkRequest(r *AWSRequest, now time.Time) (*url.URL, erro
 		h[http.CanonicalHeaderKey(k)] = vals
 	}
 	if host := h.Get("Host"); host != "" && !strings.EqualFold(host, u.Host) {
-		return nil, fail(CodeSTSHost, "the signed request's Host header names another host", nil)
+		return nil, "", none, fail(CodeSTSHost, "the signed request's Host header names another host", nil)
 	}
 	auth := h.Get("Authorization")
-	signed, scope, ok := parseSigV4(auth)
+	signed, scope, sig, ok := parseSigV4(auth)
 	if !ok {
-		return nil, fail(CodeSTSRequest, "the request is not signed with AWS Signature Version 4", nil)
+		return nil, "", none, fail(CodeSTSRequest, "the request is not signed with AWS Signature Version 4", nil)
 	}
 	if len(scope) != 5 || scope[3] != "sts" || scope[4] != "aws4_request" {
-		return nil, fail(CodeSTSRequest, "the request is not signed for STS", nil)
+		return nil, "", none, fail(CodeSTSRequest, "the request is not signed for STS", nil)
 	}
 	aud := strings.ToLower(v.cfg.AudienceHeader)
 	if !slices.Contains(signed, aud) || !slices.Contains(signed, "host") || !slices.Contains(signed, "x-amz-date") {
-		return nil, fail(CodeSTSUnsigned, "the audience header must be signed", nil)
+		return nil, "", none, fail(CodeSTSUnsigned, "the audience header must be signed", nil)
 	}
 	if vals := h.Values(v.cfg.AudienceHeader); len(vals) != 1 || vals[0] != v.cfg.Audience {
-		return nil, fail(CodeAudience, "the signed request is not for this gateway", nil)
+		return nil, "", none, fail(CodeAudience, "the signed request is not for this gateway", nil)
 	}
 	date, err := time.Parse("20060102T150405Z", h.Get("X-Amz-Date"))
 	if err != nil {
-		return nil, fail(CodeSTSRequest, "the signed request has no valid X-Amz-Date", err)
+		return nil, "", none, fail(CodeSTSRequest, "the signed request has no valid X-Amz-Date", err)
 	}
 	maxAge := orDefault(v.cfg.MaxAge, 5*time.Minute)
 	if now.Sub(date) > maxAge {
-		return nil, fail(CodeTooOld, "the signed request is too old", nil)
+		return nil, "", none, fail(CodeTooOld, "the signed request is too old", nil)
 	}
 	if date.Sub(now) > time.Minute {
-		return nil, fail(CodeNotYetValid, "the signed request is dated in the future", nil)
+		return nil, "", none, fail(CodeNotYetValid, "the signed request is dated in the future", nil)
 	}
-	return u, nil
+	return u, sig, date, nil
 }
 
 // parseSigV4 splits an AWS4-HMAC-SHA256 Authorization header into its
 // signed headers and credential scope (AKID/date/region/service/aws4_request).
-func parseSigV4(auth string) (signed, scope []string, ok bool) {
+func parseSigV4(auth string) (signed, scope []string, signature string, ok bool) {
 	rest, found := strings.CutPrefix(auth, "AWS4-HMAC-SHA256 ")
 	if !found {
-		return nil, nil, false
+		return nil, nil, "", false
 	}
-	var sig bool
 	for part := range strings.SplitSeq(rest, ",") {
 		k, val, found := strings.Cut(strings.TrimSpace(part), "=")
 		if !found {
-			return nil, nil, false
+			return nil, nil, "", false
 		}
 		switch k {
 		case "Credential":
@@ -283,10 +295,10 @@ func parseSigV4(auth string) (signed, scope []string, ok bool) {
 		case "SignedHeaders":
 			signed = strings.Split(val, ";")
 		case "Signature":
-			sig = val != ""
+			signature = val
 		}
 	}
-	return signed, scope, sig && len(signed) > 0 && len(scope) > 0
+	return signed, scope, signature, signature != "" && len(signed) > 0 && len(scope) > 0
 }
 
 // CanonicalAWSPrincipal maps an ARN returned by GetCallerIdentity to the

@@ -224,6 +224,21 @@ func TestAWSVerifier(t *testing.T) {
 			t.Errorf("redirect: %v", err)
 		}
 	})
+	t.Run("signed request replayed", func(t *testing.T) {
+		vr, _ := identity.NewAWSVerifier(identity.AWSConfig{Name: "a", Audience: "gatehouse", Endpoints: []string{sts.URL},
+			Replay: &identity.MemoryReplayCache{Now: fixedNow(t0)}, Now: fixedNow(t0)})
+		tok := signedSTSRequest(t, sts.URL, "ASIAROLE", "gatehouse", t0, nil, false)
+		if _, err := vr.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		before := sts.requests.Load()
+		if _, err := vr.Verify(ctx, tok); identity.ErrorCode(err) != identity.CodeReplayed {
+			t.Errorf("replay: %v", err)
+		}
+		if sts.requests.Load() != before {
+			t.Error("a replayed request reached STS")
+		}
+	})
 	t.Run("STS unreachable", func(t *testing.T) {
 		down := httptest.NewServer(http.NotFoundHandler())
 		url := down.URL

@@ -64,6 +64,9 @@ func (c *MemoryReplayCache) Use(_ context.Context, id string, until time.Time) e
 // calls to tools labelled destructive, financial or external_sink when the
 // deployment asks for single-use task tokens.
 func UseToken(ctx context.Context, cache ReplayCache, p *Principal) error {
+	if p.Method != "gatehouse-jwt" {
+		return fail(CodeReplayed, "this call needs a task token from the token endpoint", nil)
+	}
 	if p.TokenID == "" {
 		return fail(CodeReplayed, "the token has no id and cannot be used for this call", nil)
 	}

@@ -592,6 +592,11 @@ func TestKillSwitchAndSingleUseTokens(t *testing.T) {
 	if err := identity.UseToken(context.Background(), cache, p); identity.ErrorCode(err) != identity.CodeReplayed {
 		t.Errorf("second side-effecting call with one token: %v", err)
 	}
+	direct := *p
+	direct.Method = "kubernetes"
+	if err := identity.UseToken(context.Background(), cache, &direct); identity.ErrorCode(err) != identity.CodeReplayed {
+		t.Errorf("single-use call with a direct workload token: %v", err)
+	}
 	var locked atomic.Bool
 	e.authn.Locked = func(ctx context.Context, p *identity.Principal) error {
 		if locked.Load() && p.Agent.ID == "billing-bot" {
