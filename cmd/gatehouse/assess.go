@@ -24,8 +24,8 @@ const assessUsage = `usage: gatehouse assess --deployment FILE [--config GATEHOU
 
 Walks the deployment decision tree for every agent of the descriptor, recommends
 the identity and controls, and with --config lists the gateway configuration's
-gaps against them (with --policies, also which high-risk tools lack an approval
-policy). See docs/assess.md.
+gaps against them, reading the approval policies of its policy.dir (or of a
+candidate directory given with --policies). See docs/assess.md.
 
 Exit status: 0 ready (or ready with conditions without --strict), 1 error
 (including an invalid descriptor or configuration), 2 usage, 3 not ready,
@@ -43,7 +43,7 @@ func runAssess(_ context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Usage = func() { fmt.Fprintln(stderr, assessUsage); fs.PrintDefaults() }
 	deployment := fs.String("deployment", "", "deployment descriptor (YAML)")
 	configPath := fs.String("config", "", "gateway configuration to check against the recommendations")
-	policies := fs.String("policies", "", "the gateway's policy directory, to find approval policies (needs --config)")
+	policies := fs.String("policies", "", "read approval policies from this directory instead of the configuration's policy.dir (needs --config)")
 	format := fs.String("format", "text", "output format: "+strings.Join(assess.Formats, ", "))
 	output := fs.String("output", "", "write the report to this file instead of standard output")
 	strict := fs.Bool("strict", false, "exit 4 when the verdict is ready with conditions")

@@ -25,33 +25,33 @@ type goldenCase struct {
 	name       string
 	descriptor string // under testdata/descriptors
 	config     string // under testdata/configs, "" for none
-	policies   bool   // use testdata/policies
+	policies   string // --policies, relative to testdata; "" for the configuration's policy.dir
 	verdict    assess.Verdict
 }
 
 // goldenCases cover every branch of the tree and every hosting pattern
 // (descriptors alone), and the gap checks against the example configs.
 var goldenCases = []goldenCase{
-	{"azure-native", "azure-native.yaml", "", false, assess.Ready},
-	{"aws-native", "aws-native.yaml", "", false, assess.Ready},
-	{"external-entra", "external-entra.yaml", "", false, assess.Ready},
-	{"external-aws", "external-aws.yaml", "", false, assess.NotReady},
-	{"external-gcp", "external-gcp.yaml", "", false, assess.Ready},
-	{"hybrid", "hybrid.yaml", "", false, assess.NotReady},
-	{"preview-not-acceptable", "preview-not-acceptable.yaml", "", false, assess.NotReady},
-	{"preview-acceptable", "preview-acceptable.yaml", "", false, assess.ReadyWithConditions},
-	{"unobservable", "unobservable.yaml", "", false, assess.NotReady},
-	{"secrets", "secrets.yaml", "", false, assess.NotReady},
-	{"hostile", "hostile.yaml", "", false, assess.ReadyWithConditions},
-	{"external-multi", "external-multi.yaml", "", false, assess.NotReady},
-	{"azure-native+strong", "azure-native.yaml", "strong.yaml", false, assess.ReadyWithConditions},
-	{"aws-native+strong+policies", "aws-native.yaml", "strong.yaml", true, assess.ReadyWithConditions},
-	{"external-entra+strong", "external-entra.yaml", "strong.yaml", false, assess.NotReady},
-	{"external-entra+strong+policies", "external-entra.yaml", "strong.yaml", true, assess.NotReady},
-	{"external-aws+strong+policies", "external-aws.yaml", "strong.yaml", true, assess.NotReady},
-	{"unobservable+weak+policies", "unobservable.yaml", "weak.yaml", true, assess.NotReady},
-	{"hybrid+weak+policies", "hybrid.yaml", "weak.yaml", true, assess.NotReady},
-	{"external-multi+exposed+policies", "external-multi.yaml", "exposed.yaml", true, assess.NotReady},
+	{"azure-native", "azure-native.yaml", "", "", assess.Ready},
+	{"aws-native", "aws-native.yaml", "", "", assess.Ready},
+	{"external-entra", "external-entra.yaml", "", "", assess.Ready},
+	{"external-aws", "external-aws.yaml", "", "", assess.NotReady},
+	{"external-gcp", "external-gcp.yaml", "", "", assess.Ready},
+	{"hybrid", "hybrid.yaml", "", "", assess.NotReady},
+	{"preview-not-acceptable", "preview-not-acceptable.yaml", "", "", assess.NotReady},
+	{"preview-acceptable", "preview-acceptable.yaml", "", "", assess.ReadyWithConditions},
+	{"unobservable", "unobservable.yaml", "", "", assess.NotReady},
+	{"secrets", "secrets.yaml", "", "", assess.NotReady},
+	{"hostile", "hostile.yaml", "", "", assess.ReadyWithConditions},
+	{"external-multi", "external-multi.yaml", "", "", assess.NotReady},
+	{"azure-native+strong", "azure-native.yaml", "strong.yaml", "", assess.ReadyWithConditions},
+	{"aws-native+strong", "aws-native.yaml", "strong.yaml", "", assess.ReadyWithConditions},
+	{"external-entra+strong", "external-entra.yaml", "strong.yaml", "", assess.NotReady},
+	{"external-entra+strong+example-policies", "external-entra.yaml", "strong.yaml", "../../../examples/assess/policies", assess.NotReady},
+	{"external-aws+strong+policies", "external-aws.yaml", "strong.yaml", "policies", assess.NotReady},
+	{"unobservable+weak+policies", "unobservable.yaml", "weak.yaml", "policies", assess.NotReady},
+	{"hybrid+weak", "hybrid.yaml", "weak.yaml", "", assess.NotReady},
+	{"external-multi+exposed+policies", "external-multi.yaml", "exposed.yaml", "policies", assess.NotReady},
 }
 
 // run assesses a case from inside testdata, so that locations in the
@@ -70,11 +70,7 @@ func (c goldenCase) run(t *testing.T) *assess.Report {
 	}
 	var gw *assess.Gateway
 	if c.config != "" {
-		pol := ""
-		if c.policies {
-			pol = "policies"
-		}
-		if gw, err = assess.LoadGateway(filepath.Join("configs", c.config), pol); err != nil {
+		if gw, err = assess.LoadGateway(filepath.Join("configs", c.config), c.policies); err != nil {
 			t.Fatalf("loading %s: %v", c.config, err)
 		}
 	}

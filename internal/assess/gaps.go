@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -22,8 +23,9 @@ type Gateway struct {
 	Config *config.File
 	// ConfigName names the file in locations.
 	ConfigName string
-	// PolicyDir is the policy directory, "" when none is known. The
-	// configuration has no key for it yet; it comes from --policies.
+	// PolicyDir is the policy directory whose approval policies were
+	// read: the one given to LoadGateway, else the configuration's
+	// policy.dir as written; "" when there is none.
 	PolicyDir string
 
 	loc       locator
@@ -32,8 +34,9 @@ type Gateway struct {
 }
 
 // LoadGateway loads and validates the configuration at configPath (as the
-// gateway does) and, when policyDir is not empty, reads its approval
-// policies. Locations name the files as given.
+// gateway does) and reads the approval policies of its policy directory:
+// policyDir when not empty (a candidate directory), else the
+// configuration's policy.dir. Locations name the files as given.
 func LoadGateway(configPath, policyDir string) (*Gateway, error) {
 	f, err := config.Load(configPath)
 	if err != nil {
@@ -48,8 +51,16 @@ func LoadGateway(configPath, policyDir string) (*Gateway, error) {
 	if err := yaml.Unmarshal(b, &root); err == nil {
 		gw.loc = locator{root: &root}
 	}
-	if policyDir != "" {
-		gw.approvals, gw.policyErr, err = readApprovalPolicies(policyDir)
+	if gw.PolicyDir == "" && f.Policy.Dir != "" {
+		// Relative to the configuration file as it was named, so that
+		// locations read the way the operator wrote them.
+		gw.PolicyDir = f.Policy.Dir
+		if !filepath.IsAbs(gw.PolicyDir) {
+			gw.PolicyDir = filepath.Join(filepath.Dir(configPath), gw.PolicyDir)
+		}
+	}
+	if gw.PolicyDir != "" {
+		gw.approvals, gw.policyErr, err = readApprovalPolicies(gw.PolicyDir)
 		if err != nil {
 			return nil, err
 		}
@@ -87,9 +98,13 @@ func Checks() []Check { return slices.Clone(checks) }
 
 var checks = []Check{
 	{ID: "gateway.agent_owner", Title: "every agent is registered with its accountable owner", Key: "agents[].owner", run: checkOwners},
+	{ID: "gateway.agent_hosting", Title: "the agent's registered hosting pattern matches where it runs", Key: "agents[].hosting", run: checkHosting},
 	{ID: "gateway.agent_expiry", Title: "every agent has an expiry or review date", Key: "agents[].expires (planned)", Planned: true, run: checkExpiry},
 	{ID: "gateway.least_privilege", Title: "each agent may use only the servers its actions need", Key: "agents[].servers", run: checkServers},
-	{ID: "gateway.approval_policy", Title: "every high-risk tool has an approval policy", Key: "policies.dir (planned; today --policies)", run: checkApprovals},
+	{ID: "gateway.tool_labels", Title: "every high-risk tool carries its risk label", Key: "servers[].tools.<tool>.labels", run: checkToolLabels},
+	{ID: "gateway.approval_policy", Title: "every high-risk tool has an approval policy", Key: "policy.dir", run: checkApprovals},
+	{ID: "gateway.value_limits", Title: "financial tools have value limits", Key: "limits.values", run: checkValueLimits},
+	{ID: "gateway.rate_limits", Title: "autonomous agents are rate limited", Key: "limits.rates", run: checkRateLimits},
 	{ID: "gateway.embedded_secret", Title: "no secret is written inline in the configuration", Key: "servers[].env_files, servers[].header_files", run: checkEmbedded},
 	{ID: "gateway.long_lived_secret", Title: "upstream credentials are not long-lived static secrets", Key: "servers[].token_exchange (planned)", run: checkStatic},
 	{ID: "gateway.token_lifetime", Title: "gateway tokens are short-lived", Key: "identity.max_token_ttl", run: checkTokenTTL},
@@ -98,9 +113,9 @@ var checks = []Check{
 	{ID: "gateway.trust_sources", Title: "the gateway verifies agents' workload identities itself", Key: "identity.trust (planned)", Planned: true, run: checkTrustSources},
 	{ID: "gateway.transport", Title: "agent traffic is encrypted", Key: "tls", run: checkTLS},
 	{ID: "gateway.pinning", Title: "tool definitions are pinned", Key: "pinning.mode", run: checkPinning},
-	{ID: "gateway.kill_switch", Title: "a kill switch can stop an agent at once", Key: "locks (planned)", Planned: true, run: plannedPerAgent("gateway.kill_switch", "no kill switch is configured: the configuration format has no locks section yet", "locks (planned)", "until it exists, agents[].disabled stops an agent at the next start of the gateway")},
-	{ID: "gateway.audit_export", Title: "the audit log is exported continuously", Key: "audit.export (planned)", Planned: true, run: plannedPerAgent("gateway.audit_export", "no audit export is configured: the configuration format has no audit.export key yet", "audit.export (planned)", "until it exists, run 'gatehouse audit export' on a schedule")},
-	{ID: "gateway.alerts", Title: "blocks, challenges and anomalies raise alerts", Key: "alerts (planned)", Planned: true, run: plannedPerAgent("gateway.alerts", "no alerts are configured: the configuration format has no alerts section yet", "alerts (planned)", "until it exists, alert on the gateway's logs and metrics in your monitoring system")},
+	{ID: "gateway.kill_switch", Title: "the kill switch stops an agent at once and fails closed", Key: "locks.fail_mode, locks.max_stale", run: checkKillSwitch},
+	{ID: "gateway.audit_export", Title: "the audit log is exported continuously", Key: "audit.export", run: checkAuditExport},
+	{ID: "gateway.alerts", Title: "blocks, challenges and anomalies raise alerts", Key: "alerts (planned)", Planned: true, run: plannedPerAgent("gateway.alerts", "no alerts are configured: the configuration format has no alerts section yet", "alerts (planned)", "until it exists, alert on the audit export (audit.export) and the gateway's metrics in your monitoring system")},
 }
 
 // check runs every check.
@@ -164,10 +179,179 @@ func checkExpiry(g *Gateway, d *Descriptor) []Finding {
 	for _, a := range d.Agents {
 		if i := g.agentIndex(a.ID); i >= 0 {
 			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
-				Message:  "the gateway cannot expire the agent: the configuration format has no agent expiry key yet",
+				Message:  "the configuration file cannot expire the agent: agents[] has no expiry key yet",
 				Location: g.at(fmt.Sprintf("agents[%d]", i)),
-				Fix:      "track the descriptor's expires: date outside the gateway until agents[].expires exists"})
+				Fix:      "register the agent in the runtime registry with an expiry ('gatehouse agents add --expires DATE'), or track the descriptor's expires: date until agents[].expires exists"})
 		}
+	}
+	return fs
+}
+
+// configHosting maps a descriptor platform to the hosting patterns the
+// configuration may register for it.
+var configHosting = map[string][]string{
+	"azure":    {"azure-native"},
+	"aws":      {"aws-native"},
+	"external": {"external", "kubernetes", "spiffe"},
+}
+
+func checkHosting(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	for _, a := range d.Agents {
+		i := g.agentIndex(a.ID)
+		if i < 0 {
+			continue
+		}
+		h := orDefault(g.Config.Agents[i].Hosting, "external")
+		if want := configHosting[a.Hosting.Platform]; !slices.Contains(want, h) {
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+				Message:  fmt.Sprintf("the configuration registers hosting %q, but the agent runs on %s", h, a.Hosting.Platform),
+				Location: g.at(fmt.Sprintf("agents[%d].hosting", i)),
+				Fix:      fmt.Sprintf("set agents[%d].hosting to %s so policies that test principal.hosting see where it runs", i, strings.Join(want, " or "))})
+		}
+	}
+	return fs
+}
+
+// toolConfig returns the configuration of a gateway tool <server>__<tool>
+// and the index of its server, or -1.
+func (g *Gateway) toolConfig(tool string) (config.Tool, int, bool) {
+	server, name, _ := strings.Cut(tool, "__")
+	i := slices.IndexFunc(g.Config.Servers, func(s config.Server) bool { return s.ID == server })
+	if i < 0 {
+		return config.Tool{}, -1, false
+	}
+	t, ok := g.Config.Servers[i].Tools[name]
+	return t, i, ok
+}
+
+// labelled says whether the gateway gives tool the risk label: true or
+// false when the configuration labels the tool; unknown when its labels
+// come from the server's MCP annotations at run time.
+func (g *Gateway) labelled(tool, risk string) (has, known bool) {
+	t, _, ok := g.toolConfig(tool)
+	if !ok || len(t.Labels) == 0 {
+		return false, false
+	}
+	return slices.Contains(t.Labels, risk), true
+}
+
+func checkToolLabels(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	for ai, a := range d.Agents {
+		for j, act := range a.Actions {
+			risk := a.risk(j)
+			if risk == "none" {
+				continue
+			}
+			_, si, _ := g.toolConfig(act.Tool)
+			if si < 0 {
+				continue // checkServers reports the undefined server
+			}
+			_, name, _ := strings.Cut(act.Tool, "__")
+			key := fmt.Sprintf("servers[%d].tools.%s.labels", si, name)
+			switch has, known := g.labelled(act.Tool, risk); {
+			case known && !has:
+				fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+					Message:  fmt.Sprintf("tool %s is labelled without %q: configured labels replace those from MCP annotations, so label-based policies and limits do not see it as %s", act.Tool, risk, riskNames[risk]),
+					Location: g.at(key),
+					Fix:      fmt.Sprintf("add %s to %s", risk, key)})
+			case !known:
+				why := fmt.Sprintf("MCP annotations cannot express %q", risk)
+				if risk == "destructive" {
+					why = "its destructive label then depends on the server's own annotations"
+				}
+				fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+					Message:  fmt.Sprintf("high-risk tool %s (%s) has no labels in the configuration: %s", act.Tool, riskNames[risk], why),
+					Location: g.at(fmt.Sprintf("servers[%d]", si)) + " " + d.Location(fmt.Sprintf("agents[%d].actions[%d]", ai, j)),
+					Fix:      fmt.Sprintf("label it: servers[%d].tools.%s.labels: [%s]", si, name, risk)})
+			}
+		}
+	}
+	return fs
+}
+
+func checkValueLimits(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	for ai, a := range d.Agents {
+		for j, act := range a.Actions {
+			if a.risk(j) != "financial" {
+				continue
+			}
+			server, name, _ := strings.Cut(act.Tool, "__")
+			if slices.ContainsFunc(g.Config.Limits.Values, func(v config.ValueLimit) bool { return v.Server == server && v.Tool == name }) {
+				continue
+			}
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+				Message:  fmt.Sprintf("financial tool %s has no value limit (per-call ceiling, running totals)", act.Tool),
+				Location: g.at("limits") + " " + d.Location(fmt.Sprintf("agents[%d].actions[%d]", ai, j)),
+				Fix:      fmt.Sprintf("add a limits.values rule for server %s, tool %s, with a ceiling and daily totals", server, name)})
+		}
+	}
+	return fs
+}
+
+func checkRateLimits(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	for _, a := range d.Agents {
+		if a.Autonomy != "autonomous" {
+			continue
+		}
+		applies := func(r config.RateLimit) bool {
+			return (r.Agent == "" || r.Agent == a.ID) && r.Server == "" && r.Tool == ""
+		}
+		if slices.ContainsFunc(g.Config.Limits.Rates, applies) {
+			continue
+		}
+		fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+			Message:  "the autonomous agent has no rate limit over all its calls",
+			Location: g.at("limits"),
+			Fix:      fmt.Sprintf("add a limits.rates rule with agent: %s (or per: [agent]) bounding its calls", a.ID)})
+	}
+	return fs
+}
+
+// maxStaleForBroadAutonomy is the longest a replica may go on enforcing
+// stale locks before the assessor calls the kill switch slow.
+const maxStaleForBroadAutonomy = 30 * time.Second
+
+func checkKillSwitch(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	broad := slices.ContainsFunc(d.Agents, func(a Agent) bool { return a.Autonomy == "autonomous" })
+	sev := Condition
+	if broad {
+		sev = Blocker
+	}
+	if g.Config.Locks.FailMode == "open" {
+		fs = append(fs, Finding{Severity: sev,
+			Message:  "the kill switch fails open: while the lock store is unreadable, new locks do not take effect",
+			Location: g.at("locks.fail_mode"),
+			Fix:      "set locks.fail_mode: closed (the default)"})
+	}
+	if ms := g.Config.Locks.MaxStale.Std(); ms > maxStaleForBroadAutonomy {
+		fs = append(fs, Finding{Severity: Condition,
+			Message:  fmt.Sprintf("locks may go unrefreshed for %v before the fail mode applies: a kill can take that long to reach a replica that lost the lock store", ms),
+			Location: g.at("locks.max_stale"),
+			Fix:      fmt.Sprintf("keep locks.max_stale at %v or less (default 5s)", maxStaleForBroadAutonomy)})
+	}
+	return fs
+}
+
+func checkAuditExport(g *Gateway, d *Descriptor) []Finding {
+	if len(g.Config.Audit.Export) > 0 {
+		return nil
+	}
+	var fs []Finding
+	for _, a := range d.Agents {
+		f := Finding{Severity: Condition, Agent: a.ID,
+			Message:  "the audit log is not exported: responders see it only on the gateway",
+			Location: g.at("audit"),
+			Fix:      "add an audit.export stream (url, file or stdout) to the SIEM"}
+		if a.Autonomy == "autonomous" {
+			f.Severity = Blocker
+			f.Message += "; not ready for broad production autonomy"
+		}
+		fs = append(fs, f)
 	}
 	return fs
 }
@@ -234,26 +418,49 @@ func checkApprovals(g *Gateway, d *Descriptor) []Finding {
 			}
 			k := fmt.Sprintf("agents[%d].actions[%d]", ai, j)
 			if g.PolicyDir == "" {
-				fs = append(fs, Finding{Severity: Blocker, Agent: a.ID, NotConfigured: true,
-					Message:  fmt.Sprintf("high-risk tool %s has no approval policy: no policy directory is configured (the configuration format has no key for it yet)", act.Tool),
-					Location: d.Location(k) + " " + k,
-					Fix:      "pass the gateway's policy directory with --policies, holding a @challenge policy for the tool"})
+				fs = append(fs, Finding{Severity: Blocker, Agent: a.ID,
+					Message:  fmt.Sprintf("high-risk tool %s has no approval policy: policy.dir is not set, so no Cedar policy runs", act.Tool),
+					Location: g.at("policy") + " " + d.Location(k),
+					Fix:      "set policy.dir to a directory holding a @challenge policy for the tool"})
 				continue
 			}
 			var how []string
+			var unlabelled []string
 			groups := map[string]bool{}
 			for _, p := range g.approvals {
-				if ok, why := p.covers(a.ID, act.Tool, risk); ok {
-					how = append(how, fmt.Sprintf("%s (%s:%d, approver group %s), which %s", p.ID, p.File, p.Line, p.Group, why))
-					groups[p.Group] = true
+				ok, why := p.covers(a.ID, act.Tool, risk)
+				if !ok {
+					continue
 				}
+				if why == byLabel {
+					switch has, known := g.labelled(act.Tool, risk); {
+					case known && !has:
+						unlabelled = append(unlabelled, p.ID)
+						continue
+					case known:
+						why = fmt.Sprintf("challenges tools labelled %q, as the configuration labels this one", risk)
+					default:
+						why = fmt.Sprintf("challenges tools labelled %q; the tool's labels come from its MCP annotations", risk)
+						if risk != "destructive" {
+							// Annotations never yield this label.
+							unlabelled = append(unlabelled, p.ID)
+							continue
+						}
+					}
+				}
+				how = append(how, fmt.Sprintf("%s (%s:%d, approver group %s), which %s", p.ID, p.File, p.Line, p.Group, why))
+				groups[p.Group] = true
 			}
 			switch {
 			case len(how) == 0:
-				fs = append(fs, Finding{Severity: Blocker, Agent: a.ID,
-					Message:  fmt.Sprintf("high-risk tool %s (%s) has no approval policy in %s", act.Tool, riskNames[risk], g.PolicyDir),
+				msg := fmt.Sprintf("high-risk tool %s (%s) has no approval policy in %s", act.Tool, riskNames[risk], g.PolicyDir)
+				if len(unlabelled) > 0 {
+					msg += fmt.Sprintf(" that applies to it: %s challenge tools labelled %q, and the gateway does not give it that label", strings.Join(unlabelled, ", "), risk)
+				}
+				fs = append(fs, Finding{Severity: Blocker, Agent: a.ID, Message: msg,
 					Location: d.Location(k) + " " + k,
-					Fix:      fmt.Sprintf("add a challenge policy: @challenge(%q) @risk(%q) forbid (principal, action == Gatehouse::Action::\"call_tool\", resource == Gatehouse::Tool::%q);", orDefault(act.Approval, "approvers"), risk, act.Tool)})
+					Fix: fmt.Sprintf("label the tool %s in servers[].tools, or add a challenge policy naming it: @challenge(%q) @risk(%q) forbid (principal, action == Gatehouse::Action::\"call_tool\", resource == Gatehouse::Tool::%q);",
+						risk, orDefault(act.Approval, "approvers"), risk, act.Tool)})
 			case act.Approval != "" && !groups[act.Approval]:
 				fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
 					Message:  fmt.Sprintf("high-risk tool %s is approved by %s, not by the descriptor's approver group %q", act.Tool, strings.Join(sortedKeys(groups), ", "), act.Approval),

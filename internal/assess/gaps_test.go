@@ -15,19 +15,25 @@ import (
 // TestGapLocations pins what the gap checks find in the weak example
 // configuration and where they say it is.
 func TestGapLocations(t *testing.T) {
-	r := goldenCase{descriptor: "unobservable.yaml", config: "weak.yaml", policies: true}.run(t)
+	r := goldenCase{descriptor: "unobservable.yaml", config: "weak.yaml", policies: "policies"}.run(t)
 	want := []struct{ check, severity, location, contains string }{
 		{"gateway.anonymous", "blocker", "configs/weak.yaml:5 identity.anonymous_agent", "campaign-runner"},
 		{"gateway.token_lifetime", "condition", "configs/weak.yaml:4 identity.max_token_ttl", "12h"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:18 servers[0].command[1]", "--api-key"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:20 servers[1].url", "api_key"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:26 servers[2].env.FETCH_TOKEN", "FETCH_TOKEN"},
-		{"gateway.long_lived_secret", "condition", "configs/weak.yaml:22 servers[1].header_files", "X-Api-Key"},
-		{"gateway.pinning", "blocker", "configs/weak.yaml:31 pinning.mode", "pinning is off"},
-		{"gateway.least_privilege", "condition", "configs/weak.yaml:9 agents[0].servers", `"web"`},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:19 servers[0].command[1]", "--api-key"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:21 servers[1].url", "api_key"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:30 servers[2].env.FETCH_TOKEN", "FETCH_TOKEN"},
+		{"gateway.long_lived_secret", "condition", "configs/weak.yaml:23 servers[1].header_files", "X-Api-Key"},
+		{"gateway.pinning", "blocker", "configs/weak.yaml:35 pinning.mode", "pinning is off"},
+		{"gateway.least_privilege", "condition", "configs/weak.yaml:10 agents[0].servers", `"web"`},
 		{"gateway.agent_owner", "condition", "configs/weak.yaml:7 agents", "lead-scorer is not registered"},
-		{"gateway.agent_owner", "info", "configs/weak.yaml:13 agents[2]", "forgotten-bot"},
-		{"gateway.approval_policy", "info", "policies", "destructive-change"},
+		{"gateway.agent_owner", "info", "configs/weak.yaml:14 agents[2]", "forgotten-bot"},
+		{"gateway.agent_hosting", "condition", "configs/weak.yaml:9 agents[0].hosting", `"azure-native"`},
+		{"gateway.tool_labels", "condition", "configs/weak.yaml:26 servers[1].tools.delete_segment.labels", `without "destructive"`},
+		{"gateway.approval_policy", "blocker", "descriptors/unobservable.yaml:20 agents[0].actions[1]", "destructive-change challenge tools labelled"},
+		{"gateway.rate_limits", "condition", "configs/weak.yaml:2 limits", "no rate limit"},
+		{"gateway.kill_switch", "blocker", "configs/weak.yaml:37 locks.fail_mode", "fails open"},
+		{"gateway.kill_switch", "condition", "configs/weak.yaml:38 locks.max_stale", "2m0s"},
+		{"gateway.audit_export", "blocker", "configs/weak.yaml:2 audit", "not exported"},
 	}
 	for _, w := range want {
 		found := slices.ContainsFunc(r.Gaps, func(f assess.Finding) bool {
@@ -74,17 +80,19 @@ func TestPlannedChecksReportNotConfigured(t *testing.T) {
 }
 
 // TestAutonomyEscalatesMissingControls: the same missing control is a
-// condition for a semi-autonomous agent and a blocker for broad autonomy.
+// condition for an assistive agent and a blocker for broad autonomy.
 func TestAutonomyEscalatesMissingControls(t *testing.T) {
-	r := goldenCase{descriptor: "unobservable.yaml", config: "weak.yaml", policies: true}.run(t)
-	sev := map[string]assess.Severity{}
-	for _, f := range r.Gaps {
-		if f.Check == "gateway.kill_switch" {
-			sev[f.Agent] = f.Severity
+	r := goldenCase{descriptor: "unobservable.yaml", config: "weak.yaml", policies: "policies"}.run(t)
+	for _, check := range []string{"gateway.audit_export", "gateway.alerts"} {
+		sev := map[string]assess.Severity{}
+		for _, f := range r.Gaps {
+			if f.Check == check {
+				sev[f.Agent] = f.Severity
+			}
 		}
-	}
-	if sev["campaign-runner"] != assess.Blocker || sev["lead-scorer"] != assess.Condition {
-		t.Errorf("kill switch severities = %v, want blocker for the autonomous agent, condition for the assistive one", sev)
+		if sev["campaign-runner"] != assess.Blocker || sev["lead-scorer"] != assess.Condition {
+			t.Errorf("%s severities = %v, want blocker for the autonomous agent, condition for the assistive one", check, sev)
+		}
 	}
 }
 
@@ -185,24 +193,37 @@ func TestExamples(t *testing.T) {
 			if got := assess.Assess(d, nil).Verdict; got != v {
 				t.Errorf("verdict %s, want %s", got, v)
 			}
-			gw, err := assess.LoadGateway(filepath.Join(dir, "gatehouse.yaml"), filepath.Join(dir, "policies"))
+			gw, err := assess.LoadGateway(filepath.Join(dir, "gatehouse.yaml"), "")
 			if err != nil {
 				t.Fatal(err)
 			}
 			r := assess.Assess(d, gw)
-			if r.Verdict == assess.Ready {
-				t.Errorf("verdict with today's configuration format is ready; the planned controls cannot be configured yet")
+			if r.Verdict != assess.ReadyWithConditions {
+				t.Errorf("verdict with the example configuration is %s, want ready_with_conditions", r.Verdict)
 			}
-			for _, f := range r.Gaps {
-				if f.Check == "gateway.approval_policy" && f.Severity != assess.Info {
-					t.Errorf("example policies leave a gap: %+v", f)
+			// The only conditions left are the controls the configuration
+			// format has no key for yet.
+			for _, f := range r.Findings() {
+				if f.Severity != assess.Info && !f.NotConfigured {
+					t.Errorf("example leaves a gap that today's configuration can close: %+v", f)
 				}
-				if f.Check == "gateway.least_privilege" || f.Check == "gateway.agent_owner" && f.Severity != assess.Info {
-					t.Errorf("example configuration disagrees with the descriptor: %+v", f)
-				}
+			}
+			if !slices.ContainsFunc(r.Gaps, func(f assess.Finding) bool { return f.Check == "gateway.approval_policy" }) && hasHighRisk(d) {
+				t.Error("the example's high-risk tools were not checked against policy.dir")
 			}
 		})
 	}
+}
+
+func hasHighRisk(d *assess.Descriptor) bool {
+	for _, a := range d.Agents {
+		for _, act := range a.Actions {
+			if act.Risk != "" && act.Risk != "none" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func FuzzParseDescriptor(f *testing.F) {

@@ -60,12 +60,16 @@ func (p ApprovalPolicy) covers(agent, tool, risk string) (bool, string) {
 	if p.AllTools {
 		for _, l := range p.Labels {
 			if l == risk {
-				return true, fmt.Sprintf("challenges tools labelled %q; the tool must carry that label", risk)
+				return true, byLabel
 			}
 		}
 	}
 	return false, ""
 }
+
+// byLabel is how covers says a policy applies through a risk label, which
+// the tool must carry.
+const byLabel = "by label"
 
 // readApprovalPolicies parses every *.cedar file directly in dir (as the
 // gateway's policy loader reads it) and returns its challenge policies.
