@@ -107,7 +107,7 @@ func (a *Authenticator) authenticate(ctx context.Context, r *http.Request) (*Pri
 	if !slices.Contains(a.Direct, v.Name()) {
 		return nil, fail(CodeIssuer, "tokens of this trust source must be exchanged at the token endpoint", nil)
 	}
-	id, err := v.Verify(ctx, tok)
+	id, err := a.Sources.Verify(ctx, tok, TokenTypeJWT, v.Name())
 	if err != nil {
 		return nil, err
 	}

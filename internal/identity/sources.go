@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -12,11 +13,43 @@ import (
 // verify it: by token type (AWS), by exact issuer (OIDC, Entra, Kubernetes)
 // or by SPIFFE trust domain (JWT-SVIDs, which carry no issuer). A
 // credential no source claims is refused; nothing is tried in turn.
+//
+// Verified JWTs of sources whose verdict cannot change before expiry (all
+// but AWS, which is one-time, and Kubernetes with TokenReview) are cached
+// for at most identityCacheTTL, so an agent exchanging its workload token
+// for several task tokens pays for one signature check.
 type Sources struct {
 	byName   map[string]Verifier
 	byIssuer map[string]Verifier
 	byTD     map[string]*SPIFFEVerifier
 	aws      []Verifier
+
+	mu    sync.RWMutex
+	cache map[string]cachedIdentity
+	sweep time.Time
+}
+
+type cachedIdentity struct {
+	id    *Identity
+	until time.Time
+}
+
+// identityCacheTTL bounds how long a verified workload token is reused
+// without a new check (so a trust policy's MaxAge may be exceeded by at
+// most this much).
+const identityCacheTTL = 30 * time.Second
+
+// cacheable is implemented by verifiers whose results may be cached; it
+// returns their clock.
+type cacheable interface {
+	cacheClock() (ok bool, now func() time.Time)
+}
+
+func (v *OIDCVerifier) cacheClock() (bool, func() time.Time)   { return true, v.cfg.Now }
+func (v *EntraVerifier) cacheClock() (bool, func() time.Time)  { return true, v.cfg.Now }
+func (v *SPIFFEVerifier) cacheClock() (bool, func() time.Time) { return true, v.cfg.Now }
+func (v *KubernetesVerifier) cacheClock() (bool, func() time.Time) {
+	return v.cfg.TokenReviewURL == "", v.cfg.Now
 }
 
 // NewSources indexes verifiers. Names and issuers must be unique.
@@ -118,11 +151,61 @@ func (s *Sources) Resolve(credential, tokenType, name string) (Verifier, error) 
 
 // Verify resolves and verifies credential.
 func (s *Sources) Verify(ctx context.Context, credential, tokenType, name string) (*Identity, error) {
+	if tokenType != TokenTypeAWSSigV4 {
+		s.mu.RLock()
+		c, ok := s.cache[credential]
+		s.mu.RUnlock()
+		if ok && (name == "" || c.id.Source == name) {
+			if v, found := s.byName[c.id.Source]; found {
+				if _, clock := v.(cacheable).cacheClock(); nowOr(clock).Before(c.until) {
+					id := *c.id
+					return &id, nil
+				}
+			}
+		}
+	}
 	v, err := s.Resolve(credential, tokenType, name)
 	if err != nil {
 		return nil, err
 	}
-	return v.Verify(ctx, credential)
+	id, err := v.Verify(ctx, credential)
+	if err != nil {
+		return nil, err
+	}
+	if cv, ok := v.(cacheable); ok && tokenType != TokenTypeAWSSigV4 {
+		if yes, clock := cv.cacheClock(); yes {
+			s.remember(credential, id, nowOr(clock))
+		}
+	}
+	return id, nil
+}
+
+func (s *Sources) remember(credential string, id *Identity, now time.Time) {
+	until := now.Add(identityCacheTTL)
+	if id.Expiry.Before(until) {
+		until = id.Expiry
+	}
+	if !now.Before(until) {
+		return
+	}
+	c := *id
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cache == nil {
+		s.cache = map[string]cachedIdentity{}
+	}
+	if len(s.cache) >= 1<<14 || now.After(s.sweep) {
+		for k, e := range s.cache {
+			if !now.Before(e.until) {
+				delete(s.cache, k)
+			}
+		}
+		s.sweep = now.Add(identityCacheTTL)
+		if len(s.cache) >= 1<<14 {
+			clear(s.cache)
+		}
+	}
+	s.cache[credential] = cachedIdentity{id: &c, until: until}
 }
 
 // agentFor maps a verified workload identity to its agent and checks that

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/gatehouse/gatehouse/internal/identity"
 )
 
@@ -380,4 +382,46 @@ func FuzzTrustSourceToken(f *testing.F) {
 			t.Fatalf("error without code: %v", err)
 		}
 	})
+}
+
+// countingKeys counts signature-key lookups (one per full verification).
+type countingKeys struct {
+	identity.KeySource
+	n atomic.Int32
+}
+
+func (c *countingKeys) Key(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
+	c.n.Add(1)
+	return c.KeySource.Key(ctx, kid)
+}
+
+func TestSourcesCacheVerifiedTokens(t *testing.T) {
+	is := newTestIssuer(t)
+	now := t0
+	keys := &countingKeys{KeySource: &identity.RemoteKeys{URL: is.URL + "/jwks", Now: func() time.Time { return now }}}
+	v, _ := identity.NewOIDCVerifier(identity.OIDCConfig{Name: "ci", Policy: identity.TrustPolicy{Issuer: is.URL, Audience: "gatehouse"},
+		Keys: keys, Now: func() time.Time { return now }})
+	sources, _ := identity.NewSources(v)
+	tok := is.sign(t, oidcClaims(is.URL))
+	ctx := context.Background()
+	for range 3 {
+		if _, err := sources.Verify(ctx, tok, identity.TokenTypeJWT, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := keys.n.Load(); n != 1 {
+		t.Errorf("%d full verifications, want 1", n)
+	}
+	if _, err := sources.Verify(ctx, tok, identity.TokenTypeJWT, "other"); identity.ErrorCode(err) != identity.CodeSourceUnknown {
+		t.Errorf("cached token under another source name: %v", err)
+	}
+	now = now.Add(31 * time.Second)
+	if _, err := sources.Verify(ctx, tok, identity.TokenTypeJWT, ""); err != nil || keys.n.Load() != 2 {
+		t.Errorf("after the cache TTL: %v, %d verifications", err, keys.n.Load())
+	}
+	// Expiry ends a cache entry early.
+	now = t0.Add(9*time.Minute + 61*time.Second)
+	if _, err := sources.Verify(ctx, tok, identity.TokenTypeJWT, ""); identity.ErrorCode(err) != identity.CodeExpired {
+		t.Errorf("expired token: %v", err)
+	}
 }
