@@ -115,6 +115,7 @@ var checks = []Check{
 	{ID: "gateway.pinning", Title: "tool definitions are pinned", Key: "pinning.mode", run: checkPinning},
 	{ID: "gateway.kill_switch", Title: "the kill switch stops an agent at once and fails closed", Key: "locks.fail_mode, locks.max_stale", run: checkKillSwitch},
 	{ID: "gateway.audit_export", Title: "the audit log is exported continuously", Key: "audit.export", run: checkAuditExport},
+	{ID: "gateway.traces", Title: "autonomous agents' requests are traced", Key: "telemetry.otlp_endpoint", run: checkTraces},
 	{ID: "gateway.alerts", Title: "blocks, challenges and anomalies raise alerts", Key: "alerts (planned)", Planned: true, run: plannedPerAgent("gateway.alerts", "no alerts are configured: the configuration format has no alerts section yet", "alerts (planned)", "until it exists, alert on the audit export (audit.export) and the gateway's metrics in your monitoring system")},
 }
 
@@ -356,6 +357,22 @@ func checkAuditExport(g *Gateway, d *Descriptor) []Finding {
 	return fs
 }
 
+func checkTraces(g *Gateway, d *Descriptor) []Finding {
+	if g.Config.Telemetry.OTLPEndpoint != "" {
+		return nil
+	}
+	var fs []Finding
+	for _, a := range d.Agents {
+		if a.Autonomy == "autonomous" {
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+				Message:  "tracing is off: an autonomous agent's requests, stages and upstream calls cannot be followed end to end",
+				Location: g.at("telemetry"),
+				Fix:      "set telemetry.otlp_endpoint to the OpenTelemetry collector"})
+		}
+	}
+	return fs
+}
+
 func serverOf(tool string) string {
 	s, _, _ := strings.Cut(tool, "__")
 	return s
@@ -503,6 +520,27 @@ func isSecretName(name string) bool {
 
 func checkEmbedded(g *Gateway, _ *Descriptor) []Finding {
 	var fs []Finding
+	urls := []struct{ key, url string }{{"audit.checkpoint_webhook", g.Config.Audit.CheckpointWebhook}, {"telemetry.otlp_endpoint", g.Config.Telemetry.OTLPEndpoint}}
+	for i, e := range g.Config.Audit.Export {
+		urls = append(urls, struct{ key, url string }{fmt.Sprintf("audit.export[%d].url", i), e.URL})
+	}
+	for _, x := range urls {
+		if x.url == "" {
+			continue
+		}
+		if u, err := url.Parse(x.url); err == nil {
+			if u.User != nil {
+				fs = append(fs, Finding{Severity: Blocker, Message: fmt.Sprintf("%s carries credentials in the URL", x.key),
+					Location: g.at(x.key), Fix: "send them as a header from a header file"})
+			}
+			for _, q := range sortedMapKeys(u.Query()) {
+				if isSecretName(q) {
+					fs = append(fs, Finding{Severity: Blocker, Message: fmt.Sprintf("%s carries a credential in query parameter %s", x.key, q),
+						Location: g.at(x.key), Fix: "send it as a header from a header file"})
+				}
+			}
+		}
+	}
 	for i, s := range g.Config.Servers {
 		for _, name := range sortedMapKeys(s.Env) {
 			if isSecretName(name) && s.Env[name] != "" {

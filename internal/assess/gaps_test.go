@@ -33,7 +33,9 @@ func TestGapLocations(t *testing.T) {
 		{"gateway.rate_limits", "condition", "configs/weak.yaml:2 limits", "no rate limit"},
 		{"gateway.kill_switch", "blocker", "configs/weak.yaml:37 locks.fail_mode", "fails open"},
 		{"gateway.kill_switch", "condition", "configs/weak.yaml:38 locks.max_stale", "2m0s"},
-		{"gateway.audit_export", "blocker", "configs/weak.yaml:2 audit", "not exported"},
+		{"gateway.audit_export", "blocker", "configs/weak.yaml:40 audit", "not exported"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:40 audit.checkpoint_webhook", "query parameter token"},
+		{"gateway.traces", "condition", "configs/weak.yaml:2 telemetry", "tracing is off"},
 	}
 	for _, w := range want {
 		found := slices.ContainsFunc(r.Gaps, func(f assess.Finding) bool {
