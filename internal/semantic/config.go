@@ -118,12 +118,12 @@ const Never = 2.0
 // challenged, so that policy (the lethal-trifecta rule) decides what a
 // tainted session may still do; a near-certain injection is blocked.
 var DefaultThresholds = map[Surface]Threshold{
-	SurfacePrompt:       {Label: Never, Challenge: 0.85, Block: 0.97},
-	SurfaceToolInput:    {Label: Never, Challenge: 0.85, Block: 0.97},
+	SurfacePrompt:       {Label: Never, Challenge: 0.86, Block: 0.97},
+	SurfaceToolInput:    {Label: Never, Challenge: 0.86, Block: 0.97},
 	SurfaceToolOutput:   {Label: 0.8, Challenge: Never, Block: 0.97},
 	SurfaceDocument:     {Label: 0.8, Challenge: Never, Block: 0.97},
 	SurfacePromptResult: {Label: 0.8, Challenge: 0.9, Block: 0.97},
-	SurfaceSampling:     {Label: Never, Challenge: 0.85, Block: 0.97},
+	SurfaceSampling:     {Label: Never, Challenge: 0.86, Block: 0.97},
 	SurfaceModelOutput:  {Label: Never, Challenge: Never, Block: Never},
 }
 

@@ -67,6 +67,9 @@ type TrainOptions struct {
 	// short attack instruction by planting it in a benign document;
 	// default 3, negative disables.
 	Augment int
+	// Ensemble is how many models, trained with different seeds, are
+	// averaged; default 3.
+	Ensemble int
 	// Logger receives progress; nil discards.
 	Logger *slog.Logger
 }
@@ -84,6 +87,9 @@ func (o TrainOptions) withDefaults() TrainOptions {
 	if o.Augment == 0 {
 		o.Augment = 3
 	}
+	if o.Ensemble <= 0 {
+		o.Ensemble = 3
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -95,6 +101,7 @@ const (
 	learningRate = 0.15
 	l2           = 2e-6
 	maxInstr     = 600 // attack rows at most this long count as instructions
+	synthCount   = 200 // synthetic instructions (see synth.go)
 )
 
 // example is one featurised training example.
@@ -186,6 +193,9 @@ func buildCorpus(rows []Row, rng *rand.Rand, augment int) corpus {
 		}
 	}
 	if augment > 0 && len(c.carrier) > 0 {
+		syn := synthetic(rng, synthCount)
+		c.segPos = append(c.segPos, syn...)
+		instructions = append(instructions, syn...)
 		for _, ins := range instructions {
 			for range augment {
 				doc := c.carrier[rng.IntN(len(c.carrier))]
@@ -286,8 +296,43 @@ func examples(texts []string, ys []float32, docs bool) []example {
 	return exs
 }
 
-// trainBase fits the document and segment models on rows.
+// trainBase fits the document and segment models on rows: Ensemble
+// times with different seeds (different shuffles and different planted
+// augmentations), averaging the weights. For linear models this averages
+// the logits, which lowers the variance that one random augmentation
+// brings.
 func trainBase(ctx context.Context, rows []Row, o TrainOptions) (*Model, error) {
+	var avg *Model
+	for k := range o.Ensemble {
+		oo := o
+		oo.Seed = o.Seed + uint64(k)*1000
+		m, err := trainOne(ctx, rows, oo)
+		if err != nil {
+			return nil, err
+		}
+		if avg == nil {
+			avg = m
+			continue
+		}
+		for _, p := range [][2]*linear{{&avg.doc, &m.doc}, {&avg.seg, &m.seg}} {
+			for i, x := range p[1].w {
+				p[0].w[i] += x
+			}
+			p[0].b += p[1].b
+		}
+	}
+	n := float32(o.Ensemble)
+	for _, l := range []*linear{&avg.doc, &avg.seg} {
+		for i := range l.w {
+			l.w[i] /= n
+		}
+		l.b /= n
+	}
+	return avg, nil
+}
+
+// trainOne fits one document and one segment model.
+func trainOne(ctx context.Context, rows []Row, o TrainOptions) (*Model, error) {
 	rng := rand.New(rand.NewPCG(o.Seed, 0xa06))
 	c := buildCorpus(rows, rng, o.Augment)
 	var texts []string
