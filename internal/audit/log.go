@@ -56,6 +56,9 @@ type Config struct {
 	// committing a batch that is not full. Default 0: commit at once; batches
 	// form naturally from the records that arrive during a commit.
 	MaxDelay time.Duration
+	// LazyDelay bounds how long a record appended with AppendLazy may wait
+	// to be committed together with a later record. Default 20ms.
+	LazyDelay time.Duration
 	// QueueSize is the number of records that may wait for the writer; a
 	// full queue blocks Append (back-pressure). Default 4×MaxBatch.
 	QueueSize int
@@ -104,6 +107,8 @@ type request struct {
 	cols  Entry
 	start time.Time
 	done  chan result
+	// lazy requests may wait up to LazyDelay to share a commit.
+	lazy bool
 }
 
 type result struct {
@@ -150,6 +155,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 1024
+	}
+	if cfg.LazyDelay <= 0 {
+		cfg.LazyDelay = 20 * time.Millisecond
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 4 * cfg.MaxBatch
@@ -267,12 +275,24 @@ func (l *Log) Backend() Backend { return l.b }
 // the audited action. Errors wrap ErrUnavailable (store failure), ErrClosed,
 // or ctx's error.
 func (l *Log) Append(ctx context.Context, e *Event) (Receipt, error) {
+	return l.append(ctx, e, false)
+}
+
+// AppendLazy is Append for a record that need not be durable at once: it
+// may wait up to Config.LazyDelay to be committed with a later record, so
+// that records nobody waits on (outcomes, reads) do not cost a commit of
+// their own. It returns, like Append, once the record is durable.
+func (l *Log) AppendLazy(ctx context.Context, e *Event) (Receipt, error) {
+	return l.append(ctx, e, true)
+}
+
+func (l *Log) append(ctx context.Context, e *Event, lazy bool) (Receipt, error) {
 	start := time.Now()
 	data, cols, err := l.encode(e)
 	if err != nil {
 		return Receipt{}, err
 	}
-	req := &request{event: data, cols: cols, start: start, done: make(chan result, 1)}
+	req := &request{event: data, cols: cols, start: start, done: make(chan result, 1), lazy: lazy}
 	l.closeMu.RLock()
 	if l.closed {
 		l.closeMu.RUnlock()
@@ -378,12 +398,42 @@ func (l *Log) writer() {
 		tick = t.C
 	}
 	batch := make([]*request, 0, l.cfg.MaxBatch)
+	// Lazy records wait in pending until a record that is waited on
+	// arrives, the batch is full, or LazyDelay has passed.
+	var pending []*request
+	lazyTimer := time.NewTimer(time.Hour)
+	lazyTimer.Stop()
+	defer lazyTimer.Stop()
+	flush := func(extra []*request) {
+		batch = append(append(batch[:0], pending...), extra...)
+		pending = pending[:0]
+		lazyTimer.Stop()
+		for len(batch) > 0 {
+			n := min(len(batch), l.cfg.MaxBatch)
+			l.commit(batch[:n])
+			batch = batch[n:]
+		}
+	}
 	for {
 		select {
 		case r := <-l.queue:
-			batch = l.gather(append(batch[:0], r))
-			l.commit(batch)
+			got := l.gather(append(batch[:0], r))
+			eager := false
+			for _, g := range got {
+				eager = eager || !g.lazy
+			}
+			if eager || len(pending)+len(got) >= l.cfg.MaxBatch {
+				flush(append([]*request(nil), got...))
+				continue
+			}
+			if len(pending) == 0 {
+				lazyTimer.Reset(l.cfg.LazyDelay)
+			}
+			pending = append(pending, got...)
+		case <-lazyTimer.C:
+			flush(nil)
 		case reply := <-l.ckptReq:
+			flush(nil)
 			c, err := l.issue()
 			reply <- ckptResult{c, err}
 		case <-tick:
@@ -393,6 +443,7 @@ func (l *Log) writer() {
 				}
 			}
 		case <-l.stop:
+			flush(nil)
 			for {
 				select {
 				case r := <-l.queue:

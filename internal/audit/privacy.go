@@ -81,14 +81,22 @@ func (p privacy) payload(raw json.RawMessage, hash string) (json.RawMessage, str
 	if len(raw) == 0 {
 		return nil, hash, nil
 	}
+	if p.mode != FullPayload {
+		// Metadata only: the salted hash of the payload's compact bytes.
+		// Compacting is linear and allocation-light, where canonicalising
+		// (decoding and re-encoding) large tool results was not.
+		var b bytes.Buffer
+		b.Grow(len(raw))
+		if err := json.Compact(&b, raw); err != nil {
+			return nil, "", fmt.Errorf("decoding payload: %w", err)
+		}
+		return nil, p.hash(b.Bytes()), nil
+	}
 	c, err := canonicalJSON(raw)
 	if err != nil {
 		return nil, "", err
 	}
 	hash = p.hash(c)
-	if p.mode != FullPayload {
-		return nil, hash, nil
-	}
 	r, err := p.redact(c)
 	return r, hash, err
 }

@@ -40,7 +40,7 @@ type recorder struct {
 
 // asyncWorkers is the number of goroutines committing enqueued records;
 // their concurrent appends are what the log batches into one commit.
-const asyncWorkers = 32
+const asyncWorkers = 128
 
 func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
 	ac := g.cfg.Audit
@@ -121,7 +121,7 @@ func (r *recorder) worker() {
 func (r *recorder) commit(rec *pipeline.Record) {
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := r.Record(context.Background(), rec)
+		err := r.append(context.Background(), rec, true)
 		if err == nil {
 			return
 		}
@@ -145,12 +145,23 @@ func (r *recorder) commit(rec *pipeline.Record) {
 // Record implements pipeline.Recorder: it returns once the record is
 // durable.
 func (r *recorder) Record(ctx context.Context, rec *pipeline.Record) error {
+	return r.append(ctx, rec, false)
+}
+
+// append records rec; lazy records may wait to share a later commit.
+func (r *recorder) append(ctx context.Context, rec *pipeline.Record, lazy bool) error {
 	ev := r.event(rec)
-	rcpt, err := r.log.Append(ctx, ev)
+	appendFn := r.log.Append
+	if lazy {
+		appendFn = r.log.AppendLazy
+	}
+	rcpt, err := appendFn(ctx, ev)
 	if err != nil {
 		return err
 	}
-	if rec.Kind == "intent" {
+	if rec.Kind == "intent" && !lazy {
+		// Only write-ahead intents are linked by index from their outcome
+		// (a lazy intent may commit after its outcome is built).
 		r.mu.Lock()
 		r.intents[rec.Request.ID] = rcpt
 		r.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
@@ -29,6 +30,21 @@ import (
 // serialises appends from several replicas with an advisory lock.
 type AuditLog struct {
 	db *DB
+	// Statements of the append path, prepared once.
+	prepOnce sync.Once
+	prepErr  error
+	sizeStmt *sql.Stmt
+	insStmt  *sql.Stmt
+}
+
+func (a *AuditLog) prepare(ctx context.Context) error {
+	a.prepOnce.Do(func() {
+		if a.sizeStmt, a.prepErr = a.db.PrepareContext(ctx, `SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries`); a.prepErr != nil {
+			return
+		}
+		a.insStmt, a.prepErr = a.db.PrepareContext(ctx, `INSERT INTO audit_entries (idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation, tree) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`)
+	})
+	return a.prepErr
 }
 
 var auditSchema = map[Dialect][]string{
@@ -86,6 +102,9 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 	if len(b.Entries) == 0 {
 		return nil
 	}
+	if err := a.prepare(ctx); err != nil {
+		return fmt.Errorf("preparing audit statements: %w", err)
+	}
 	tx, err := a.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("appending audit batch: %w", err)
@@ -97,7 +116,7 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 		}
 	}
 	var size int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries`).Scan(&size); err != nil {
+	if err := tx.StmtContext(ctx, a.sizeStmt).QueryRowContext(ctx).Scan(&size); err != nil {
 		return fmt.Errorf("reading audit log size: %w", err)
 	}
 	if size != b.Entries[0].Index {
@@ -112,10 +131,7 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 	if a.db.Dialect == SQLite {
 		rowCtx = context.WithoutCancel(ctx)
 	}
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO audit_entries (idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation, tree) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`)
-	if err != nil {
-		return fmt.Errorf("inserting audit entries: %w", err)
-	}
+	ins := tx.StmtContext(ctx, a.insStmt)
 	defer ins.Close()
 	var tree []byte
 	for _, e := range b.Entries {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
@@ -40,6 +41,42 @@ type DB struct {
 	Dialect Dialect
 	// Path is the SQLite file (empty for PostgreSQL).
 	Path string
+	// stop ends the SQLite checkpointer.
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Close stops background work and closes the database.
+func (db *DB) Close() error {
+	if db.stop != nil {
+		close(db.stop)
+		<-db.done
+		db.stop = nil
+	}
+	return db.DB.Close()
+}
+
+// checkpoint moves the SQLite write-ahead log into the database file in
+// the background (PASSIVE: it never blocks writers), instead of letting a
+// committing transaction do it, which would add its cost to that commit's
+// latency. At close it truncates the WAL.
+func (db *DB) checkpoint(every time.Duration) {
+	defer close(db.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stop:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _ = db.DB.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+			cancel()
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _ = db.DB.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+			cancel()
+		}
+	}
 }
 
 // Open opens the store named by dsn. A dsn beginning with "postgres://" or
@@ -68,7 +105,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		}
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(ON)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(ON)", "wal_autocheckpoint(0)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -80,7 +117,9 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
-	return &DB{DB: db, Dialect: SQLite, Path: path}, nil
+	d := &DB{DB: db, Dialect: SQLite, Path: path, stop: make(chan struct{}), done: make(chan struct{})}
+	go d.checkpoint(time.Second)
+	return d, nil
 }
 
 // Migrate brings component's schema up to len(steps): step i (0-based) is
