@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -214,7 +215,17 @@ func (m *Minter) mint(c *Claims, ttl time.Duration) (string, time.Time, error) {
 	}
 	c.IssuedAt, c.NotBefore, c.Expiry = jwt.NewNumericDate(now), jwt.NewNumericDate(now), jwt.NewNumericDate(exp)
 	c.ID = randomID()
-	tok, err := jwt.Signed(signer).Claims(c).Serialize()
+	// Marshal once and sign the bytes: jwt.Signed(...).Claims would
+	// marshal, re-parse and marshal again.
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("minting token: %w", err)
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("minting token: %w", err)
+	}
+	tok, err := jws.CompactSerialize()
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("minting token: %w", err)
 	}
