@@ -92,10 +92,12 @@ type Context struct {
 	Risk int64 `json:"risk"`
 	// Scores maps detector name to its highest score in per-mille.
 	Scores map[string]int64 `json:"scores"`
-	// Kinds lists the distinct finding kinds, sorted.
+	// Kinds lists the distinct finding kinds, sorted. The classifier and
+	// remote adapters answer on every text: their findings are listed
+	// only from a score of 0.5 (below, they show in Scores only).
 	Kinds []string `json:"kinds"`
 	// Rules lists the distinct rules (secret rule ids, PII types,
-	// encodings), sorted.
+	// encodings, remote categories) of those findings, sorted.
 	Rules []string `json:"rules"`
 	// Labels lists the labels raised.
 	Labels []string `json:"labels"`
@@ -552,6 +554,10 @@ func redactSpans(text string, fs []Finding) string {
 	return b.String()
 }
 
+// kindFloor is the score from which a classifier or remote finding is
+// listed in the policy context's kinds and rules.
+const kindFloor = 0.5
+
 func permille(x float64) int64 { return int64(math.Round(math.Max(0, math.Min(1, x)) * 1000)) }
 
 func summarise(r Result) Context {
@@ -572,6 +578,9 @@ func summarise(r Result) Context {
 			continue
 		}
 		c.Scores[f.Detector] = max(c.Scores[f.Detector], permille(f.Score))
+		if (f.Detector == string(DetectInjection) || strings.HasPrefix(f.Detector, "remote:")) && f.Score < kindFloor {
+			continue // the classifier and remotes always answer; a weak score shows in Scores only
+		}
 		if !slices.Contains(c.Kinds, f.Kind) {
 			c.Kinds = append(c.Kinds, f.Kind)
 		}
