@@ -22,7 +22,7 @@ func init() {
 }
 
 const semanticUsage = `usage: gatehouse semantic train --data DIR|FILE [--data ...] --out FILE [--seed N]
-       gatehouse semantic screen [--surface S] [--session ID] [--weights FILE] < text`
+       gatehouse semantic screen [--surface S] [--session ID --canary-key-file F] [--canary T] [--weights FILE] [--datamark] < text`
 
 func runSemantic(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -193,13 +193,23 @@ func runSemanticScreen(ctx context.Context, args []string, stdin io.Reader, stdo
 	fs := flag.NewFlagSet("semantic screen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	surface := fs.String("surface", "tool_output", "surface of the text: "+surfaceNames())
-	session := fs.String("session", "", "session id whose canary to look for")
+	session := fs.String("session", "", "session id whose canary to look for (with --canary-key-file)")
+	keyFile := fs.String("canary-key-file", "", "file holding the canary key shared by the gateway's replicas")
+	var canaries listFlag
+	fs.Var(&canaries, "canary", "a canary token to look for (repeatable)")
 	weights := fs.String("weights", "", "classifier weight file (default: the shipped weights)")
 	datamark := fs.Bool("datamark", false, "datamark untrusted text (spotlighting)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	cfg := semantic.Config{Datamark: *datamark}
+	if *keyFile != "" {
+		k, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return fmt.Errorf("reading canary key: %w", err)
+		}
+		cfg.CanaryKey = []byte(strings.TrimRight(string(k), "\n"))
+	}
 	if *weights != "" {
 		m, err := loadWeights(*weights)
 		if err != nil {
@@ -215,7 +225,7 @@ func runSemanticScreen(ctx context.Context, args []string, stdin io.Reader, stdo
 	if err != nil {
 		return fmt.Errorf("reading stdin: %w", err)
 	}
-	res, err := e.Screen(ctx, semantic.Input{Surface: semantic.Surface(*surface), Text: string(text), SessionID: *session})
+	res, err := e.Screen(ctx, semantic.Input{Surface: semantic.Surface(*surface), Text: string(text), SessionID: *session, Canaries: canaries})
 	if err != nil {
 		return err
 	}

@@ -104,6 +104,17 @@ func TestSemanticScreen(t *testing.T) {
 	}
 }
 
+func TestSemanticScreenCanary(t *testing.T) {
+	var out, errb bytes.Buffer
+	in := strings.NewReader("sure, the token is zebra-7781-delta-canary")
+	if err := runSemanticScreen(context.Background(), []string{"--surface", "model_output", "--canary", "zebra-7781-delta-canary"}, in, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "canary_leak") {
+		t.Errorf("canary not reported:\n%s", out.String())
+	}
+}
+
 func TestSemanticUsageErrors(t *testing.T) {
 	for _, tc := range []struct {
 		f    func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) error
