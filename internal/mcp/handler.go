@@ -281,6 +281,7 @@ func (p *Proxy) serveGET(w http.ResponseWriter, r *http.Request, ep *endpoint) {
 
 	sse := newSSEWriter(w)
 	sse.start(http.StatusOK)
+	sse.flush() // the client sees the stream open at once
 	ctx := r.Context()
 	keepAlive := time.NewTicker(25 * time.Second)
 	defer keepAlive.Stop()

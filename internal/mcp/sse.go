@@ -126,7 +126,8 @@ func newSSEWriter(w http.ResponseWriter) *sseWriter {
 	return &sseWriter{w: w, flusher: f}
 }
 
-// start writes the response headers for an event stream.
+// start writes the response headers for an event stream. They reach the
+// client with the first flush (every event flushes).
 func (s *sseWriter) start(status int) {
 	if s.started {
 		return
@@ -137,7 +138,6 @@ func (s *sseWriter) start(status int) {
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
 	s.w.WriteHeader(status)
-	s.flush()
 }
 
 // write sends one event with the given id (may be empty) and data.

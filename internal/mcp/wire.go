@@ -67,14 +67,17 @@ func decodeMessage(b []byte) (*Message, *WireError) {
 	if len(b) > 0 && b[0] == '[' {
 		return nil, &WireError{Code: CodeInvalidRequest, Message: errBatch.Error()}
 	}
-	var m Message
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, &WireError{Code: CodeInvalidRequest, Message: "invalid JSON-RPC message: " + publicJSONError(err)}
+	m, ok := decodeFast(b)
+	if !ok {
+		m = &Message{}
+		if err := json.Unmarshal(b, m); err != nil {
+			return nil, &WireError{Code: CodeInvalidRequest, Message: "invalid JSON-RPC message: " + publicJSONError(err)}
+		}
 	}
 	if err := m.validate(); err != nil {
 		return nil, &WireError{Code: CodeInvalidRequest, Message: err.Error()}
 	}
-	return &m, nil
+	return m, nil
 }
 
 func (m *Message) validate() error {
@@ -141,12 +144,7 @@ func publicJSONError(err error) string {
 // encode marshals m. Messages the proxy builds are always encodable.
 func encode(m *Message) []byte {
 	m.JSONRPC = "2.0"
-	b, err := json.Marshal(m)
-	if err != nil {
-		// Only raw fields could fail, and they were validated on the way in.
-		b, _ = json.Marshal(&Message{JSONRPC: "2.0", ID: m.ID, Error: &WireError{Code: CodeInternalError, Message: "internal error encoding a message"}})
-	}
-	return b
+	return encodeFast(m)
 }
 
 // errorResponse builds an error response to id.
@@ -188,6 +186,10 @@ func parseParams(raw json.RawMessage) (params, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return p, nil
 	}
+	if members(raw, func(name string, v []byte) { p[name] = v }) {
+		return p, nil
+	}
+	clear(p)
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, err
 	}
@@ -199,19 +201,9 @@ func (p params) str(key string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return "", false
-	}
-	return s, true
+	return unquote(raw)
 }
 
-func (p params) setStr(key, val string) {
-	b, _ := json.Marshal(val)
-	p[key] = b
-}
+func (p params) setStr(key, val string) { p[key] = appendString(nil, val) }
 
-func (p params) raw() json.RawMessage {
-	b, _ := json.Marshal(map[string]json.RawMessage(p))
-	return b
-}
+func (p params) raw() json.RawMessage { return encodeObject(p) }

@@ -203,3 +203,68 @@ func TestModernHeaderValues(t *testing.T) {
 		t.Error("missing header accepted")
 	}
 }
+
+func FuzzFastJSON(f *testing.F) {
+	for _, s := range []string{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":[1,{"b":"\u00e9\n"}]}}}`,
+		`{"jsonrpc":"2.0","id":"a\"b","result":{"x":1}}`, `{"jsonrpc":"2.0","id":null,"method":"m"}`, `{ "method" : "a\\b" , "jsonrpc":"2.0"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if checkJSON(b) != nil {
+			return
+		}
+		// The fast decoder agrees with encoding/json, except that it matches
+		// member names exactly where encoding/json folds case ("pArAms"):
+		// the proxy re-encodes what it decoded, so what it forwards is what
+		// it decided on either way.
+		for _, k := range []string{`"jsonrpc"`, `"id"`, `"method"`, `"params"`, `"result"`, `"error"`} {
+			if bytes.Contains(bytes.ToLower(b), []byte(k)) && !bytes.Contains(b, []byte(k)) {
+				return
+			}
+			if bytes.Count(bytes.ToLower(b), []byte(k)) != bytes.Count(b, []byte(k)) {
+				return
+			}
+		}
+		fast, ok := decodeFast(b)
+		var slow Message
+		serr := json.Unmarshal(b, &slow)
+		if !ok {
+			return
+		}
+		if serr != nil {
+			t.Fatalf("fast decode accepted what encoding/json refuses: %q (%v)", b, serr)
+		}
+		if fast.Method != slow.Method || fast.JSONRPC != slow.JSONRPC || !jsonEqual(fast.ID, slow.ID) || !jsonEqual(fast.Params, slow.Params) || !jsonEqual(fast.Result, slow.Result) {
+			t.Fatalf("decoders disagree on %q:\nfast %+v\nslow %+v", b, fast, slow)
+		}
+		// Encoding is valid JSON that decodes to the same message.
+		out := encodeFast(fast)
+		var back Message
+		if err := json.Unmarshal(out, &back); err != nil || back.Method != fast.Method {
+			t.Fatalf("encodeFast(%q) = %q (%v)", b, out, err)
+		}
+		// params round-trip through members and encodeObject.
+		if len(fast.Params) > 0 && fast.Params[0] == '{' {
+			p, err := parseParams(fast.Params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !jsonEqual(p.raw(), fast.Params) {
+				t.Fatalf("params %q re-encoded as %q", fast.Params, p.raw())
+			}
+		}
+	})
+}
+
+func jsonEqual(a, b []byte) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return bytes.Equal(a, b)
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}

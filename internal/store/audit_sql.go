@@ -65,7 +65,11 @@ CREATE INDEX audit_entries_tool ON audit_entries (tool, idx);
 CREATE INDEX audit_entries_correlation ON audit_entries (correlation, idx);
 CREATE INDEX audit_entries_time ON audit_entries (time_ms);
 CREATE TABLE audit_checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL, note BLOB NOT NULL, time_ms INTEGER NOT NULL);
-CREATE TABLE audit_cursors (name TEXT PRIMARY KEY, idx INTEGER NOT NULL)`},
+CREATE TABLE audit_cursors (name TEXT PRIMARY KEY, idx INTEGER NOT NULL)`,
+		// Every index is written on the append path, which must stay cheap:
+		// keep those for the frequent filters (agent, correlation); a
+		// search by tool or time scans in index order.
+		dropRarelyUsedIndexes},
 	Postgres: {`CREATE TABLE audit_entries (
 	idx BIGINT PRIMARY KEY,
 	data BYTEA NOT NULL,
@@ -83,8 +87,12 @@ CREATE INDEX audit_entries_tool ON audit_entries (tool, idx);
 CREATE INDEX audit_entries_correlation ON audit_entries (correlation, idx);
 CREATE INDEX audit_entries_time ON audit_entries (time_ms);
 CREATE TABLE audit_checkpoints (size BIGINT PRIMARY KEY, root BYTEA NOT NULL, note BYTEA NOT NULL, time_ms BIGINT NOT NULL);
-CREATE TABLE audit_cursors (name TEXT PRIMARY KEY, idx BIGINT NOT NULL)`},
+CREATE TABLE audit_cursors (name TEXT PRIMARY KEY, idx BIGINT NOT NULL)`,
+		dropRarelyUsedIndexes},
 }
+
+const dropRarelyUsedIndexes = `DROP INDEX IF EXISTS audit_entries_tool;
+DROP INDEX IF EXISTS audit_entries_time`
 
 // OpenAuditLog migrates the audit tables and returns the backend.
 func OpenAuditLog(ctx context.Context, db *DB) (*AuditLog, error) {
