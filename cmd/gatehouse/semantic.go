@@ -21,7 +21,7 @@ func init() {
 	commands["semantic"] = command{summary: "train the injection classifier, or screen text from stdin", run: runSemantic}
 }
 
-const semanticUsage = `usage: gatehouse semantic train --data DIR|FILE [--data ...] --out FILE [--seed N]
+const semanticUsage = `usage: gatehouse semantic train --data DIR|FILE [--data ...] --out FILE [--seed N] [--folds N] [--ensemble N] [--epochs N]
        gatehouse semantic screen [--surface S] [--session ID --canary-key-file F] [--canary T] [--weights FILE] [--datamark] < text`
 
 func runSemantic(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -110,6 +110,9 @@ func runSemanticTrain(ctx context.Context, args []string, stdout, stderr io.Writ
 	fs.Var(&data, "data", "training data: a JSONL file or a directory of them (repeatable)")
 	out := fs.String("out", "", "where to write the weight file")
 	seed := fs.Uint64("seed", 1, "random seed (training is deterministic for a seed)")
+	folds := fs.Int("folds", 5, "cross-validation folds (they fit the combiner and give the CV figures)")
+	ensemble := fs.Int("ensemble", 3, "models averaged, each trained with its own seed")
+	epochs := fs.Int("epochs", 12, "training epochs")
 	quiet := fs.Bool("q", false, "no progress logs")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -117,6 +120,9 @@ func runSemanticTrain(ctx context.Context, args []string, stdout, stderr io.Writ
 	if len(data) == 0 || *out == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return fmt.Errorf("%w: semantic train needs --data and --out", errUsage)
+	}
+	if *folds < 2 || *ensemble < 1 || *epochs < 1 {
+		return fmt.Errorf("%w: --folds must be at least 2, --ensemble and --epochs at least 1", errUsage)
 	}
 	files, err := dataFiles(data)
 	if err != nil {
@@ -131,7 +137,7 @@ func runSemanticTrain(ctx context.Context, args []string, stdout, stderr io.Writ
 		log = slog.New(slog.DiscardHandler)
 	}
 	log.Info("training", "files", strings.Join(files, ","), "rows", len(rows), "seed", *seed)
-	m, oof, err := injection.Train(ctx, rows, injection.TrainOptions{Seed: *seed, Logger: log})
+	m, oof, err := injection.Train(ctx, rows, injection.TrainOptions{Seed: *seed, Folds: *folds, Ensemble: *ensemble, Epochs: *epochs, Logger: log})
 	if err != nil {
 		return fmt.Errorf("training: %w", err)
 	}
@@ -143,7 +149,7 @@ func runSemanticTrain(ctx context.Context, args []string, stdout, stderr io.Writ
 		return fmt.Errorf("writing weights: %w", err)
 	}
 	fmt.Fprintf(stdout, "wrote %s (%d bytes) from %d rows\n", *out, len(b), len(rows))
-	fmt.Fprintf(stdout, "\n5-fold cross-validation on the training rows (classifier alone, grouped by source item):\n")
+	fmt.Fprintf(stdout, "\n%d-fold cross-validation on the training rows (classifier alone, grouped by source item):\n", *folds)
 	printCV(stdout, oof)
 	return nil
 }

@@ -46,14 +46,15 @@ func TestSemanticTrainAndEval(t *testing.T) {
 		t.Fatal(err)
 	}
 	w1, w2 := filepath.Join(dir, "w1.bin"), filepath.Join(dir, "w2.bin")
-	out, _, err := runCmd(t, semanticCmd, "train", "-q", "--data", dir, "--out", w1)
+	fast := []string{"--folds", "2", "--ensemble", "2", "--epochs", "4"}
+	out, _, err := runCmd(t, semanticCmd, append([]string{"train", "-q", "--data", dir, "--out", w1}, fast...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "from 8 rows") || !strings.Contains(out, "cross-validation") {
 		t.Errorf("train output:\n%s", out)
 	}
-	if _, _, err := runCmd(t, semanticCmd, "train", "-q", "--data", filepath.Join(dir, "train.jsonl"), "--out", w2); err != nil {
+	if _, _, err := runCmd(t, semanticCmd, append([]string{"train", "-q", "--data", filepath.Join(dir, "train.jsonl"), "--out", w2}, fast...)...); err != nil {
 		t.Fatal(err)
 	}
 	b1, _ := os.ReadFile(w1)
@@ -124,6 +125,7 @@ func TestSemanticUsageErrors(t *testing.T) {
 		{semanticCmd, []string{"fly"}},
 		{semanticCmd, []string{"train", "--out", "x"}},
 		{semanticCmd, []string{"train", "--bogus"}},
+		{semanticCmd, []string{"train", "--data", "x", "--out", "y", "--folds", "1"}},
 		{evalCmd, nil},
 		{evalCmd, []string{"semantic"}},
 		{evalCmd, []string{"other", "--data", "x"}},
