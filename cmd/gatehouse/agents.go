@@ -44,7 +44,7 @@ func (l *repeated) Set(v string) error { *l = append(*l, v); return nil }
 
 func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, agentsUsage)
+		_, _ = fmt.Fprintln(stderr, agentsUsage)
 		return fmt.Errorf("%w: agents needs a subcommand", errUsage)
 	}
 	sub := args[0]
@@ -77,7 +77,7 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	needID := func() (string, error) {
 		if len(pos) != 1 {
-			fmt.Fprintln(stderr, agentsUsage)
+			_, _ = fmt.Fprintln(stderr, agentsUsage)
 			return "", fmt.Errorf("%w: agents %s needs one agent ID", errUsage, sub)
 		}
 		return pos[0], nil
@@ -85,7 +85,7 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	switch sub {
 	case "list", "show", "add", "suspend", "resume", "retire":
 	default:
-		fmt.Fprintln(stderr, agentsUsage)
+		_, _ = fmt.Fprintln(stderr, agentsUsage)
 		return fmt.Errorf("%w: unknown agents subcommand %q", errUsage, sub)
 	}
 	c, err := admin()
@@ -99,13 +99,13 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATUS\tHOSTING\tOWNER\tSERVERS\tCREDENTIALS\tEXPIRES")
+		_, _ = fmt.Fprintln(tw, "ID\tSTATUS\tHOSTING\tOWNER\tSERVERS\tCREDENTIALS\tEXPIRES")
 		for _, a := range list {
 			exp := "-"
 			if !a.Expires.IsZero() {
 				exp = a.Expires.Format(time.DateOnly)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.ID, a.Status, dash(a.Hosting), dash(a.Owner), dash(strings.Join(a.Servers, ",")), len(a.Credentials), exp)
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.ID, a.Status, dash(a.Hosting), dash(a.Owner), dash(strings.Join(a.Servers, ",")), len(a.Credentials), exp)
 		}
 		return tw.Flush()
 	case "show":
@@ -148,14 +148,14 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		for _, s := range creds {
 			fc, err := parseCredential(s)
 			if err != nil {
-				return fmt.Errorf("%w: %v", errUsage, err)
+				return fmt.Errorf("%w: %w", errUsage, err)
 			}
 			a.Credentials = append(a.Credentials, fc)
 		}
 		if *expires != "" {
 			t, err := parseExpiry(*expires, time.Now())
 			if err != nil {
-				return fmt.Errorf("%w: %v", errUsage, err)
+				return fmt.Errorf("%w: %w", errUsage, err)
 			}
 			a.Expires = t
 		}
@@ -163,7 +163,7 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("%w: agents add needs --id", errUsage)
 		}
 		if err := identity.ValidateAgent(&a); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
+			return fmt.Errorf("%w: %w", errUsage, err)
 		}
 		body := struct {
 			identity.Agent
@@ -173,7 +173,7 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := c.do(ctx, "POST", "/v1/agents", body, &out); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "added %s (%s)\n", out.ID, out.Status)
+		_, _ = fmt.Fprintf(stdout, "added %s (%s)\n", out.ID, out.Status)
 		return nil
 	default: // suspend, resume, retire
 		aid, err := needID()
@@ -187,7 +187,7 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := c.do(ctx, "POST", "/v1/agents/"+url.PathEscape(aid)+"/"+sub, identity.ChangeInfo{By: *by, Reason: *reason}, &out); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s is %s\n", out.ID, out.Status)
+		_, _ = fmt.Fprintf(stdout, "%s is %s\n", out.ID, out.Status)
 		return nil
 	}
 }

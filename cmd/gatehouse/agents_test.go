@@ -30,13 +30,13 @@ func (f *fakeAgentsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	if r.Header.Get("Authorization") != "Bearer admin-secret-0123456789" {
 		w.WriteHeader(http.StatusUnauthorized)
-		json.NewEncoder(w).Encode(map[string]string{"error": "admin credential required"})
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "admin credential required"})
 		return
 	}
 	f.paths = append(f.paths, r.Method+" "+r.URL.Path)
 	b, _ := io.ReadAll(r.Body)
 	var body map[string]any
-	json.Unmarshal(b, &body)
+	_ = json.Unmarshal(b, &body)
 	f.bodies = append(f.bodies, body)
 	id := strings.TrimPrefix(r.URL.Path, "/v1/agents/")
 	verb := ""
@@ -50,27 +50,27 @@ func (f *fakeAgentsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, a := range f.agents {
 			list = append(list, a)
 		}
-		json.NewEncoder(w).Encode(list)
+		_ = json.NewEncoder(w).Encode(list)
 	case r.Method == "POST" && r.URL.Path == "/v1/agents":
 		var n identity.Agent
-		json.Unmarshal(b, &n)
+		_ = json.Unmarshal(b, &n)
 		if f.agents[n.ID] != nil {
 			w.WriteHeader(http.StatusConflict)
-			json.NewEncoder(w).Encode(map[string]string{"error": identity.ErrAgentExists.Error()})
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": identity.ErrAgentExists.Error()})
 			return
 		}
 		n.Status = identity.StatusActive
 		f.agents[n.ID] = &n
 		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(n)
+		_ = json.NewEncoder(w).Encode(n)
 	case a == nil:
 		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]string{"error": "no such agent"})
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "no such agent"})
 	case r.Method == "GET" && verb == "":
-		json.NewEncoder(w).Encode(a)
+		_ = json.NewEncoder(w).Encode(a)
 	case r.Method == "POST":
 		a.Status = map[string]identity.Status{"suspend": identity.StatusSuspended, "resume": identity.StatusActive, "retire": identity.StatusRetired}[verb]
-		json.NewEncoder(w).Encode(a)
+		_ = json.NewEncoder(w).Encode(a)
 	default:
 		w.WriteHeader(http.StatusNotFound)
 	}
@@ -85,7 +85,7 @@ func agentsCLI(t *testing.T, args ...string) (*fakeAgentsAPI, func(args ...strin
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	tokFile := filepath.Join(t.TempDir(), "admin.token")
-	os.WriteFile(tokFile, []byte("admin-secret-0123456789\n"), 0o600)
+	_ = os.WriteFile(tokFile, []byte("admin-secret-0123456789\n"), 0o600)
 	return f, func(args ...string) (string, string, error) {
 		var out, errb bytes.Buffer
 		full := append([]string{args[0], "--admin", srv.URL, "--admin-token-file", tokFile, "--by", "ops@example.com"}, args[1:]...)
