@@ -613,3 +613,21 @@ func TestKillSwitchAndSingleUseTokens(t *testing.T) {
 		t.Errorf("unlocked agent: %v", err)
 	}
 }
+
+func TestAuthenticationFailuresAudited(t *testing.T) {
+	e := newExchangeEnv(t)
+	var got []identity.Event
+	e.authn.Audit = func(_ context.Context, ev identity.Event) error { got = append(got, ev); return nil }
+	for _, tok := range []string{"", unsignedJWT(oidcClaims(gwURL)), strings.Repeat("x", identity.MaxTokenBytes+1)} {
+		_, _ = e.call(t, "/mcp", "Bearer", tok, "")
+	}
+	want := []string{identity.CodeMalformed, identity.CodeAlgorithm, identity.CodeTooLarge}
+	if len(got) != len(want) {
+		t.Fatalf("%d audit events, want %d", len(got), len(want))
+	}
+	for i, ev := range got {
+		if ev.Type != "authentication" || ev.Success || ev.Code != want[i] || strings.Contains(ev.Detail, "eyJ") {
+			t.Errorf("event %d = %+v", i, ev)
+		}
+	}
+}

@@ -79,6 +79,8 @@ type KeyRing struct {
 	cfg  KeyRingConfig
 	mu   sync.Mutex // serialises writers
 	snap atomic.Pointer[[]*SigningKey]
+	// lastMiss rate-limits reloads triggered by unknown kids.
+	lastMiss atomic.Int64
 }
 
 // NewKeyRing loads the keys in cfg.Dir, creating a first key when there is
@@ -274,6 +276,25 @@ func (r *KeyRing) Verifying(kid string) (*SigningKey, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Lookup is Verifying, except that an unknown kid makes a ring backed by a
+// directory reread it (at most once a second): a key another replica just
+// created is found without waiting for ReloadInterval.
+func (r *KeyRing) Lookup(kid string) (*SigningKey, bool) {
+	k, ok := r.Verifying(kid)
+	if k != nil || r.cfg.Dir == "" {
+		return k, ok
+	}
+	now := time.Now().UnixNano()
+	last := r.lastMiss.Load()
+	if now-last < int64(time.Second) || !r.lastMiss.CompareAndSwap(last, now) {
+		return nil, false
+	}
+	if r.Reload() != nil {
+		return nil, false
+	}
+	return r.Verifying(kid)
 }
 
 // Rotate adds a new key that starts signing after PublishDelay; every older

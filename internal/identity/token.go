@@ -362,7 +362,7 @@ func (v *TokenVerifier) remember(token string, c *verified, now time.Time) {
 
 func (v *TokenVerifier) key(kid string) (crypto.PublicKey, bool) {
 	if v.Ring != nil {
-		k, ok := v.Ring.Verifying(kid)
+		k, ok := v.Ring.Lookup(kid)
 		if !ok {
 			return nil, false
 		}
