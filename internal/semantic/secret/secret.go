@@ -31,6 +31,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/spf13/viper"
@@ -190,6 +191,9 @@ func compile(r config.Rule) (rule, error) {
 		cr.quickWindow = cr.maxLen + 1
 	case endsAtText(core):
 		cr.quickWindow = quickWindow
+		if w := truncationWindow(core); w > 0 && w < quickWindow {
+			cr.quickWindow = w
+		}
 	}
 	if rel := relax(core); rel != nil {
 		q := rel.String()
@@ -231,6 +235,103 @@ func endsAtText(re *syntax.Regexp) bool {
 		}
 	}
 	return false
+}
+
+// truncationWindow returns a window length for the pre-check of a rule
+// that may end at the end of the text, or 0. The rule must be a
+// concatenation PREFIX... SECRET TAIL... where SECRET is the last element
+// with an unbounded or wide repetition, every PREFIX element has a bounded
+// length and every TAIL element can match the empty string. A window of
+// max(PREFIX) + the longest minimum of SECRET's alternatives + 1 bytes then
+// holds, for any real match, a prefix that the relaxed expression accepts
+// at the window's end; so the cut loses no match.
+func truncationWindow(re *syntax.Regexp) int {
+	if re.Op != syntax.OpConcat {
+		return 0
+	}
+	subs := re.Sub
+	j := -1
+	for i, s := range subs {
+		if maxLength(s) < 0 || relax(s) != nil {
+			j = i
+		}
+	}
+	if j < 0 {
+		return 0
+	}
+	w := 0
+	for _, s := range subs[:j] {
+		n := maxLength(s)
+		if n < 0 {
+			return 0
+		}
+		w += n
+	}
+	for _, s := range subs[j+1:] {
+		if minLength(s) != 0 {
+			return 0
+		}
+	}
+	sec := subs[j]
+	for sec.Op == syntax.OpCapture {
+		sec = sec.Sub[0]
+	}
+	m := minLength(sec)
+	if sec.Op == syntax.OpAlternate {
+		for _, a := range sec.Sub {
+			m = max(m, minLength(a))
+		}
+	}
+	if m < 0 {
+		return 0
+	}
+	return w + m*utf8.UTFMax + 1
+}
+
+// minLength returns the minimum length in runes of a match of re (an
+// underestimate of bytes), or -1 for operators it does not know.
+func minLength(re *syntax.Regexp) int {
+	switch re.Op {
+	case syntax.OpEmptyMatch, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText, syntax.OpEndText, syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+		return 0
+	case syntax.OpLiteral:
+		return len(re.Rune)
+	case syntax.OpCharClass, syntax.OpAnyCharNotNL, syntax.OpAnyChar:
+		return 1
+	case syntax.OpCapture, syntax.OpPlus:
+		return minLength(re.Sub[0])
+	case syntax.OpStar, syntax.OpQuest:
+		return 0
+	case syntax.OpRepeat:
+		n := minLength(re.Sub[0])
+		if n < 0 {
+			return -1
+		}
+		return n * re.Min
+	case syntax.OpConcat:
+		t := 0
+		for _, s := range re.Sub {
+			n := minLength(s)
+			if n < 0 {
+				return -1
+			}
+			t += n
+		}
+		return t
+	case syntax.OpAlternate:
+		m := -1
+		for _, s := range re.Sub {
+			n := minLength(s)
+			if n < 0 {
+				return -1
+			}
+			if m < 0 || n < m {
+				m = n
+			}
+		}
+		return max(m, 0)
+	}
+	return -1
 }
 
 // relax returns a copy of re whose wide counted repetitions x{n,m} become
@@ -378,13 +479,22 @@ func maxLength(re *syntax.Regexp) int {
 	case syntax.OpLiteral:
 		n := 0
 		for _, r := range re.Rune {
-			n += utf8.RuneLen(r)
+			w := utf8.RuneLen(r)
 			if re.Flags&syntax.FoldCase != 0 {
-				n += 2 // folded forms can be longer (e.g. K and the Kelvin sign)
+				// folded forms can be longer (k and the Kelvin sign)
+				for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+					w = max(w, utf8.RuneLen(f))
+				}
 			}
+			n += w
 		}
 		return n
-	case syntax.OpCharClass, syntax.OpAnyCharNotNL, syntax.OpAnyChar:
+	case syntax.OpCharClass:
+		if len(re.Rune) == 0 {
+			return 0
+		}
+		return max(utf8.RuneLen(re.Rune[len(re.Rune)-1]), 1)
+	case syntax.OpAnyCharNotNL, syntax.OpAnyChar:
 		return utf8.UTFMax
 	case syntax.OpCapture:
 		return maxLength(re.Sub[0])

@@ -54,6 +54,9 @@ func samples() map[string]string {
 		"low entropy":  `password = "aaaaaaaaaaaaaaaaaaaa"`,
 		"allow-listed": "aws_access_key_id=" + "AKIAIOSFODNN7" + "EXAMPLE",
 		"hex generic":  "secret_token: " + fake("", 40, hexa, 14),
+		"long generic": `api_key = "` + fake("", 140, alnum, 15) + `"`,
+		"long base64":  "password: " + fake("", 600, alnum+"+/", 16) + "==\n",
+		"long jwt":     "auth=" + "ey" + fake("J", 300, alnum, 17) + ".ey" + fake("J", 500, alnum, 18) + "." + fake("", 86, alnum, 19),
 	}
 }
 
