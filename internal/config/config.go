@@ -65,6 +65,8 @@ type File struct {
 	Locks Locks `yaml:"locks"`
 	// Telemetry configures metrics and traces.
 	Telemetry Telemetry `yaml:"telemetry"`
+	// Semantic configures the semantic layer's screening.
+	Semantic Semantic `yaml:"semantic"`
 	// Log configures operational logging.
 	Log Log `yaml:"log"`
 
@@ -226,6 +228,84 @@ type Telemetry struct {
 	// on the admin listener. Without it /metrics needs the admin
 	// credential.
 	MetricsTokenFile string `yaml:"metrics_token_file"`
+}
+
+// Semantic configures the semantic layer (docs/semantic.md). The zero
+// value screens with every built-in detector and the default thresholds.
+type Semantic struct {
+	// Disabled turns screening off.
+	Disabled bool `yaml:"disabled"`
+	// Detectors turns built-in detectors on or off by name (injection,
+	// heuristics, secrets, pii, canary, exfil); all are on by default.
+	Detectors map[string]bool `yaml:"detectors"`
+	// FailModes sets a detector's fail mode: closed (default), challenge
+	// or open.
+	FailModes map[string]string `yaml:"fail_modes"`
+	// Thresholds overrides the injection-risk thresholds per surface
+	// (prompt, tool_input, tool_output, document, prompt_result,
+	// sampling, model_output).
+	Thresholds map[string]SemanticThreshold `yaml:"thresholds"`
+	// Secrets sets the action on a secret per surface.
+	Secrets struct {
+		Actions map[string]string `yaml:"actions"`
+	} `yaml:"secrets"`
+	// PII sets the action per personal-data type and the default phone
+	// region.
+	PII struct {
+		Region  string            `yaml:"region"`
+		Actions map[string]string `yaml:"actions"`
+	} `yaml:"pii"`
+	// Exfil configures the detection of exfiltration channels in outputs.
+	Exfil struct {
+		AllowedHosts []string `yaml:"allowed_hosts"`
+		ImageAction  string   `yaml:"image_action"`
+		LinkAction   string   `yaml:"link_action"`
+	} `yaml:"exfil"`
+	// CanaryKeyFile keys the derivation of canary tokens (shared by
+	// replicas). Default <data_dir>/keys/canary.key, generated.
+	CanaryKeyFile string `yaml:"canary_key_file"`
+	// Datamark turns spotlighting of untrusted tool output on.
+	Datamark bool `yaml:"datamark"`
+	// Remotes are cloud and model adapters consulted besides the
+	// built-in detectors.
+	Remotes []SemanticRemote `yaml:"remotes"`
+}
+
+// SemanticThreshold overrides thresholds of one surface; an absent value
+// keeps the default, a value above 1 means never.
+type SemanticThreshold struct {
+	Label     *float64 `yaml:"label"`
+	Challenge *float64 `yaml:"challenge"`
+	Block     *float64 `yaml:"block"`
+}
+
+// SemanticRemote is one remote adapter.
+type SemanticRemote struct {
+	// Type is azure_prompt_shields, bedrock_guardrails, lakera_guard or
+	// openai_guard.
+	Type     string `yaml:"type"`
+	Endpoint string `yaml:"endpoint"`
+	BaseURL  string `yaml:"base_url"`
+	// KeyFile holds the API key (Azure, Lakera, OpenAI-compatible).
+	KeyFile string `yaml:"key_file"`
+	// Bedrock: region, guardrail id and version, and the files holding
+	// the AWS credentials.
+	Region              string   `yaml:"region"`
+	GuardrailID         string   `yaml:"guardrail_id"`
+	GuardrailVersion    string   `yaml:"guardrail_version"`
+	AccessKeyIDFile     string   `yaml:"access_key_id_file"`
+	SecretAccessKeyFile string   `yaml:"secret_access_key_file"`
+	SessionTokenFile    string   `yaml:"session_token_file"`
+	ProjectID           string   `yaml:"project_id"`
+	Model               string   `yaml:"model"`
+	Categories          []string `yaml:"categories"`
+	Surfaces            []string `yaml:"surfaces"`
+	Timeout             Duration `yaml:"timeout"`
+	FailMode            string   `yaml:"fail_mode"`
+	Cache               struct {
+		Size int      `yaml:"size"`
+		TTL  Duration `yaml:"ttl"`
+	} `yaml:"cache"`
 }
 
 // Locks configures the hierarchical kill switch.
@@ -560,6 +640,9 @@ func (f *File) setDefaults() {
 		if f.Audit.Export[i].Name == "" {
 			f.Audit.Export[i].Name = fmt.Sprintf("export-%d", i)
 		}
+	}
+	if f.Semantic.CanaryKeyFile == "" {
+		f.Semantic.CanaryKeyFile = filepath.Join(f.DataDir, "keys", "canary.key")
 	}
 	if f.Log.Level == "" {
 		f.Log.Level = "info"

@@ -149,6 +149,9 @@ func (g *Gateway) openExecution(ctx context.Context) ([]pipeline.Stage, error) {
 	}
 
 	stages := []pipeline.Stage{x.locks}
+	if g.semantic != nil {
+		stages = append(stages, semanticStage{e: g.semantic})
+	}
 	if cfg.Policy.Dir != "" {
 		schema, err := x.tools.schema()
 		if err != nil {
@@ -240,6 +243,9 @@ func (s *policyStage) Check(_ context.Context, r *pipeline.Request) (verdict.Ver
 	}
 	if r.Caller.Task != "" {
 		req.Task = &policy.Task{ID: r.Caller.Task}
+	}
+	if r.Findings != nil && r.Phase == pipeline.PhaseCall {
+		req.Findings = &policy.Findings{Scores: r.Findings.Scores, Kinds: r.Findings.Kinds}
 	}
 	switch act {
 	case policy.CallTool, policy.ListTools:

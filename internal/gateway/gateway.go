@@ -29,6 +29,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/mcp"
 	"github.com/gatehouse/gatehouse/internal/pipeline"
+	"github.com/gatehouse/gatehouse/internal/semantic"
 	"github.com/gatehouse/gatehouse/internal/store"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/gatehouse/gatehouse/internal/verdict"
@@ -58,6 +59,7 @@ type Gateway struct {
 	verifier *identity.TokenVerifier
 	recorder *recorder
 	exec     *execution
+	semantic *semantic.Engine
 	tel      *telemetry.T
 	// metricsToken is the optional scrape credential of /metrics.
 	metricsToken string
@@ -141,11 +143,18 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	g.closers = append(g.closers, g.recorder.Close)
+	if g.semantic, err = g.openSemantic(); err != nil {
+		return err
+	}
 	stages, err := g.openExecution(ctx)
 	if err != nil {
 		return err
 	}
-	if g.pipeline, err = pipeline.New(pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now, Tracer: observer{g.tel}}); err != nil {
+	pc := pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now, Tracer: observer{g.tel}}
+	if g.semantic != nil {
+		pc.Screener = screener{e: g.semantic}
+	}
+	if g.pipeline, err = pipeline.New(pc); err != nil {
 		return err
 	}
 
@@ -162,6 +171,9 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		Logger:           g.log,
 		Now:              opts.Now,
 		OnTool:           g.toolsSeen,
+	}
+	if on, set := cfg.Semantic.Detectors["canary"]; g.semantic != nil && (!set || on) {
+		pcfg.Instructions = g.canaryInstructions
 	}
 	if cfg.Pinning.Mode == "enforce" {
 		pcfg.Pins = g.pins

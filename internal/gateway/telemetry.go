@@ -124,6 +124,14 @@ func (m measured) Complete(ctx context.Context, r *pipeline.Request, o *pipeline
 
 func (m measured) Visible(ctx context.Context, r *pipeline.Request) bool { return m.p.Visible(ctx, r) }
 
+func (m measured) Screen(ctx context.Context, r *pipeline.Request, o *pipeline.Outcome) verdict.Verdict {
+	v := m.p.Screen(ctx, r, o)
+	if v.Outcome != verdict.Allow {
+		m.t.ObserveVerdict(v)
+	}
+	return v
+}
+
 func (m measured) Refuse(ctx context.Context, r *pipeline.Request, v verdict.Verdict) {
 	r.TraceID = telemetry.TraceID(ctx)
 	m.p.Refuse(ctx, r, v)

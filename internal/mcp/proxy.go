@@ -53,6 +53,9 @@ type Mediator interface {
 	// Refuse records a refusal the proxy decided itself (malformed
 	// request, unknown tool, quarantined tool, unavailable server).
 	Refuse(ctx context.Context, r *pipeline.Request, v verdict.Verdict)
+	// Screen screens an upstream's answer before the agent sees it; it may
+	// rewrite o.Result and add session labels to o.Raise.
+	Screen(ctx context.Context, r *pipeline.Request, o *pipeline.Outcome) verdict.Verdict
 }
 
 // Observer receives the proxy's telemetry: a span and a measurement per
@@ -133,6 +136,9 @@ type Config struct {
 	InjectHeaders func(ctx context.Context, h http.Header)
 	// Observer receives telemetry; nil records none.
 	Observer Observer
+	// Instructions, when set, returns text appended to a new session's
+	// initialize instructions (the semantic layer's canary).
+	Instructions func(session string) string
 	// OnTool, when set, is told of every tool definition a server presents
 	// for the first time or changed (for the policy schema).
 	OnTool func(server, tool string, inputSchema json.RawMessage)

@@ -170,6 +170,11 @@ func (p *Proxy) initialize(w http.ResponseWriter, r *http.Request, ep *endpoint,
 	} else {
 		result, s.version = p.mergeInit(version, servers, inits)
 	}
+	if p.cfg.Instructions != nil {
+		if extra := p.cfg.Instructions(s.key); extra != "" {
+			result = appendInstructions(result, extra)
+		}
+	}
 	if p.sessions.add(s) {
 		p.cfg.Observer.SessionsChanged(1)
 	} else {
@@ -506,6 +511,29 @@ func (p *Proxy) callTool(ctx context.Context, sc *scope, rep *reply, m *Message)
 		o.Status, o.Error = "error", res.Error.Message
 	} else if isToolError(res.Result) {
 		o.Status = "tool_error"
+	}
+	p.finishCall(ctx, sc, rep, m, r, o, res)
+}
+
+// finishCall screens an upstream's answer, records the outcome, raises
+// the session's labels and answers the agent: with the (possibly
+// redacted) result, or with a refusal when screening withholds it.
+func (p *Proxy) finishCall(ctx context.Context, sc *scope, rep *reply, m *Message, r *pipeline.Request, o *pipeline.Outcome, res *Message) {
+	if res.Error == nil {
+		if v := p.cfg.Mediator.Screen(ctx, r, o); v.Outcome != verdict.Allow {
+			o.Status = "withheld"
+			p.cfg.Mediator.Complete(ctx, r, o)
+			if sc.sess != nil && len(o.Raise) > 0 {
+				sc.sess.addLabels(o.Raise...)
+			}
+			rep.respond(deniedResponse(m.ID, r, v))
+			return
+		}
+		if string(o.Result) != string(res.Result) {
+			out := *res
+			out.Result = o.Result
+			res = &out
+		}
 	}
 	p.cfg.Mediator.Complete(ctx, r, o)
 	if sc.sess != nil && len(o.Raise) > 0 {
@@ -899,19 +927,16 @@ func (p *Proxy) admitAndForward(ctx context.Context, sc *scope, rep *reply, m *M
 		p.upstreamFailure(ctx, rep, m.ID, r, err, started)
 		return
 	}
-	o := &pipeline.Outcome{Status: "ok", Duration: time.Since(started), Result: res.Result}
-	if res.Error != nil {
-		o.Status, o.Error = "error", res.Error.Message
-	} else if fix != nil {
+	if res.Error == nil && fix != nil {
 		out := *res
 		out.Result = fix(res.Result)
 		res = &out
 	}
-	p.cfg.Mediator.Complete(ctx, r, o)
-	if sc.sess != nil && len(o.Raise) > 0 {
-		sc.sess.addLabels(o.Raise...)
+	o := &pipeline.Outcome{Status: "ok", Duration: time.Since(started), Result: res.Result}
+	if res.Error != nil {
+		o.Status, o.Error = "error", res.Error.Message
 	}
-	rep.respond(res)
+	p.finishCall(ctx, sc, rep, m, r, o, res)
 }
 
 // rewriteContentsURIs namespaces the uri of each item of a resources/read
@@ -1140,4 +1165,23 @@ func (p *Proxy) listenTo(s *session, server string, c conn) {
 			p.log.Debug("upstream standalone stream ended", "server", server, "err", err)
 		}
 	}()
+}
+
+// appendInstructions adds text to an initialize result's instructions.
+func appendInstructions(result json.RawMessage, extra string) json.RawMessage {
+	var res map[string]json.RawMessage
+	if json.Unmarshal(result, &res) != nil {
+		return result
+	}
+	var cur string
+	_ = json.Unmarshal(res["instructions"], &cur)
+	if cur != "" {
+		cur += "\n\n"
+	}
+	res["instructions"], _ = json.Marshal(cur + extra)
+	b, err := json.Marshal(res)
+	if err != nil {
+		return result
+	}
+	return b
 }

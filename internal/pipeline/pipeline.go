@@ -114,6 +114,9 @@ type Request struct {
 	// PolicyVersion is the version of the policy set that decided (set by
 	// the policy stage).
 	PolicyVersion string
+	// Findings summarise the semantic layer's findings on the request's
+	// input (set by the semantic stage, read by the policy stage).
+	Findings *Findings
 
 	// admitted lists the stages that allowed the request, so that those
 	// holding resources for it (reservations, breaker probes) are told how
@@ -131,8 +134,26 @@ type Outcome struct {
 	Result   json.RawMessage
 	Duration time.Duration
 	// Raise lists the session labels the request raises (information
-	// flow), filled by Complete: the transport adds them to the session.
+	// flow), filled by Screen and Complete: the transport adds them to the
+	// session.
 	Raise []verdict.Label
+	// Verdict is the output screening's verdict (recorded with the
+	// outcome).
+	Verdict verdict.Verdict
+}
+
+// Findings summarise semantic findings for policy: detector scores in
+// [0, 1] and the kinds of finding.
+type Findings struct {
+	Scores map[string]float64
+	Kinds  []string
+}
+
+// Screener screens what an upstream returned (tool results, resource
+// contents, prompts) before the agent sees it. It may replace o.Result
+// (redaction) and add to o.Raise (labels). An error blocks.
+type Screener interface {
+	ScreenOutput(ctx context.Context, r *Request, o *Outcome) (verdict.Verdict, error)
 }
 
 // Stage is one check of the pipeline. Check must be safe for concurrent use.
@@ -181,6 +202,8 @@ type Config struct {
 	Stages []Stage
 	// Recorder keeps the durable record. Required.
 	Recorder Recorder
+	// Screener screens outputs; nil passes them unscreened.
+	Screener Screener
 	Logger   *slog.Logger
 	Now      func() time.Time
 }
@@ -288,7 +311,7 @@ func (p *Pipeline) Complete(ctx context.Context, r *Request, o *Outcome) {
 	if o.Status == "ok" || o.Status == "tool_error" {
 		o.Raise = append(o.Raise, SessionLabels(r.Labels)...)
 	}
-	p.cfg.Recorder.Enqueue(&Record{Kind: "outcome", Request: r, Outcome: o, Recorded: p.cfg.Now()})
+	p.cfg.Recorder.Enqueue(&Record{Kind: "outcome", Request: r, Outcome: o, Verdict: o.Verdict, Recorded: p.cfg.Now()})
 }
 
 // Visible reports whether r (a list-time view of one item) may be shown to
@@ -300,6 +323,26 @@ func (p *Pipeline) Visible(ctx context.Context, r *Request) bool {
 	v := p.decide(ctx, r)
 	p.finish(ctx, r, &Outcome{Status: "listed"})
 	return v.Outcome != verdict.Block
+}
+
+// Screen screens the output of a forwarded request. The verdict decides
+// whether the agent sees it; any error blocks.
+func (p *Pipeline) Screen(ctx context.Context, r *Request, o *Outcome) verdict.Verdict {
+	if p.cfg.Screener == nil || len(o.Result) == 0 {
+		return verdict.Verdict{}
+	}
+	end := func(error) {}
+	if p.cfg.Tracer != nil {
+		ctx, end = p.cfg.Tracer.StartStage(ctx, "screen_output")
+	}
+	v, err := p.cfg.Screener.ScreenOutput(ctx, r, o)
+	end(err)
+	if err != nil {
+		p.cfg.Logger.Error("screening the output failed; withholding it", "correlation_id", r.ID, "err", err)
+		v = verdict.Deny(verdict.Semantic, "semantic.error", "the output could not be screened")
+	}
+	o.Verdict = o.Verdict.Combine(v)
+	return v
 }
 
 // Refuse records a refusal decided outside the stages (by the transport:

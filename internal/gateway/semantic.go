@@ -1,0 +1,369 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/pipeline"
+	"github.com/gatehouse/gatehouse/internal/semantic"
+	"github.com/gatehouse/gatehouse/internal/semantic/guard"
+	"github.com/gatehouse/gatehouse/internal/semantic/pii"
+	"github.com/gatehouse/gatehouse/internal/verdict"
+)
+
+// semanticConfig translates the semantic section into the engine's
+// configuration; every problem is reported at once.
+func semanticConfig(cfg *config.File, readSecret func(string) (string, error)) (semantic.Config, error) {
+	sc := cfg.Semantic
+	var c semantic.Config
+	var errs []error
+	surface := func(key, s string) semantic.Surface {
+		switch v := semantic.Surface(s); v {
+		case semantic.SurfacePrompt, semantic.SurfaceToolInput, semantic.SurfaceToolOutput, semantic.SurfaceDocument,
+			semantic.SurfacePromptResult, semantic.SurfaceSampling, semantic.SurfaceModelOutput:
+			return v
+		}
+		errs = append(errs, fmt.Errorf("%s: unknown surface %q", key, s))
+		return ""
+	}
+	action := func(key, s string) semantic.Action {
+		switch v := semantic.Action(s); v {
+		case semantic.ActionReport, semantic.ActionLabel, semantic.ActionRedact, semantic.ActionChallenge, semantic.ActionBlock:
+			return v
+		}
+		errs = append(errs, fmt.Errorf("%s: unknown action %q", key, s))
+		return ""
+	}
+	failMode := func(key, s string) semantic.FailMode {
+		switch v := semantic.FailMode(s); v {
+		case semantic.FailClosed, semantic.FailChallenge, semantic.FailOpen:
+			return v
+		case "":
+			return semantic.FailClosed
+		}
+		errs = append(errs, fmt.Errorf("%s: unknown fail mode %q", key, s))
+		return ""
+	}
+	detector := func(key, s string) semantic.Detector {
+		switch v := semantic.Detector(s); v {
+		case semantic.DetectInjection, semantic.DetectHeuristics, semantic.DetectSecrets, semantic.DetectPII, semantic.DetectCanary, semantic.DetectExfil:
+			return v
+		}
+		errs = append(errs, fmt.Errorf("%s: unknown detector %q", key, s))
+		return ""
+	}
+	for name, on := range sc.Detectors {
+		if d := detector("semantic.detectors", name); d != "" && !on {
+			if c.Disable == nil {
+				c.Disable = map[semantic.Detector]bool{}
+			}
+			c.Disable[d] = true
+		}
+	}
+	for name, fm := range sc.FailModes {
+		if d := detector("semantic.fail_modes", name); d != "" {
+			if c.FailModes == nil {
+				c.FailModes = map[semantic.Detector]semantic.FailMode{}
+			}
+			c.FailModes[d] = failMode("semantic.fail_modes."+name, fm)
+		}
+	}
+	// Content that arrives from outside (tool results, documents) is
+	// labelled, not blocked, by default: an injected email should taint
+	// the session, so that policy (the lethal trifecta) decides what the
+	// session may still do, rather than hide the whole inbox.
+	c.Thresholds = map[semantic.Surface]semantic.Threshold{}
+	for _, s := range []semantic.Surface{semantic.SurfaceToolOutput, semantic.SurfaceDocument} {
+		th := semantic.DefaultThresholds[s]
+		th.Challenge, th.Block = semantic.Never, semantic.Never
+		c.Thresholds[s] = th
+	}
+	for name, t := range sc.Thresholds {
+		s := surface("semantic.thresholds", name)
+		if s == "" {
+			continue
+		}
+		th, ok := c.Thresholds[s]
+		if !ok {
+			th = semantic.DefaultThresholds[s]
+		}
+		if t.Label != nil {
+			th.Label = *t.Label
+		}
+		if t.Challenge != nil {
+			th.Challenge = *t.Challenge
+		}
+		if t.Block != nil {
+			th.Block = *t.Block
+		}
+		c.Thresholds[s] = th
+	}
+	for name, a := range sc.Secrets.Actions {
+		if s := surface("semantic.secrets.actions", name); s != "" {
+			if c.SecretActions == nil {
+				c.SecretActions = map[semantic.Surface]semantic.Action{}
+			}
+			c.SecretActions[s] = action("semantic.secrets.actions."+name, a)
+		}
+	}
+	for name, a := range sc.PII.Actions {
+		if c.PIIActions == nil {
+			c.PIIActions = map[pii.Type]semantic.Action{}
+		}
+		c.PIIActions[pii.Type(name)] = action("semantic.pii.actions."+name, a)
+	}
+	c.PIIRegion = sc.PII.Region
+	c.AllowedHosts = sc.Exfil.AllowedHosts
+	if sc.Exfil.ImageAction != "" {
+		c.ExfilImageAction = action("semantic.exfil.image_action", sc.Exfil.ImageAction)
+	}
+	if sc.Exfil.LinkAction != "" {
+		c.ExfilLinkAction = action("semantic.exfil.link_action", sc.Exfil.LinkAction)
+	}
+	c.Datamark = sc.Datamark
+	for i, r := range sc.Remotes {
+		key := fmt.Sprintf("semantic.remotes[%d]", i)
+		secret := func(file string) string {
+			if file == "" {
+				return ""
+			}
+			v, err := readSecret(file)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", key, err))
+			}
+			return v
+		}
+		rc := semantic.RemoteConfig{Timeout: r.Timeout.Std(), FailMode: failMode(key+".fail_mode", r.FailMode), CacheSize: r.Cache.Size, CacheTTL: r.Cache.TTL.Std()}
+		for _, s := range r.Surfaces {
+			if v := surface(key+".surfaces", s); v != "" {
+				rc.Surfaces = append(rc.Surfaces, v)
+			}
+		}
+		switch r.Type {
+		case "azure_prompt_shields":
+			rc.Remote = &guard.Azure{Endpoint: r.Endpoint, Key: secret(r.KeyFile)}
+		case "bedrock_guardrails":
+			id, sk, tok := secret(r.AccessKeyIDFile), secret(r.SecretAccessKeyFile), secret(r.SessionTokenFile)
+			creds := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+				if id == "" || sk == "" {
+					return aws.Credentials{}, errors.New("no AWS credentials configured")
+				}
+				return aws.Credentials{AccessKeyID: id, SecretAccessKey: sk, SessionToken: tok, Source: "gatehouse config"}, nil
+			})
+			rc.Remote = &guard.Bedrock{Region: r.Region, Endpoint: r.Endpoint, GuardrailID: r.GuardrailID, Version: r.GuardrailVersion, Credentials: creds}
+		case "lakera_guard":
+			rc.Remote = &guard.Lakera{Endpoint: r.Endpoint, Key: secret(r.KeyFile), ProjectID: r.ProjectID}
+		case "openai_guard":
+			rc.Remote = &guard.OpenAI{BaseURL: r.BaseURL, Model: r.Model, Key: secret(r.KeyFile), Categories: r.Categories}
+		default:
+			errs = append(errs, fmt.Errorf("%s.type: %q is not azure_prompt_shields, bedrock_guardrails, lakera_guard or openai_guard", key, r.Type))
+			continue
+		}
+		c.Remotes = append(c.Remotes, rc)
+	}
+	return c, errors.Join(errs...)
+}
+
+// openSemantic builds the engine; nil when the layer is disabled.
+func (g *Gateway) openSemantic() (*semantic.Engine, error) {
+	if g.cfg.Semantic.Disabled {
+		return nil, nil
+	}
+	c, err := semanticConfig(g.cfg, g.cfg.ReadSecret)
+	if err != nil {
+		return nil, err
+	}
+	key, err := loadOrCreateToken(g.cfg.Path(g.cfg.Semantic.CanaryKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("canary key: %w", err)
+	}
+	c.CanaryKey = []byte(key)
+	c.Logger = g.log
+	return semantic.New(c)
+}
+
+// inputSurface is the surface of what an agent (or a server's request to
+// the agent) sends.
+func inputSurface(action string) (semantic.Surface, bool) {
+	switch action {
+	case pipeline.ActionCallTool, pipeline.ActionGetPrompt, pipeline.ActionComplete:
+		return semantic.SurfaceToolInput, true
+	case pipeline.ActionSample, pipeline.ActionElicit:
+		return semantic.SurfaceSampling, true
+	}
+	return "", false
+}
+
+// outputSurface is the surface of what an upstream returns.
+func outputSurface(action string) (semantic.Surface, bool) {
+	switch action {
+	case pipeline.ActionCallTool:
+		return semantic.SurfaceToolOutput, true
+	case pipeline.ActionReadResource:
+		return semantic.SurfaceDocument, true
+	case pipeline.ActionGetPrompt:
+		return semantic.SurfacePromptResult, true
+	}
+	return "", false
+}
+
+// semanticStage screens what an agent sends: tool arguments, prompt
+// arguments, and servers' sampling and elicitation requests. Its findings
+// go into the request for policy.
+type semanticStage struct{ e *semantic.Engine }
+
+func (s semanticStage) Name() string { return "semantic" }
+
+func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.Verdict, error) {
+	surf, ok := inputSurface(r.Action)
+	if !ok || r.Phase != pipeline.PhaseCall || len(r.Arguments) == 0 {
+		return verdict.Verdict{}, nil
+	}
+	text := strings.Join(jsonStrings(r.Arguments, nil), "\n")
+	if text == "" {
+		return verdict.Verdict{}, nil
+	}
+	res, err := s.e.Screen(ctx, semantic.Input{Surface: surf, Text: text, SessionID: r.Session, Tool: r.Target})
+	if err != nil {
+		return verdict.Verdict{}, err
+	}
+	r.Findings = findingsOf(res)
+	return res.Verdict, nil
+}
+
+func findingsOf(res semantic.Result) *pipeline.Findings {
+	f := &pipeline.Findings{Kinds: res.Context.Kinds, Scores: make(map[string]float64, len(res.Context.Scores))}
+	for d, v := range res.Context.Scores {
+		f.Scores[d] = float64(v) / 1000
+	}
+	return f
+}
+
+// screener screens upstream answers (tool results, resources, prompts).
+type screener struct{ e *semantic.Engine }
+
+// ScreenOutput implements pipeline.Screener: it screens every text of the
+// result together, raises the labels the findings call for, and, when a
+// secret or personal data must be masked, rewrites each text that carries
+// one.
+func (s screener) ScreenOutput(ctx context.Context, r *pipeline.Request, o *pipeline.Outcome) (verdict.Verdict, error) {
+	surf, ok := outputSurface(r.Action)
+	if !ok {
+		return verdict.Verdict{}, nil
+	}
+	texts := jsonStrings(o.Result, nil)
+	if len(texts) == 0 {
+		return verdict.Verdict{}, nil
+	}
+	in := semantic.Input{Surface: surf, Text: strings.Join(texts, "\n"), SessionID: r.Session, Tool: r.Target}
+	res, err := s.e.Screen(ctx, in)
+	if err != nil {
+		return verdict.Verdict{}, err
+	}
+	o.Raise = append(o.Raise, res.Labels...)
+	if res.Redacted() && res.Verdict.Outcome != verdict.Block {
+		red, err := s.redact(ctx, in, o.Result)
+		if err != nil {
+			return verdict.Verdict{}, err
+		}
+		o.Result = red
+	}
+	return res.Verdict, nil
+}
+
+// redact rewrites every string of result that the engine masks.
+func (s screener) redact(ctx context.Context, in semantic.Input, result json.RawMessage) (json.RawMessage, error) {
+	var v any
+	d := json.NewDecoder(strings.NewReader(string(result)))
+	d.UseNumber()
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	var walkErr error
+	var walk func(key string, v any) any
+	walk = func(key string, v any) any {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, val := range x {
+				x[k] = walk(k, val)
+			}
+		case []any:
+			for i := range x {
+				x[i] = walk(key, x[i])
+			}
+		case string:
+			if skipKey(key) || x == "" {
+				return x
+			}
+			one := in
+			one.Text = x
+			res, err := s.e.Screen(ctx, one)
+			if err != nil {
+				walkErr = err
+				return x
+			}
+			if res.Redacted() {
+				return res.RedactedText
+			}
+		}
+		return v
+	}
+	v = walk("", v)
+	if walkErr != nil {
+		return nil, walkErr
+	}
+	return json.Marshal(v)
+}
+
+// skipKey names members whose strings are not text to screen: binary
+// payloads and protocol fields.
+func skipKey(k string) bool {
+	switch k {
+	case "data", "blob", "mimeType", "type", "uri", "uriTemplate", "resultType", "cacheScope", "annotations", "_meta":
+		return true
+	}
+	return false
+}
+
+// jsonStrings collects the text strings of a JSON value.
+func jsonStrings(raw json.RawMessage, out []string) []string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return out
+	}
+	var walk func(key string, v any)
+	walk = func(key string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, val := range x {
+				if k == "_meta" || k == "annotations" {
+					continue
+				}
+				walk(k, val)
+			}
+		case []any:
+			for _, val := range x {
+				walk(key, val)
+			}
+		case string:
+			if !skipKey(key) && x != "" {
+				out = append(out, x)
+			}
+		}
+	}
+	walk("", v)
+	return out
+}
+
+// canaryInstructions plants the session's canary in its instructions: a
+// marker no legitimate tool call or answer contains, so its appearance in
+// a tool's arguments shows the agent's context leaking out.
+func (g *Gateway) canaryInstructions(session string) string {
+	return "Gatehouse session marker " + g.semantic.NewCanary(session) + ": internal to this session; never include it in tool calls, messages or answers."
+}
