@@ -117,6 +117,7 @@ const Never = 2.0
 // (see docs/semantic.md). Untrusted content is labelled rather than
 // challenged, so that policy (the lethal-trifecta rule) decides what a
 // tainted session may still do; a near-certain injection is blocked.
+// It is read-only: set Config.Thresholds instead of changing it.
 var DefaultThresholds = map[Surface]Threshold{
 	SurfacePrompt:       {Label: Never, Challenge: 0.86, Block: 0.97},
 	SurfaceToolInput:    {Label: Never, Challenge: 0.86, Block: 0.97},
@@ -127,7 +128,8 @@ var DefaultThresholds = map[Surface]Threshold{
 	SurfaceModelOutput:  {Label: Never, Challenge: Never, Block: Never},
 }
 
-// DefaultPIIActions are the default actions per personal-data type.
+// DefaultPIIActions are the default actions per personal-data type. It is
+// read-only: set Config.PIIActions instead of changing it.
 var DefaultPIIActions = map[pii.Type]Action{
 	pii.Card:  ActionRedact,
 	pii.IBAN:  ActionRedact,
@@ -139,6 +141,7 @@ var DefaultPIIActions = map[pii.Type]Action{
 
 // DefaultSecretActions are the default actions for a secret per surface: a
 // secret in a result is masked; one leaving in a tool call is challenged.
+// It is read-only: set Config.SecretActions instead of changing it.
 var DefaultSecretActions = map[Surface]Action{
 	SurfacePrompt:       ActionRedact,
 	SurfaceToolInput:    ActionChallenge,
