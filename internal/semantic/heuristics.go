@@ -36,7 +36,7 @@ const heuristicWindow = 160
 var heuristicList = []*heuristic{
 	{kind: "instruction_override", score: 0.9,
 		triggers: []string{"ignore", "disregard", "forget", "override", "bypass", "skip", "neglect", "abandon", "overlook", "do not follow", "do not obey", "do not listen to", "don't follow", "don't obey", "don't listen to", "pay no attention to", "stop following", "set aside"},
-		pattern:  `[^.!?\n]*?\b(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|all|any|every|your|system|developer'?s?)\b[^.!?\n]*?\b(?:instructions?|prompts?|rules|directives?|guidelines|guidance|orders|commands|context|constraints|restrictions|programming|policies|content polic(?:y|ies))\b`},
+		pattern:  `[^.!?\n]*?\b(?:previous|previously|prior|above|earlier|preceding|foregoing|former|initial|original|all|any|every|your|system|developer'?s?)\b[^.!?\n]*?\b(?:instructions?|prompts?|rules|directives?|guidelines|guidance|orders|commands|context|constraints|restrictions|programming|policies|content polic(?:y|ies))\b`},
 	{kind: "instruction_override", score: 0.9,
 		triggers: []string{"ignore", "disregard", "forget", "pay no attention to"},
 		pattern:  ` (?:everything |all |anything )?(?:of )?(?:the |what (?:was|is) )?(?:above|before that|before this|said before|said above|written above|prior text|previous text|preceding text|so far)\s*(?:[.,;:!]|and\b|then\b|$)`},
