@@ -224,6 +224,7 @@ type ManagedEntity struct {
 type Unmapped struct {
 	Agent         string          `json:"agent,omitempty"`
 	Arguments     json.RawMessage `json:"arguments,omitempty"`
+	Findings      *Findings       `json:"findings,omitempty"`
 	ArgumentsHash string          `json:"arguments_hash,omitempty"`
 	Instance      string          `json:"instance,omitempty"`
 	IntentIndex   *int64          `json:"intent_index,omitempty"`
@@ -239,6 +240,13 @@ type Unmapped struct {
 	Tool          string          `json:"tool,omitempty"`
 	TraceID       string          `json:"trace_id,omitempty"`
 	Verdict       *Verdict        `json:"verdict,omitempty"`
+}
+
+// Findings summarise the semantic layer's findings on a request or its
+// output: the kinds found and each detector's highest score (0 to 1).
+type Findings struct {
+	Kinds  []string           `json:"kinds,omitempty"`
+	Scores map[string]float64 `json:"scores,omitempty"`
 }
 
 // Policy names a policy and the version that decided.
@@ -317,6 +325,8 @@ type Call struct {
 	// SessionLabels are the session's information-flow labels when the
 	// call was decided (for policy replay).
 	SessionLabels []verdict.Label
+	// Findings are the semantic layer's findings, if any.
+	Findings *Findings
 	Policies      []Policy
 	// Arguments and Result are JSON payloads. They are hashed (salted) in
 	// metadata-only mode and stored redacted in full-payload mode.
@@ -431,6 +441,7 @@ func APIActivity(s Subject, c Call, v verdict.Verdict) *Event {
 	for _, l := range c.SessionLabels {
 		u.SessionLabels = append(u.SessionLabels, string(l))
 	}
+	u.Findings = c.Findings
 	u.Arguments, u.Result = c.Arguments, c.Result
 	if c.Intent != nil {
 		i := c.Intent.Index

@@ -251,6 +251,9 @@ func (r *recorder) event(rec *pipeline.Record) *audit.Event {
 			c.Policies = append(c.Policies, pol)
 		}
 	}
+	if f := q.Findings; f != nil {
+		c.Findings = &audit.Findings{Kinds: f.Kinds, Scores: f.Scores}
+	}
 	switch rec.Kind {
 	case "intent":
 		c.Phase = audit.PhaseIntent
@@ -264,6 +267,9 @@ func (r *recorder) event(rec *pipeline.Record) *audit.Event {
 		r.mu.Unlock()
 		if o := rec.Outcome; o != nil {
 			c.Result = o.Result
+			if f := o.Findings; f != nil {
+				c.Findings = &audit.Findings{Kinds: f.Kinds, Scores: f.Scores}
+			}
 			if o.Status != "ok" && o.Status != "tool_error" {
 				c.Failed, c.Error = true, o.Status+": "+o.Error
 			}

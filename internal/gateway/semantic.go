@@ -267,6 +267,9 @@ func (s screener) ScreenOutput(ctx context.Context, r *pipeline.Request, o *pipe
 		return verdict.Verdict{}, err
 	}
 	o.Raise = append(o.Raise, res.Labels...)
+	if len(res.Context.Kinds) > 0 {
+		o.Findings = findingsOf(res)
+	}
 	if res.Redacted() && res.Verdict.Outcome != verdict.Block {
 		red, err := s.redact(ctx, in, o.Result)
 		if err != nil {

@@ -140,6 +140,8 @@ type Outcome struct {
 	// Verdict is the output screening's verdict (recorded with the
 	// outcome).
 	Verdict verdict.Verdict
+	// Findings summarise the semantic findings on the output.
+	Findings *Findings
 }
 
 // Findings summarise semantic findings for policy: detector scores in
