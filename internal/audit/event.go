@@ -327,7 +327,7 @@ type Call struct {
 	SessionLabels []verdict.Label
 	// Findings are the semantic layer's findings, if any.
 	Findings *Findings
-	Policies      []Policy
+	Policies []Policy
 	// Arguments and Result are JSON payloads. They are hashed (salted) in
 	// metadata-only mode and stored redacted in full-payload mode.
 	Arguments json.RawMessage

@@ -48,8 +48,8 @@ func NewWorkspace(now func() time.Time) *Workspace {
 	w := &Workspace{now: now, files: map[string]string{
 		"/finance/q3-board-report.md": "# Q3 board report (confidential)\n\nRevenue 4.2M EUR (+12% QoQ). Cash runway 19 months.\n" +
 			"Planned reduction of the Berlin office in Q1; do not share before the all-hands.\n",
-		"/finance/vendors.csv": "vendor,iban,terms\nNordwind Energie,DE02 1203 0000 0000 2020 51,30d\nACME Facilities,GB33 BUKB 2020 1555 5555 55,14d\n",
-		"/hr/salaries-2026.csv": "name,role,salary_eur\nDana Whitfield,CFO,168000\nLeon Brandt,Engineer,82000\nMira Okafor,Designer,76000\n",
+		"/finance/vendors.csv":     "vendor,iban,terms\nNordwind Energie,DE02 1203 0000 0000 2020 51,30d\nACME Facilities,GB33 BUKB 2020 1555 5555 55,14d\n",
+		"/hr/salaries-2026.csv":    "name,role,salary_eur\nDana Whitfield,CFO,168000\nLeon Brandt,Engineer,82000\nMira Okafor,Designer,76000\n",
 		"/notes/offsite-agenda.md": "# Team offsite\n\n- 09:30 Kick-off\n- 11:00 Roadmap 2027\n- 14:00 Workshop: customer interviews\n",
 		"/notes/api-keys.txt": "staging deploy key (rotate monthly):\naws_access_key_id = AKIAZ4Q7XKP2MLRB7N3D\n" +
 			"aws_secret_access_key = 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\nci token: ghp_4Lq9TzX2mB7nR1vW8kP3sY6dF0hJ5cA2eG9u\n",

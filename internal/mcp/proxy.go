@@ -142,8 +142,8 @@ type Config struct {
 	// OnTool, when set, is told of every tool definition a server presents
 	// for the first time or changed (for the policy schema).
 	OnTool func(server, tool string, inputSchema json.RawMessage)
-	Logger        *slog.Logger
-	Now           func() time.Time
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Proxy is the MCP mediation proxy.

@@ -41,10 +41,10 @@ type stdioConn struct {
 	initRes *initResult
 
 	mu       sync.Mutex
-	pending  map[string]*stdioCall  // upstream request id → call
-	progress map[string]*stdioCall  // upstream progress token → call
-	order    []*stdioCall           // in-flight calls, oldest first
-	sink     func(*Message)         // listener for unrelated messages
+	pending  map[string]*stdioCall // upstream request id → call
+	progress map[string]*stdioCall // upstream progress token → call
+	order    []*stdioCall          // in-flight calls, oldest first
+	sink     func(*Message)        // listener for unrelated messages
 	dead     atomic.Bool
 	done     chan struct{}
 	exitErr  error

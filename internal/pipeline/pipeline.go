@@ -88,7 +88,7 @@ type Request struct {
 	// Action is the protocol-independent action (ActionCallTool).
 	Action string
 	// Phase is PhaseList (visibility of a listed item) or PhaseCall.
-	Phase string
+	Phase  string
 	Caller *Caller
 	// Session is the gateway's session key (empty when stateless).
 	Session  string
