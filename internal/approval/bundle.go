@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -138,11 +139,25 @@ func (m *Manager) Bundle(ctx context.Context, id string) (*Bundle, error) {
 		if err != nil {
 			return nil, err
 		}
-		if after.Version == version {
+		// A change caught between its audit record and its store write
+		// (an approval change, a delivery, a review item) makes the
+		// bundle disagree with itself for a moment: check, and retry.
+		consistent := after.Version == version
+		if consistent {
+			data, err := b.Encode()
+			if err != nil {
+				return nil, err
+			}
+			rep, err := VerifyBundle(data, nil)
+			consistent = err == nil && rep.OK()
+		}
+		if consistent || attempt == 4 {
 			return b, nil
 		}
-		if attempt == 3 {
-			return nil, fmt.Errorf("building the bundle of %s: the approval keeps changing", id)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
 		}
 	}
 }
@@ -152,6 +167,7 @@ func (m *Manager) bundleOnce(ctx context.Context, r AuditReader, id string) (*Bu
 	if err != nil {
 		return nil, 0, err
 	}
+	normalize(&a)
 	b := &Bundle{Format: BundleFormat, Approval: a, Key: m.cfg.VerifierKey, Deliveries: []Delivery{}, ReviewItems: []ReviewItem{}, Calls: []CallRecord{}}
 	if b.Deliveries, err = m.cfg.Store.Deliveries(ctx, id); err != nil {
 		return nil, 0, err
@@ -211,6 +227,36 @@ func (m *Manager) bundleOnce(ctx context.Context, r AuditReader, id string) (*Bu
 		b.Records = []BundleRecord{}
 	}
 	return b, a.Version, nil
+}
+
+// rawFields returns pointers to the approval's embedded JSON values.
+func rawFields(a *Approval) []*json.RawMessage {
+	var out []*json.RawMessage
+	if a.Evidence != nil {
+		out = append(out, &a.Evidence.Arguments)
+	}
+	if a.Elevation != nil {
+		for i := range a.Elevation.Constraints {
+			c := &a.Elevation.Constraints[i]
+			if len(c.Equals) > 0 {
+				out = append(out, &c.Equals)
+			}
+			for j := range c.OneOf {
+				out = append(out, &c.OneOf[j])
+			}
+		}
+	}
+	return out
+}
+
+// normalize puts the approval's embedded JSON values in canonical form, the
+// only form a bundle accepts (so that no byte of them can change unseen).
+func normalize(a *Approval) {
+	for _, p := range rawFields(a) {
+		if c, err := Canonicalize(*p); err == nil {
+			*p = c
+		}
+	}
 }
 
 // callCorrelations returns the correlation ids of the calls an approval
@@ -403,6 +449,11 @@ func checkApproval(rep *BundleReport, b *Bundle, events map[int64]*audit.Event) 
 		rep.problem("no record commits to the approval's state")
 	} else if got := stateHash(a); got != state.State {
 		rep.problem("the approval differs from the state recorded at index %d (version %d, status %s)", stateIndex, state.Version, state.Status)
+	}
+	for _, p := range rawFields(a) {
+		if c, err := Canonicalize(*p); err != nil || !bytes.Equal(c, *p) {
+			rep.problem("embedded JSON %.40q is not in canonical form", *p)
+		}
 	}
 	if e := a.Evidence; e != nil {
 		args, err := Canonicalize(e.Arguments)

@@ -339,8 +339,9 @@ func (m *Manager) requirements(obls []verdict.Obligation) ([]Requirement, error)
 }
 
 // Request returns the approval for the call in ev: the open one (pending,
-// or approved with uses left) bound to the same call hash if there is one,
-// else a new pending approval, recorded in the audit log and announced to
+// or approved with uses left) bound to the same call hash if there is one;
+// a denial of the identical call made less than the pending TTL ago (so
+// that the retry learns why); else a new pending approval, recorded in the audit log and announced to
 // the notifiers. It canonicalizes ev.Arguments and sets ArgumentsHash and
 // CallHash. Arguments that do not canonicalize are refused
 // (ErrNotCanonicalizable), as is a challenge whose risk class names no
@@ -372,6 +373,20 @@ func (m *Manager) Request(ctx context.Context, ev Evidence) (Approval, error) {
 		return open, err
 	}
 	now := m.now()
+	last, err := m.cfg.Store.Latest(ctx, ev.CallHash)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return Approval{}, err
+	case last.Status == Denied && now.Before(last.Updated.Add(m.denialHold(&last))):
+		// A denial stands for the identical call for the pending TTL, so
+		// that the agent's retry learns why and approvers are not asked
+		// again and again.
+		return last, nil
+	case !now.After(last.Created):
+		// Keep the approvals of one call in creation order (Latest).
+		now = last.Created.Add(time.Nanosecond)
+	}
 	if ev.Time.IsZero() {
 		ev.Time = now
 	}
@@ -401,6 +416,18 @@ func (m *Manager) Request(ctx context.Context, ev Evidence) (Approval, error) {
 	m.notify(EventRequested, &a)
 	m.log.Info("approval requested", "approval", a.ID, "agent", ev.Agent, "server", ev.Server, "tool", ev.Tool, "correlation_id", ev.Correlation)
 	return a, nil
+}
+
+// denialHold is how long a denial answers retries of the identical call:
+// the shortest PendingTTL of its requirements.
+func (m *Manager) denialHold(a *Approval) time.Duration {
+	d := time.Duration(0)
+	for _, r := range a.Requirements {
+		if t := m.rule(r.Risk).PendingTTL; d == 0 || t < d {
+			d = t
+		}
+	}
+	return d
 }
 
 // openFor returns the live open approval of a call hash, closing a stale

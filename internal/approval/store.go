@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -148,7 +149,11 @@ func (m *Memory) Fail(err error) {
 
 // clone deep-copies an approval through its JSON form.
 func clone(a Approval) Approval {
-	b, err := json.Marshal(a)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(a)
+	b := buf.Bytes()
 	if err != nil {
 		panic(fmt.Sprintf("approval: cloning: %v", err))
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -106,11 +107,13 @@ func toRow(a *approval.Approval) (approvalRow, error) {
 		g.Uses = 0
 		d.Grant = &g
 	}
-	doc, err := json.Marshal(d)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf) // no HTML escaping: embedded JSON keeps its bytes
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(d); err != nil {
 		return r, fmt.Errorf("encoding approval %s: %w", a.ID, err)
 	}
-	r.doc = doc
+	r.doc = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	return r, nil
 }
 
