@@ -166,18 +166,18 @@ func TestBundleSemanticTamper(t *testing.T) {
 	f := newFixture(t, nil)
 	_, data := approvedAndUsed(t, f)
 	for name, edit := range map[string]func(b *approval.Bundle){
-		"approver renamed":   func(b *approval.Bundle) { b.Approval.Reviews[0].Approver.Subject = "mallory" },
-		"auth method":        func(b *approval.Bundle) { b.Approval.Reviews[0].Approver.Method = approval.MethodOIDC + "x" },
-		"grant window":       func(b *approval.Bundle) { b.Approval.Grant.Expires = b.Approval.Grant.Expires.Add(time.Hour) },
-		"arguments":          func(b *approval.Bundle) { b.Approval.Evidence.Arguments = []byte(`{"amount":15000}`) },
-		"status":             func(b *approval.Bundle) { b.Approval.Status = approval.Approved },
-		"use removed":        func(b *approval.Bundle) { b.Approval.Uses = nil },
-		"delivery dropped":   func(b *approval.Bundle) { b.Deliveries = b.Deliveries[1:] },
-		"delivery changed":   func(b *approval.Bundle) { b.Deliveries[0].OK = !b.Deliveries[0].OK },
-		"call summary":       func(b *approval.Bundle) { b.Calls[0].Outcome = "allow" },
-		"call summary gone":  func(b *approval.Bundle) { b.Calls = b.Calls[1:] },
-		"record dropped":     func(b *approval.Bundle) { b.Records = b.Records[:len(b.Records)-1] },
-		"leaf edited":        func(b *approval.Bundle) { b.Records[0].Leaf = strings.Replace(b.Records[0].Leaf, "bank", "bonk", 1) },
+		"approver renamed":  func(b *approval.Bundle) { b.Approval.Reviews[0].Approver.Subject = "mallory" },
+		"auth method":       func(b *approval.Bundle) { b.Approval.Reviews[0].Approver.Method = approval.MethodOIDC + "x" },
+		"grant window":      func(b *approval.Bundle) { b.Approval.Grant.Expires = b.Approval.Grant.Expires.Add(time.Hour) },
+		"arguments":         func(b *approval.Bundle) { b.Approval.Evidence.Arguments = []byte(`{"amount":15000}`) },
+		"status":            func(b *approval.Bundle) { b.Approval.Status = approval.Approved },
+		"use removed":       func(b *approval.Bundle) { b.Approval.Uses = nil },
+		"delivery dropped":  func(b *approval.Bundle) { b.Deliveries = b.Deliveries[1:] },
+		"delivery changed":  func(b *approval.Bundle) { b.Deliveries[0].OK = !b.Deliveries[0].OK },
+		"call summary":      func(b *approval.Bundle) { b.Calls[0].Outcome = "allow" },
+		"call summary gone": func(b *approval.Bundle) { b.Calls = b.Calls[1:] },
+		"record dropped":    func(b *approval.Bundle) { b.Records = b.Records[:len(b.Records)-1] },
+		"leaf edited":       func(b *approval.Bundle) { b.Records[0].Leaf = strings.Replace(b.Records[0].Leaf, "bank", "bonk", 1) },
 		"leaf edited rehash": func(b *approval.Bundle) {
 			for i, r := range b.Records {
 				if strings.Contains(r.Leaf, `"alice"`) {
