@@ -49,6 +49,7 @@ func approvedAndUsed(t *testing.T, f *fixture) (approval.Approval, []byte) {
 		t.Fatal(err)
 	}
 	f.hook.waitFor(t, approval.EventApproved)
+	f.waitDeliveries(t, a.ID, 2)
 	// Records unrelated to the approval must stay out of the bundle.
 	if _, err := f.log.Append(ctx, audittest.Event("other-agent", "x", "call-9", verdict.Allow)); err != nil {
 		t.Fatal(err)
@@ -121,6 +122,7 @@ func TestBundleBreakGlass(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.hook.waitFor(t, approval.EventBreakGlass)
+	f.waitDeliveries(t, a.ID, 2)
 	b, err := f.m.Bundle(ctx, a.ID)
 	if err != nil {
 		t.Fatal(err)

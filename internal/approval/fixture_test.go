@@ -227,3 +227,23 @@ func (f *fixture) changes(t *testing.T, id string) []string {
 	}
 	return out
 }
+
+// waitDeliveries waits until approval id has at least n recorded
+// deliveries and returns them.
+func (f *fixture) waitDeliveries(t *testing.T, id string, n int) []approval.Delivery {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ds, err := f.m.Deliveries(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) >= n {
+			return ds
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries of %s recorded, want %d", len(ds), id, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
