@@ -43,11 +43,21 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.Agents[i].Disabled {
 		return fmt.Errorf("agent %q is disabled", *agent)
 	}
-	key, err := identity.LoadOrCreateKey(cfg.Path(cfg.Identity.SigningKeyFile))
-	if err != nil {
-		return err
+	m := &identity.Minter{Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, MaxTTL: cfg.Identity.MaxTokenTTL.Std()}
+	if k := cfg.Identity.Keys; k != nil {
+		ring, err := identity.NewKeyRing(identity.KeyRingConfig{Dir: cfg.Path(k.Dir), Algorithm: k.Algorithm, PublishDelay: k.PublishDelay.Std(),
+			Retain: k.Retain.Std(), RotateEvery: k.RotateEvery.Std()})
+		if err != nil {
+			return err
+		}
+		m.Keys = ring
+	} else {
+		key, err := identity.LoadOrCreateKey(cfg.Path(cfg.Identity.SigningKeyFile))
+		if err != nil {
+			return err
+		}
+		m.Key = key
 	}
-	m := &identity.Minter{Key: key, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, MaxTTL: cfg.Identity.MaxTokenTTL.Std()}
 	tok, exp, err := m.Mint(*agent, *ttl)
 	if err != nil {
 		return err

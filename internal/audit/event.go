@@ -222,6 +222,7 @@ type ManagedEntity struct {
 
 // Unmapped carries the Gatehouse fields that OCSF has no attribute for.
 type Unmapped struct {
+	Act           []string        `json:"act,omitempty"`
 	Agent         string          `json:"agent,omitempty"`
 	Arguments     json.RawMessage `json:"arguments,omitempty"`
 	Findings      *Findings       `json:"findings,omitempty"`
@@ -236,8 +237,10 @@ type Unmapped struct {
 	ResultHash    string          `json:"result_hash,omitempty"`
 	Server        string          `json:"server,omitempty"`
 	SessionLabels []string        `json:"session_labels,omitempty"`
+	Source        string          `json:"source,omitempty"`
 	Task          string          `json:"task,omitempty"`
 	Tool          string          `json:"tool,omitempty"`
+	TokenID       string          `json:"token_id,omitempty"`
 	TraceID       string          `json:"trace_id,omitempty"`
 	Verdict       *Verdict        `json:"verdict,omitempty"`
 }

@@ -117,6 +117,99 @@ type Identity struct {
 	// requests to this agent. The gateway refuses to start with it on a
 	// non-loopback listener and warns at start.
 	AnonymousAgent string `yaml:"anonymous_agent"`
+	// DefaultTokenTTL is the lifetime of exchanged tokens when the request
+	// names none. Default 5m.
+	DefaultTokenTTL Duration `yaml:"default_token_ttl"`
+	// Keys, when set, replaces signing_key_file with a rotating key ring.
+	Keys *KeyRing `yaml:"keys"`
+	// DPoP is off, optional (default) or required (RFC 9449 proof of
+	// possession at the token endpoint and on every request).
+	DPoP string `yaml:"dpop"`
+	// SingleUseLabels are tool risk labels whose calls consume the task
+	// token (jti replay protection): one such call per token.
+	SingleUseLabels []string `yaml:"single_use_labels"`
+	// TrustSources are the workload identity issuers agents authenticate
+	// with (token exchange at /oauth/token, or directly).
+	TrustSources []TrustSource `yaml:"trust_sources"`
+}
+
+// KeyRing configures rotating token signing keys.
+type KeyRing struct {
+	// Dir holds one key per file (shared by replicas). Default
+	// <data_dir>/keys/ring.
+	Dir string `yaml:"dir"`
+	// Algorithm is EdDSA (default) or ES256.
+	Algorithm string `yaml:"algorithm"`
+	// RotateEvery rotates automatically; 0 = never.
+	RotateEvery Duration `yaml:"rotate_every"`
+	// PublishDelay is how long a new key is published before it signs.
+	PublishDelay Duration `yaml:"publish_delay"`
+	// Retain is how long a superseded key still verifies.
+	Retain Duration `yaml:"retain"`
+	// ReloadInterval is how often replicas re-read the directory.
+	ReloadInterval Duration `yaml:"reload_interval"`
+}
+
+// TrustSource is one workload identity issuer with its trust policy.
+type TrustSource struct {
+	// Name is referenced by agents' credentials.
+	Name string `yaml:"name"`
+	// Kind is oidc, entra, aws, kubernetes or spiffe.
+	Kind string `yaml:"kind"`
+	// Issuer is the exact issuer (oidc, kubernetes).
+	Issuer string `yaml:"issuer"`
+	// Audience is the one audience credentials must carry (the gateway).
+	Audience string `yaml:"audience"`
+	// Subjects and SubjectPrefixes restrict subjects (oidc, kubernetes).
+	Subjects        []string `yaml:"subjects"`
+	SubjectPrefixes []string `yaml:"subject_prefixes"`
+	// Algorithms restricts signature algorithms.
+	Algorithms []string `yaml:"algorithms"`
+	// MaxAge bounds a credential's age (iat) or an AWS request's date.
+	MaxAge Duration `yaml:"max_age"`
+	// JWKSFile verifies offline against a key set file instead of
+	// discovery (oidc, kubernetes).
+	JWKSFile string `yaml:"jwks_file"`
+	// Users accepts users' tokens (as the on-behalf-of user of an
+	// exchange, never as an agent).
+	Users bool `yaml:"users"`
+	// Direct lets the credential be presented as a bearer token without
+	// exchange.
+	Direct bool `yaml:"direct"`
+	// Entra: tenants, token versions and authority.
+	Tenants   []string `yaml:"tenants"`
+	Versions  []string `yaml:"versions"`
+	Authority string   `yaml:"authority"`
+	// AWS: allow-listed STS endpoints, accounts, the signed audience header
+	// and whether IAM users (not only roles) may authenticate.
+	Endpoints      []string `yaml:"endpoints"`
+	Accounts       []string `yaml:"accounts"`
+	AudienceHeader string   `yaml:"audience_header"`
+	AllowUsers     bool     `yaml:"allow_users"`
+	// Kubernetes: optional TokenReview for prompt revocation.
+	TokenReview *TokenReview `yaml:"token_review"`
+	// SPIFFE: trust domain, allowed ids, the bundle (a file or the
+	// Workload API) and whether X.509-SVIDs over mTLS are accepted.
+	TrustDomain string   `yaml:"trust_domain"`
+	IDs         []string `yaml:"ids"`
+	IDPrefixes  []string `yaml:"id_prefixes"`
+	BundleFile  string   `yaml:"bundle_file"`
+	WorkloadAPI string   `yaml:"workload_api"`
+	MTLS        bool     `yaml:"mtls"`
+}
+
+// TokenReview configures Kubernetes TokenReview.
+type TokenReview struct {
+	URL        string   `yaml:"url"`
+	BearerFile string   `yaml:"bearer_file"`
+	Cache      Duration `yaml:"cache"`
+}
+
+// Credential is a federated credential of an agent.
+type Credential struct {
+	Source  string `yaml:"source"`
+	Tenant  string `yaml:"tenant"`
+	Subject string `yaml:"subject"`
 }
 
 // Agent registers one agent.
@@ -134,6 +227,17 @@ type Agent struct {
 	// Hosting is the hosting pattern: azure-native, aws-native,
 	// kubernetes, spiffe or external (default external).
 	Hosting string `yaml:"hosting"`
+	// Tools narrows the agent's baseline to these "server/tool" (or
+	// "server/*") entries; default every tool of its servers.
+	Tools []string `yaml:"tools"`
+	// Tenants lists the Entra tenants and AWS accounts whose identities may
+	// act as or through this agent.
+	Tenants []string `yaml:"tenants"`
+	// Expires is when the registration lapses (RFC 3339 or YYYY-MM-DD).
+	Expires string `yaml:"expires"`
+	// Credentials are the workload identities allowed to authenticate as
+	// this agent.
+	Credentials []Credential `yaml:"credentials"`
 	// Disabled refuses every request of the agent.
 	Disabled bool `yaml:"disabled"`
 }
@@ -582,6 +686,15 @@ func (f *File) setDefaults() {
 	if f.Identity.MaxTokenTTL == 0 {
 		f.Identity.MaxTokenTTL = Duration(time.Hour)
 	}
+	if f.Identity.DefaultTokenTTL == 0 {
+		f.Identity.DefaultTokenTTL = Duration(5 * time.Minute)
+	}
+	if f.Identity.DPoP == "" {
+		f.Identity.DPoP = "optional"
+	}
+	if k := f.Identity.Keys; k != nil && k.Dir == "" {
+		k.Dir = filepath.Join(f.DataDir, "keys", "ring")
+	}
 	if f.Identity.ClockSkew == 0 {
 		f.Identity.ClockSkew = Duration(60 * time.Second)
 	}
@@ -764,6 +877,82 @@ func (f *File) validate() []string {
 			if !servers[s] {
 				add("%s.servers: unknown server %q", key, s)
 			}
+		}
+	}
+	sources := map[string]string{}
+	for i, ts := range f.Identity.TrustSources {
+		key := fmt.Sprintf("identity.trust_sources[%d]", i)
+		if ts.Name == "" || sources[ts.Name] != "" {
+			add("%s.name: %q is empty or not unique", key, ts.Name)
+		}
+		switch ts.Kind {
+		case "oidc", "kubernetes":
+			if ts.Issuer == "" {
+				add("%s.issuer: required for %s", key, ts.Kind)
+			}
+		case "entra":
+			if len(ts.Tenants) == 0 {
+				add("%s.tenants: required for entra", key)
+			}
+		case "aws":
+			if len(ts.Endpoints) == 0 {
+				add("%s.endpoints: required for aws", key)
+			}
+		case "spiffe":
+			if ts.TrustDomain == "" || (ts.BundleFile == "" && ts.WorkloadAPI == "") {
+				add("%s: spiffe needs trust_domain and bundle_file or workload_api", key)
+			}
+		default:
+			add("%s.kind: %q is not oidc, entra, aws, kubernetes or spiffe", key, ts.Kind)
+		}
+		if ts.Kind != "aws" && ts.Audience == "" && ts.Kind != "" {
+			add("%s.audience: required (the gateway's audience)", key)
+		}
+		if ts.Direct && ts.Kind == "aws" {
+			add("%s.direct: not available for aws (exchange the signed request)", key)
+		}
+		if ts.JWKSFile != "" {
+			f.checkFile(&p, key+".jwks_file", ts.JWKSFile)
+		}
+		if ts.BundleFile != "" {
+			f.checkFile(&p, key+".bundle_file", ts.BundleFile)
+		}
+		sources[ts.Name] = ts.Kind
+	}
+	for i, a := range f.Agents {
+		for j, c := range a.Credentials {
+			key := fmt.Sprintf("agents[%d].credentials[%d]", i, j)
+			kind, ok := sources[c.Source]
+			if !ok {
+				add("%s.source: unknown trust source %q", key, c.Source)
+			}
+			if (kind == "entra" || kind == "aws") != (c.Tenant != "") && ok {
+				add("%s.tenant: required exactly for entra and aws sources", key)
+			}
+			if c.Subject == "" {
+				add("%s.subject: required", key)
+			}
+		}
+		if a.Expires != "" {
+			if _, err := ParseTime(a.Expires); err != nil {
+				add("agents[%d].expires: %v", i, err)
+			}
+		}
+	}
+	if d := f.Identity.DPoP; d != "" && d != "off" && d != "optional" && d != "required" {
+		add("identity.dpop: %q is not off, optional or required", d)
+	}
+	for _, l := range f.Identity.SingleUseLabels {
+		if !toolLabels[l] {
+			add("identity.single_use_labels: unknown label %q", l)
+		}
+	}
+	if k := f.Identity.Keys; k != nil {
+		if k.Algorithm != "" && k.Algorithm != "EdDSA" && k.Algorithm != "ES256" {
+			add("identity.keys.algorithm: %q is not EdDSA or ES256", k.Algorithm)
+		}
+		if k.Retain != 0 && k.Retain.Std() < f.Identity.MaxTokenTTL.Std()+f.Identity.ClockSkew.Std() {
+			add("identity.keys.retain: must be at least max_token_ttl + clock_skew")
 		}
 	}
 	if a := f.Identity.AnonymousAgent; a != "" && !agents[a] {
@@ -997,4 +1186,16 @@ func (f *File) validateExecution(add func(string, ...any), servers map[string]bo
 			add("limits.rates[%d].server: unknown server %q", i, r.Server)
 		}
 	}
+}
+
+// ParseTime parses an RFC 3339 time or a YYYY-MM-DD date (midnight UTC).
+func ParseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse("2006-01-02", s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither RFC 3339 nor YYYY-MM-DD", s)
+	}
+	return t, nil
 }

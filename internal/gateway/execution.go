@@ -172,6 +172,13 @@ func (g *Gateway) openExecution(ctx context.Context) ([]pipeline.Stage, error) {
 		}
 		stages = append(stages, &policyStage{e: x.policy, agents: g.agentInfo, now: g.now})
 	}
+	if len(cfg.Identity.SingleUseLabels) > 0 {
+		su := singleUse{cache: g.replay}
+		for _, l := range cfg.Identity.SingleUseLabels {
+			su.labels = append(su.labels, verdict.Label(l))
+		}
+		stages = append(stages, su)
+	}
 	stages = append(stages, x.limiter, x.breakers)
 	return stages, nil
 }

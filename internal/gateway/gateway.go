@@ -53,10 +53,13 @@ type Gateway struct {
 	now      func() time.Time
 	db       *store.DB
 	pins     *store.Pins
-	registry *identity.StaticRegistry
-	key      *identity.Key
+	agents   *store.Agents
+	ring     *identity.KeyRing
 	minter   *identity.Minter
 	verifier *identity.TokenVerifier
+	authn    *identity.Authenticator
+	tokens   *identity.TokenService
+	replay   *store.Replay
 	recorder *recorder
 	exec     *execution
 	semantic *semantic.Engine
@@ -122,18 +125,6 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 
-	// Identity.
-	if g.key, err = identity.LoadOrCreateKey(cfg.Path(cfg.Identity.SigningKeyFile)); err != nil {
-		return err
-	}
-	agents := make([]*identity.Agent, 0, len(cfg.Agents))
-	for _, a := range cfg.Agents {
-		agents = append(agents, &identity.Agent{ID: a.ID, Name: a.Name, Owner: a.Owner, Servers: a.Servers, Enabled: !a.Disabled})
-	}
-	g.registry = identity.NewStaticRegistry(agents)
-	g.minter = &identity.Minter{Key: g.key, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, MaxTTL: cfg.Identity.MaxTokenTTL.Std(), Now: opts.Now}
-	g.verifier = &identity.TokenVerifier{Keys: []*identity.Key{g.key}, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience,
-		Skew: cfg.Identity.ClockSkew.Std(), MaxTTL: cfg.Identity.MaxTokenTTL.Std(), Registry: g.registry, Now: opts.Now}
 	if g.adminToken, err = loadOrCreateToken(cfg.Path(cfg.Admin.TokenFile)); err != nil {
 		return err
 	}
@@ -143,6 +134,9 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	g.closers = append(g.closers, g.recorder.Close)
+	if err := g.openIdentity(ctx); err != nil {
+		return err
+	}
 	if g.semantic, err = g.openSemantic(); err != nil {
 		return err
 	}
@@ -253,6 +247,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	eg.Go(serve(g.adminSrv, g.adminLn, false))
 	eg.Go(func() error { return g.recorder.runExporters(ctx) })
 	eg.Go(func() error { return g.exec.run(ctx) })
+	eg.Go(func() error {
+		if err := g.agents.Watch(ctx); err != nil && ctx.Err() == nil {
+			g.log.Error("agent registry watch stopped", "err", err)
+		}
+		return nil
+	})
+	eg.Go(func() error { _ = g.ring.Run(ctx); return nil })
 	unsubscribe := g.exec.locks.Subscribe(g.cancelOnLock)
 	defer unsubscribe()
 	if g.exec.policy != nil {
@@ -315,33 +316,6 @@ func (g *Gateway) AdminToken() string { return g.adminToken }
 
 // Minter returns the token minter.
 func (g *Gateway) Minter() *identity.Minter { return g.minter }
-
-// authenticate is the MCP proxy's Authenticator.
-func (g *Gateway) authenticate(r *http.Request) (*pipeline.Caller, error) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
-		tok, ok = strings.CutPrefix(h, "bearer ")
-	}
-	if h == "" && g.cfg.Identity.AnonymousAgent != "" {
-		a, err := g.registry.Agent(r.Context(), g.cfg.Identity.AnonymousAgent)
-		if err != nil || !a.Enabled {
-			return nil, &identity.Error{Code: identity.CodeAgentDisabled, Message: "the anonymous agent is not available"}
-		}
-		return &pipeline.Caller{Agent: a.ID, Owner: a.Owner, Servers: a.Servers, Method: "anonymous"}, nil
-	}
-	if !ok {
-		if h == "" {
-			return nil, &identity.Error{Code: identity.CodeMissing, Message: "a bearer token is required"}
-		}
-		return nil, &identity.Error{Code: identity.CodeMalformed, Message: "the Authorization header must be a Bearer token"}
-	}
-	p, err := g.verifier.Verify(r.Context(), strings.TrimSpace(tok))
-	if err != nil {
-		return nil, err
-	}
-	return &pipeline.Caller{Agent: p.Agent.ID, Owner: p.Agent.Owner, Servers: p.Agent.Servers, Method: p.Method, TokenID: p.TokenID}, nil
-}
 
 // checkAdmin authenticates an admin API request.
 func (g *Gateway) checkAdmin(r *http.Request) bool {

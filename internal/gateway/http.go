@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/store"
 )
 
@@ -17,25 +17,11 @@ func (g *Gateway) mcpHandler() http.Handler {
 	for _, p := range g.proxy.Paths() {
 		mux.Handle(p, g.proxy)
 	}
-	mux.HandleFunc("GET /.well-known/oauth-protected-resource/", g.resourceMetadata)
-	mux.HandleFunc("GET /.well-known/oauth-protected-resource", g.resourceMetadata)
+	g.identityRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	return mux
-}
-
-// resourceMetadata answers RFC 9728 protected resource metadata for the
-// gateway (or one endpoint path appended to the well-known path).
-func (g *Gateway) resourceMetadata(w http.ResponseWriter, r *http.Request) {
-	base := strings.TrimSuffix(g.cfg.PublicURL, "/")
-	path := strings.TrimPrefix(r.URL.Path, "/.well-known/oauth-protected-resource")
-	writeJSON(w, http.StatusOK, map[string]any{
-		"resource":                 base + path,
-		"authorization_servers":    []string{g.cfg.Identity.Issuer},
-		"bearer_methods_supported": []string{"header"},
-		"resource_name":            "Gatehouse MCP gateway",
-	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -73,6 +59,9 @@ func (g *Gateway) adminHandler() http.Handler {
 	})
 	mux.Handle("/v1/locks", locks)
 	mux.Handle("/v1/locks/", locks)
+	agents := identity.AdminHandler(g.agents)
+	mux.Handle("/v1/agents", agents)
+	mux.Handle("/v1/agents/", agents)
 	metrics := g.metricsHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/metrics" && r.Method == http.MethodGet {
@@ -183,7 +172,7 @@ func (g *Gateway) adminMintToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	a, err := g.registry.Agent(r.Context(), body.Agent)
+	a, err := g.agents.Agent(r.Context(), body.Agent)
 	if err != nil || !a.Enabled {
 		writeJSON(w, http.StatusNotFound, apiError{"no such enabled agent"})
 		return

@@ -281,6 +281,9 @@ func (r *recorder) event(rec *pipeline.Record) *audit.Event {
 		c.Phase = audit.PhaseList
 	}
 	ev := audit.APIActivity(s, c, rec.Verdict)
+	if q.Caller != nil {
+		ev.Unmapped.Act, ev.Unmapped.Source = q.Caller.Act, q.Caller.Source
+	}
 	if !rec.Recorded.IsZero() {
 		ev.Time = rec.Recorded.UnixMilli()
 	}

@@ -46,6 +46,10 @@ type AgentChange struct {
 	Time   time.Time
 	Before *Agent // nil for create
 	After  *Agent
+	// Failed is set on a second record of a change that was recorded but
+	// could not be applied; Error says why.
+	Failed bool
+	Error  string
 }
 
 // Registry errors.

@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/verdict"
@@ -59,10 +60,28 @@ type Caller struct {
 	User   string // on whose behalf, when known
 	Task   string
 	Method string // how the agent authenticated
-	// TokenID is the jti of the presented token.
-	TokenID string
-	// Servers lists the servers the agent may use.
+	// TokenID is the jti of the presented token, TokenExpiry its expiry.
+	TokenID     string
+	TokenExpiry time.Time
+	// Servers lists the servers the agent may use (narrowed by the token).
 	Servers []string
+	// Tools, when not nil, is the token's tool scope ("server/tool" or
+	// "server/*"); AgentTools, when not nil, the agent's baseline tools.
+	Tools      []string
+	AgentTools []string
+	// Act is the delegation chain (RFC 8693 act), current actor first.
+	Act []string
+	// Source is the verified workload identity behind the token.
+	Source string
+}
+
+// MayCall reports whether the caller's token and baseline permit tool on
+// server.
+func (c *Caller) MayCall(server, tool string) bool {
+	in := func(list []string) bool {
+		return list == nil || slices.Contains(list, server+"/"+tool) || slices.Contains(list, server+"/*")
+	}
+	return in(c.Tools) && in(c.AgentTools)
 }
 
 // MayUse reports whether the caller may use server.
@@ -283,6 +302,9 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 	}
 	if r.Server != "" && !r.Caller.MayUse(r.Server) {
 		return verdict.Deny(verdict.Execution, "server.not_allowed", fmt.Sprintf("agent %s may not use server %s", r.Caller.Agent, r.Server))
+	}
+	if r.Action == ActionCallTool && r.Server != "" && !r.Caller.MayCall(r.Server, r.Target) {
+		return verdict.Deny(verdict.Identity, "token.scope", fmt.Sprintf("the token does not permit %s/%s", r.Server, r.Target))
 	}
 	for _, s := range p.cfg.Stages {
 		sctx, end := ctx, func(error) {}

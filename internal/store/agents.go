@@ -222,14 +222,76 @@ func (s *Agents) List(ctx context.Context) ([]*identity.Agent, error) {
 	return out, nil
 }
 
-// change runs one registry change in a transaction: it bumps the registry
-// version (which also serialises writers), reads the current agent, lets
-// apply compute the new one, writes it with its credentials, audits, and
-// commits. The snapshot is refreshed afterwards.
+// change runs one registry change. The change is computed from the
+// current agent, recorded in the audit log (an audit failure refuses it),
+// then applied in a transaction that bumps the registry version (which
+// serialises writers) and checks that the agent did not change meanwhile.
+// Auditing before the transaction keeps the audit log's writer and the
+// registry's from waiting on each other (SQLite has one writer); a change
+// recorded but not applied gets a second record marked Failed. The
+// snapshot is refreshed afterwards.
 func (s *Agents) change(ctx context.Context, id, action string, ci identity.ChangeInfo, apply func(before *identity.Agent) (*identity.Agent, error)) (*identity.Agent, error) {
 	if ci.By == "" {
 		return nil, &identity.ValidationError{Err: errors.New("a registry change must name who makes it")}
 	}
+	before, err := s.readAgent(ctx, s.db, id)
+	if err != nil {
+		return nil, err
+	}
+	after, err := apply(cloneAgent(before))
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now().UTC()
+	after.Updated = now
+	after.Enabled = after.Status == identity.StatusActive
+	change := identity.AgentChange{Action: action, ChangeInfo: ci, Time: now, Before: before, After: after}
+	if err := s.cfg.Audit(ctx, change); err != nil {
+		return nil, fmt.Errorf("auditing the change of agent %s (not applied): %w", id, err)
+	}
+	out, err := s.applyChange(ctx, id, before, after, now)
+	if err != nil {
+		change.Failed, change.Error = true, err.Error()
+		if aerr := s.cfg.Audit(ctx, change); aerr != nil {
+			err = errors.Join(err, fmt.Errorf("recording that the change was not applied: %w", aerr))
+		}
+		return nil, err
+	}
+	if err := s.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func cloneAgent(a *identity.Agent) *identity.Agent {
+	if a == nil {
+		return nil
+	}
+	c := *a
+	return &c
+}
+
+// readAgent reads one agent (nil when absent).
+func (s *Agents) readAgent(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, id string) (*identity.Agent, error) {
+	var doc string
+	switch err := q.QueryRowContext(ctx, `SELECT doc FROM agents WHERE id = $1`, id).Scan(&doc); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading agent %s: %w", id, err)
+	}
+	a := new(identity.Agent)
+	if err := json.Unmarshal([]byte(doc), a); err != nil {
+		return nil, fmt.Errorf("reading agent %s: %w", id, err)
+	}
+	return a, nil
+}
+
+// applyChange writes after in a transaction, provided the stored agent is
+// still before.
+func (s *Agents) applyChange(ctx context.Context, id string, before, after *identity.Agent, now time.Time) (*identity.Agent, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("changing agent %s: %w", id, err)
@@ -239,25 +301,17 @@ func (s *Agents) change(ctx context.Context, id, action string, ci identity.Chan
 	if err := tx.QueryRowContext(ctx, `UPDATE agent_registry_version SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v); err != nil {
 		return nil, fmt.Errorf("changing agent %s: %w", id, err)
 	}
-	var before *identity.Agent
-	var doc string
-	switch err := tx.QueryRowContext(ctx, `SELECT doc FROM agents WHERE id = $1`, id).Scan(&doc); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return nil, fmt.Errorf("reading agent %s: %w", id, err)
-	default:
-		before = new(identity.Agent)
-		if err := json.Unmarshal([]byte(doc), before); err != nil {
-			return nil, fmt.Errorf("reading agent %s: %w", id, err)
-		}
-	}
-	after, err := apply(before)
+	cur, err := s.readAgent(ctx, tx, id)
 	if err != nil {
 		return nil, err
 	}
-	now := s.cfg.Now().UTC()
-	after.Version, after.Updated = v, now
-	after.Enabled = after.Status == identity.StatusActive
+	if (cur == nil) != (before == nil) || cur != nil && cur.Version != before.Version {
+		if before == nil {
+			return nil, fmt.Errorf("%w: %s", identity.ErrAgentExists, id)
+		}
+		return nil, identity.ErrVersionConflict
+	}
+	after.Version = v
 	b, err := json.Marshal(after)
 	if err != nil {
 		return nil, err
@@ -290,14 +344,8 @@ func (s *Agents) change(ctx context.Context, id, action string, ci identity.Chan
 			return nil, fmt.Errorf("writing agent %s: %w", id, err)
 		}
 	}
-	if err := s.cfg.Audit(ctx, identity.AgentChange{Action: action, ChangeInfo: ci, Time: now, Before: before, After: after}); err != nil {
-		return nil, fmt.Errorf("auditing the change of agent %s (not applied): %w", id, err)
-	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing the change of agent %s: %w", id, err)
-	}
-	if err := s.Refresh(ctx); err != nil {
-		return nil, err
 	}
 	return after, nil
 }

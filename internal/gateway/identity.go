@@ -1,0 +1,367 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/gatehouse/gatehouse/internal/audit"
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/lock"
+	"github.com/gatehouse/gatehouse/internal/pipeline"
+	"github.com/gatehouse/gatehouse/internal/store"
+	"github.com/gatehouse/gatehouse/internal/verdict"
+)
+
+// openIdentity builds the identity layer: the durable agent registry
+// (seeded with the configuration's agents), the signing keys, the trust
+// sources, the authenticator and the token endpoint.
+func (g *Gateway) openIdentity(ctx context.Context) error {
+	cfg := g.cfg
+	agents, err := store.NewAgents(ctx, g.db, store.AgentsConfig{Audit: g.auditAgentChange, Now: g.now})
+	if err != nil {
+		return err
+	}
+	g.agents = agents
+	var seed []*identity.Agent
+	for _, a := range cfg.Agents {
+		ia, err := configAgent(a)
+		if err != nil {
+			return err
+		}
+		seed = append(seed, ia)
+	}
+	if err := agents.Seed(ctx, seed, identity.ChangeInfo{By: "config", Reason: "registered in the configuration file"}); err != nil {
+		return fmt.Errorf("seeding the agent registry: %w", err)
+	}
+
+	// Keys: a rotating ring, or the single key of signing_key_file.
+	if k := cfg.Identity.Keys; k != nil {
+		if g.ring, err = identity.NewKeyRing(identity.KeyRingConfig{Dir: cfg.Path(k.Dir), Algorithm: k.Algorithm, PublishDelay: k.PublishDelay.Std(),
+			Retain: k.Retain.Std(), RotateEvery: k.RotateEvery.Std(), ReloadInterval: k.ReloadInterval.Std(), Now: g.now}); err != nil {
+			return err
+		}
+	} else {
+		key, err := identity.LoadOrCreateKey(cfg.Path(cfg.Identity.SigningKeyFile))
+		if err != nil {
+			return err
+		}
+		g.ring = identity.KeyRingFromKey(key)
+	}
+	resources := map[string][]string{}
+	var audiences []string
+	for _, e := range cfg.Endpoints {
+		u := strings.TrimSuffix(cfg.PublicURL, "/") + e.Path
+		resources[u] = e.Servers
+		audiences = append(audiences, u)
+	}
+	g.minter = &identity.Minter{Keys: g.ring, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, MaxTTL: cfg.Identity.MaxTokenTTL.Std(), Now: g.now}
+	g.verifier = &identity.TokenVerifier{Ring: g.ring, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, Audiences: audiences,
+		Skew: cfg.Identity.ClockSkew.Std(), MaxTTL: cfg.Identity.MaxTokenTTL.Std(), Registry: agents, Now: g.now}
+
+	// Trust sources.
+	var vs []identity.Verifier
+	var direct []string
+	var x509 *identity.SPIFFEVerifier
+	for _, ts := range cfg.Identity.TrustSources {
+		v, err := g.trustSource(ctx, ts)
+		if err != nil {
+			return fmt.Errorf("trust source %s: %w", ts.Name, err)
+		}
+		vs = append(vs, v)
+		if ts.Direct {
+			direct = append(direct, ts.Name)
+		}
+		if sv, ok := v.(*identity.SPIFFEVerifier); ok && ts.MTLS {
+			x509 = sv
+		}
+	}
+	sources, err := identity.NewSources(vs...)
+	if err != nil {
+		return err
+	}
+	replay, err := store.NewReplay(ctx, g.db, g.now)
+	if err != nil {
+		return err
+	}
+	g.replay = replay
+	var dpop *identity.DPoPVerifier
+	if cfg.Identity.DPoP != "off" {
+		dpop = &identity.DPoPVerifier{Replay: replay, Now: g.now}
+	}
+	base := strings.TrimSuffix(cfg.PublicURL, "/")
+	g.authn = &identity.Authenticator{Tokens: g.verifier, Sources: sources, Direct: direct, X509: x509, Registry: agents, DPoP: dpop,
+		// The kill switch is the pipeline's first stage: a locked agent's
+		// requests are refused with the lock's reason code, on sessions
+		// opened before the lock too. Here it stops token issuance.
+		PublicURL: base, Audit: g.auditIdentity, Now: g.now,
+		Resource: func(r *http.Request) string { return base + r.URL.Path }}
+	if len(vs) > 0 {
+		if g.tokens, err = identity.NewTokenService(identity.TokenServiceConfig{Minter: g.minter, Sources: sources, Registry: agents,
+			Resources: resources, DefaultTTL: cfg.Identity.DefaultTokenTTL.Std(), TokenURL: base + "/oauth/token", DPoP: dpop,
+			RequireDPoP: cfg.Identity.DPoP == "required", Audit: g.auditIdentity, Logger: g.log, Now: g.now,
+			Locked: func(ctx context.Context, agent string) error {
+				return g.lockedPrincipal(ctx, &identity.Principal{Agent: &identity.Agent{ID: agent}})
+			}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// configAgent converts a configuration agent for the registry.
+func configAgent(a config.Agent) (*identity.Agent, error) {
+	ia := &identity.Agent{ID: a.ID, Name: a.Name, Owner: a.Owner, Servers: a.Servers, Enabled: !a.Disabled, Hosting: a.Hosting,
+		Tools: a.Tools, Tenants: a.Tenants, Status: identity.StatusActive}
+	if a.Disabled {
+		ia.Status = identity.StatusSuspended
+	}
+	if a.Expires != "" {
+		t, err := config.ParseTime(a.Expires)
+		if err != nil {
+			return nil, fmt.Errorf("agent %s: %w", a.ID, err)
+		}
+		ia.Expires = t
+	}
+	for _, c := range a.Credentials {
+		ia.Credentials = append(ia.Credentials, identity.FederatedCredential{Source: c.Source, Tenant: c.Tenant, Subject: c.Subject})
+	}
+	return ia, nil
+}
+
+// trustSource builds one verifier from its configuration.
+func (g *Gateway) trustSource(ctx context.Context, ts config.TrustSource) (identity.Verifier, error) {
+	policy := identity.TrustPolicy{Issuer: ts.Issuer, Audience: ts.Audience, Subjects: ts.Subjects, SubjectPrefixes: ts.SubjectPrefixes,
+		Algorithms: ts.Algorithms, MaxAge: ts.MaxAge.Std(), Skew: g.cfg.Identity.ClockSkew.Std()}
+	var keys identity.KeySource
+	if ts.JWKSFile != "" {
+		k, err := identity.LoadStaticKeys(g.cfg.Path(ts.JWKSFile))
+		if err != nil {
+			return nil, err
+		}
+		keys = k
+	}
+	switch ts.Kind {
+	case "oidc":
+		return identity.NewOIDCVerifier(identity.OIDCConfig{Name: ts.Name, Policy: policy, Keys: keys, Users: ts.Users, Now: g.now})
+	case "kubernetes":
+		kc := identity.KubernetesConfig{Name: ts.Name, Policy: policy, Keys: keys, Now: g.now}
+		if tr := ts.TokenReview; tr != nil {
+			kc.TokenReviewURL, kc.ReviewTTL = tr.URL, tr.Cache.Std()
+			file := g.cfg.Path(tr.BearerFile)
+			kc.TokenReviewBearer = func() (string, error) {
+				b, err := os.ReadFile(file)
+				return strings.TrimSpace(string(b)), err
+			}
+		}
+		return identity.NewKubernetesVerifier(kc)
+	case "entra":
+		return identity.NewEntraVerifier(identity.EntraConfig{Name: ts.Name, Tenants: ts.Tenants, Audience: ts.Audience, Versions: ts.Versions,
+			Authority: ts.Authority, Users: ts.Users, Algorithms: ts.Algorithms, MaxAge: ts.MaxAge.Std(), Skew: g.cfg.Identity.ClockSkew.Std(), Keys: keys, Now: g.now})
+	case "aws":
+		return identity.NewAWSVerifier(identity.AWSConfig{Name: ts.Name, Audience: ts.Audience, AudienceHeader: ts.AudienceHeader, Endpoints: ts.Endpoints,
+			Accounts: ts.Accounts, AllowUsers: ts.AllowUsers, MaxAge: ts.MaxAge.Std(), Replay: g.replay, Now: g.now})
+	case "spiffe":
+		td, err := spiffeid.TrustDomainFromString(ts.TrustDomain)
+		if err != nil {
+			return nil, err
+		}
+		var bundles identity.SPIFFEBundles
+		if ts.BundleFile != "" {
+			b, err := spiffebundle.Load(td, g.cfg.Path(ts.BundleFile))
+			if err != nil {
+				return nil, fmt.Errorf("loading the SPIFFE bundle: %w", err)
+			}
+			bundles = b
+		} else {
+			src, err := workloadapi.NewBundleSource(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(ts.WorkloadAPI)))
+			if err != nil {
+				return nil, fmt.Errorf("connecting to the SPIFFE Workload API: %w", err)
+			}
+			g.closers = append(g.closers, src.Close)
+			bundles = src
+		}
+		return identity.NewSPIFFEVerifier(identity.SPIFFEConfig{Name: ts.Name, TrustDomain: ts.TrustDomain, Audience: ts.Audience, IDs: ts.IDs,
+			IDPrefixes: ts.IDPrefixes, Algorithms: ts.Algorithms, MaxAge: ts.MaxAge.Std(), Skew: g.cfg.Identity.ClockSkew.Std(), Bundles: bundles, Now: g.now})
+	}
+	return nil, fmt.Errorf("unknown kind %q", ts.Kind)
+}
+
+// lockedPrincipal is the kill switch at authentication: an agent (or its
+// user or task) under a lock cannot authenticate or obtain tokens.
+func (g *Gateway) lockedPrincipal(_ context.Context, p *identity.Principal) error {
+	if g.exec == nil || g.exec.locks == nil || p.Agent == nil {
+		return nil
+	}
+	r := &pipeline.Request{Caller: &pipeline.Caller{Agent: p.Agent.ID, User: p.User, Task: p.Task}}
+	for _, l := range g.exec.locks.Active() {
+		switch l.Scope {
+		case lock.Global, lock.Agent, lock.User, lock.Task:
+			if l.Matches(r) {
+				return fmt.Errorf("%s lock on %q", l.Scope, l.Target)
+			}
+		}
+	}
+	return nil
+}
+
+// auditIdentity records authentications and token exchanges.
+func (g *Gateway) auditIdentity(ctx context.Context, e identity.Event) error {
+	s := audit.Subject{Agent: e.Agent, Task: e.Task}
+	if e.User != nil {
+		s.User = e.User.Subject
+	}
+	v := verdict.Verdict{}
+	if !e.Success {
+		v = verdict.Deny(verdict.Identity, "identity."+e.Code, e.Code)
+	}
+	var ev *audit.Event
+	if e.Type == "token.exchange" && e.Success {
+		privs := make([]string, 0, len(e.Servers)+len(e.Tools))
+		for _, sv := range e.Servers {
+			privs = append(privs, "server:"+sv)
+		}
+		for _, t := range e.Tools {
+			privs = append(privs, "tool:"+t)
+		}
+		ev = audit.AuthorizeSession(s, privs, v)
+	} else {
+		issuer, method := "", e.Method
+		if e.Workload != nil {
+			issuer = e.Workload.Issuer
+		}
+		ev = audit.Authentication(s, audit.Auth{Issuer: issuer, Method: method, Failed: !e.Success, Detail: e.Code}, v)
+	}
+	u := ev.Unmapped
+	for _, a := range e.Act {
+		u.Act = append(u.Act, a.Subject)
+	}
+	if e.TokenID != "" {
+		u.TokenID = e.TokenID
+	}
+	if e.Success || e.Type == "token.exchange" {
+		// Issued tokens must be on record before they are handed out.
+		_, err := g.recorder.log.Append(ctx, ev)
+		return err
+	}
+	g.recorder.enqueueEvent(ev)
+	return nil
+}
+
+// auditAgentChange records a registry change (its failure refuses the
+// change).
+func (g *Gateway) auditAgentChange(ctx context.Context, c identity.AgentChange) error {
+	act := map[string]int{"agent.create": audit.EntityCreate, "agent.update": audit.EntityUpdate, "agent.suspend": audit.EntitySuspend,
+		"agent.resume": audit.EntityResume, "agent.retire": audit.EntityDisable}[c.Action]
+	if act == 0 {
+		act = audit.ActivityOther
+	}
+	var data json.RawMessage
+	if c.After != nil {
+		data, _ = json.Marshal(c.After)
+	}
+	id := ""
+	switch {
+	case c.After != nil:
+		id = c.After.ID
+	case c.Before != nil:
+		id = c.Before.ID
+	}
+	comment := c.Action + ": " + c.Reason
+	if c.Failed {
+		comment = c.Action + " not applied: " + c.Error
+	}
+	ev := audit.EntityManagement(audit.Subject{User: c.By}, act, audit.Entity{Type: "agent", UID: id, Name: id, Data: data}, comment)
+	_, err := g.recorder.log.Append(ctx, ev)
+	return err
+}
+
+// authenticate is the MCP proxy's Authenticator.
+func (g *Gateway) authenticate(r *http.Request) (*pipeline.Caller, error) {
+	if r.Header.Get("Authorization") == "" && g.cfg.Identity.AnonymousAgent != "" {
+		a, err := g.agents.Agent(r.Context(), g.cfg.Identity.AnonymousAgent)
+		if err != nil || !a.Enabled {
+			return nil, &identity.Error{Code: identity.CodeAgentDisabled, Message: "the anonymous agent is not available"}
+		}
+		return &pipeline.Caller{Agent: a.ID, Owner: a.Owner, Servers: a.Servers, Method: "anonymous"}, nil
+	}
+	p, err := g.authn.Authenticate(r.Context(), r)
+	if err != nil {
+		return nil, err
+	}
+	c := &pipeline.Caller{Agent: p.Agent.ID, Owner: p.Agent.Owner, User: p.User, Task: p.Task, Method: p.Method, TokenID: p.TokenID,
+		TokenExpiry: p.Expiry, Tools: p.Tools, AgentTools: p.Agent.Tools}
+	for _, s := range p.Agent.Servers {
+		if p.MayUseServer(s) {
+			c.Servers = append(c.Servers, s)
+		}
+	}
+	for _, a := range p.Act {
+		c.Act = append(c.Act, a.Subject)
+	}
+	if p.Source != nil {
+		c.Source = p.Source.TrustSource + ":" + p.Source.Subject
+	}
+	return c, nil
+}
+
+// singleUse is the stage that consumes a task token on a call to a tool
+// with a single-use label (identity.single_use_labels): a replayed token
+// cannot repeat such a call.
+type singleUse struct {
+	labels []verdict.Label
+	cache  identity.ReplayCache
+}
+
+func (s singleUse) Name() string { return "single_use" }
+
+func (s singleUse) Check(ctx context.Context, r *pipeline.Request) (verdict.Verdict, error) {
+	if r.Phase != pipeline.PhaseCall || r.Caller == nil || r.Caller.TokenID == "" || r.Caller.Task == "" {
+		return verdict.Verdict{}, nil
+	}
+	hit := false
+	for _, l := range r.Labels {
+		hit = hit || slices.Contains(s.labels, l)
+	}
+	if !hit {
+		return verdict.Verdict{}, nil
+	}
+	until := r.Caller.TokenExpiry
+	if until.IsZero() {
+		until = time.Now().Add(24 * time.Hour)
+	}
+	err := s.cache.Use(ctx, "jti:"+r.Caller.TokenID, until)
+	if errors.Is(err, identity.ErrReplay) {
+		return verdict.Deny(verdict.Identity, "identity.token_replayed", "this task token was already used for a single-use call"), nil
+	}
+	return verdict.Verdict{}, err
+}
+
+// identityRoutes mounts the token endpoint and the metadata documents on
+// the agent listener.
+func (g *Gateway) identityRoutes(mux *http.ServeMux) {
+	base := strings.TrimSuffix(g.cfg.PublicURL, "/")
+	if g.tokens != nil {
+		mux.Handle("POST /oauth/token", g.tokens)
+	}
+	mux.Handle("GET /.well-known/jwks.json", g.ring)
+	mux.Handle("GET /.well-known/oauth-authorization-server", identity.NewAuthServerMetadata(g.cfg.Identity.Issuer, base, g.cfg.Identity.DPoP != "off"))
+	meta := func(w http.ResponseWriter, r *http.Request) {
+		path := strings.TrimPrefix(r.URL.Path, "/.well-known/oauth-protected-resource")
+		identity.ResourceMetadata{Resource: base + path, AuthorizationServers: []string{g.cfg.Identity.Issuer}, JWKSURI: base + "/.well-known/jwks.json",
+			DPoPBoundRequired: g.cfg.Identity.DPoP == "required"}.ServeHTTP(w, r)
+	}
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource/", meta)
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource", meta)
+}
