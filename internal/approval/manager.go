@@ -1005,7 +1005,6 @@ func (m *Manager) use(ctx context.Context, a Approval, use Use) (Grant, error) {
 		return Grant{}, err
 	}
 	u := after.Uses[len(after.Uses)-1]
-	after.Updated = now
 	if err := m.record(ctx, &after, &change{kind: changeUsed, use: &u}); err != nil {
 		if uerr := m.cfg.Store.Unuse(context.WithoutCancel(ctx), a.ID, u.Seq); uerr != nil {
 			m.log.Error("giving back an unrecorded use failed; the use is lost (fail closed)", "approval", a.ID, "err", uerr)
