@@ -46,7 +46,7 @@ strong authentication.`
 
 func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stdout, approvalsUsage)
+		_, _ = fmt.Fprintln(stdout, approvalsUsage)
 		if len(args) == 0 {
 			return fmt.Errorf("%w: missing command", errUsage)
 		}
@@ -56,8 +56,8 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("gatehouse approvals "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, approvalsUsage)
-		fmt.Fprintln(stderr, "\nflags:")
+		_, _ = fmt.Fprintln(stderr, approvalsUsage)
+		_, _ = fmt.Fprintln(stderr, "\nflags:")
 		fs.PrintDefaults()
 	}
 	switch sub {
@@ -80,7 +80,7 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	case "verify":
 		return approvalsVerify(fs, rest, stdout, stderr)
 	}
-	fmt.Fprintln(stderr, approvalsUsage)
+	_, _ = fmt.Fprintln(stderr, approvalsUsage)
 	return fmt.Errorf("%w: unknown approvals command %q", errUsage, sub)
 }
 
@@ -141,7 +141,7 @@ func approvalsList(ctx context.Context, fs *flag.FlagSet, args []string, stdout 
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tRISK\tAGENT\tTOOL\tQUORUM\tEXPIRES")
+	_, _ = fmt.Fprintln(tw, "ID\tSTATUS\tRISK\tAGENT\tTOOL\tQUORUM\tEXPIRES")
 	for _, v := range vs {
 		s := approval.Summarize(&v.Approval, v.URL)
 		exp := s.Expires
@@ -152,7 +152,7 @@ func approvalsList(ctx context.Context, fs *flag.FlagSet, args []string, stdout 
 		if risk == "" {
 			risk = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\n", s.ID, s.Status, risk, s.Agent, s.Server, strings.Join(s.Tools, ","), s.Quorum, exp.UTC().Format(time.RFC3339))
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\n", s.ID, s.Status, risk, s.Agent, s.Server, strings.Join(s.Tools, ","), s.Quorum, exp.UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
 }
@@ -191,7 +191,7 @@ func writeApproval(w io.Writer, v *approval.View) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, val string) {
 		if val != "" {
-			fmt.Fprintf(tw, "%s\t%s\n", k, strings.Join(strings.Fields(val), " "))
+			_, _ = fmt.Fprintf(tw, "%s\t%s\n", k, strings.Join(strings.Fields(val), " "))
 		}
 	}
 	when := func(t time.Time) string {
@@ -320,11 +320,11 @@ func approvalsDecide(ctx context.Context, fs *flag.FlagSet, vote string, args []
 	}
 	switch v.Status {
 	case approval.Approved:
-		fmt.Fprintf(stdout, "approved %s: the grant is in force until %s\n", v.ID, v.Grant.Expires.UTC().Format(time.RFC3339))
+		_, _ = fmt.Fprintf(stdout, "approved %s: the grant is in force until %s\n", v.ID, v.Grant.Expires.UTC().Format(time.RFC3339))
 	case approval.Pending:
-		fmt.Fprintf(stdout, "recorded your approval of %s; quorum %s\n", v.ID, approval.Summarize(&v.Approval, v.URL).Quorum)
+		_, _ = fmt.Fprintf(stdout, "recorded your approval of %s; quorum %s\n", v.ID, approval.Summarize(&v.Approval, v.URL).Quorum)
 	default:
-		fmt.Fprintf(stdout, "%s is %s\n", v.ID, v.Status)
+		_, _ = fmt.Fprintf(stdout, "%s is %s\n", v.ID, v.Status)
 	}
 	return nil
 }
@@ -345,7 +345,7 @@ func approvalsRevoke(ctx context.Context, fs *flag.FlagSet, args []string, stdou
 	if err := c.do(ctx, "POST", "/v1/approvals/"+url.PathEscape(id)+"/revoke", approval.RevokeRequest{Approver: *as, Comment: *comment}, &v); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s is %s\n", v.ID, v.Status)
+	_, _ = fmt.Fprintf(stdout, "%s is %s\n", v.ID, v.Status)
 	return nil
 }
 
@@ -422,10 +422,10 @@ func approvalsElevate(ctx context.Context, fs *flag.FlagSet, args []string, stdo
 		return err
 	}
 	if v.Status == approval.Approved {
-		fmt.Fprintf(stdout, "elevated %s on %s/%s until %s (%s)\n", q.Agent, q.Server, strings.Join(q.Tools, ","), v.Grant.Expires.UTC().Format(time.RFC3339), v.ID)
+		_, _ = fmt.Fprintf(stdout, "elevated %s on %s/%s until %s (%s)\n", q.Agent, q.Server, strings.Join(q.Tools, ","), v.Grant.Expires.UTC().Format(time.RFC3339), v.ID)
 		return nil
 	}
-	fmt.Fprintf(stdout, "elevation %s is %s; quorum %s\n", v.ID, v.Status, approval.Summarize(&v.Approval, v.URL).Quorum)
+	_, _ = fmt.Fprintf(stdout, "elevation %s is %s; quorum %s\n", v.ID, v.Status, approval.Summarize(&v.Approval, v.URL).Quorum)
 	return nil
 }
 
@@ -456,9 +456,9 @@ func approvalsReviews(ctx context.Context, fs *flag.FlagSet, args []string, stdo
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tAPPROVAL\tBY\tCREATED\tJUSTIFICATION")
+	_, _ = fmt.Fprintln(tw, "ID\tSTATUS\tAPPROVAL\tBY\tCREATED\tJUSTIFICATION")
 	for _, it := range items {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", it.ID, it.Status, it.Approval, it.By, it.Created.UTC().Format(time.RFC3339), strings.Join(strings.Fields(it.Justification), " "))
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", it.ID, it.Status, it.Approval, it.By, it.Created.UTC().Format(time.RFC3339), strings.Join(strings.Fields(it.Justification), " "))
 	}
 	return tw.Flush()
 }
@@ -482,7 +482,7 @@ func approvalsCloseReview(ctx context.Context, fs *flag.FlagSet, args []string, 
 	if err := c.do(ctx, "POST", "/v1/reviews/"+url.PathEscape(id)+"/close", approval.CloseRequest{Approver: *as, Comment: *comment}, &it); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "closed review item %s of %s\n", it.ID, it.Approval)
+	_, _ = fmt.Fprintf(stdout, "closed review item %s of %s\n", it.ID, it.Approval)
 	return nil
 }
 
@@ -521,9 +521,9 @@ func approvalsExport(ctx context.Context, fs *flag.FlagSet, args []string, stdou
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		return fmt.Errorf("writing bundle: %w", err)
 	}
-	fmt.Fprintf(stdout, "wrote the evidence bundle of %s (%d records) to %s\n", id, len(b.Records), path)
+	_, _ = fmt.Fprintf(stdout, "wrote the evidence bundle of %s (%d records) to %s\n", id, len(b.Records), path)
 	if b.Key == "" {
-		fmt.Fprintln(stderr, "warning: the bundle names no verifier key; verify it with --key")
+		_, _ = fmt.Fprintln(stderr, "warning: the bundle names no verifier key; verify it with --key")
 	}
 	return nil
 }
@@ -554,19 +554,19 @@ func approvalsVerify(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "approval %s (%s): %d records, checkpoint %s size %d\n", rep.Approval, rep.Status, rep.Records, rep.Origin, rep.TreeSize)
+		_, _ = fmt.Fprintf(stdout, "approval %s (%s): %d records, checkpoint %s size %d\n", rep.Approval, rep.Status, rep.Records, rep.Origin, rep.TreeSize)
 		for _, r := range rep.Reviews {
-			fmt.Fprintln(stdout, "  "+r)
+			_, _ = fmt.Fprintln(stdout, "  "+r)
 		}
 		for _, p := range rep.Problems {
-			fmt.Fprintln(stdout, "FAIL: "+p)
+			_, _ = fmt.Fprintln(stdout, "FAIL: "+p)
 		}
 		if rep.OK() {
-			fmt.Fprintln(stdout, "OK: the bundle verifies")
+			_, _ = fmt.Fprintln(stdout, "OK: the bundle verifies")
 		}
 	}
 	if rep.KeyFromBundle {
-		fmt.Fprintln(stderr, "warning: verified with the key recorded in the bundle; pass --key with a key obtained independently to rule out a forged bundle")
+		_, _ = fmt.Fprintln(stderr, "warning: verified with the key recorded in the bundle; pass --key with a key obtained independently to rule out a forged bundle")
 	}
 	if !rep.OK() {
 		return exitError{code: 1}

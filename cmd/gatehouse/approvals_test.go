@@ -65,7 +65,9 @@ func newApprovalsAPI(t *testing.T) *approvalsAPI {
 	t.Cleanup(func() {
 		srv.Close()
 		cancel()
-		l.Close()
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
 	})
 	return &approvalsAPI{m: m, srv: srv, vkey: vkey, args: lockAdminArgs(t, srv.URL)}
 }
@@ -197,7 +199,9 @@ func TestApprovalsExportVerify(t *testing.T) {
 		t.Fatalf("export: %q, %v", out, err)
 	}
 	keyFile := filepath.Join(dir, "audit.key.pub")
-	os.WriteFile(keyFile, []byte(api.vkey+"\n"), 0o600)
+	if err := os.WriteFile(keyFile, []byte(api.vkey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out, stderr, err := api.run(t, "verify", file, "--key", "@"+keyFile)
 	if err != nil || !strings.Contains(out, "OK: the bundle verifies") || !strings.Contains(out, "approve by alice (admin-token)") || stderr != "" {
 		t.Fatalf("verify: %q %q, %v", out, stderr, err)
@@ -210,7 +214,9 @@ func TestApprovalsExportVerify(t *testing.T) {
 	i := bytes.Index(data, []byte(`"alice"`))
 	data[i+1] = 'm'
 	bad := filepath.Join(dir, "bad.json")
-	os.WriteFile(bad, data, 0o600)
+	if err := os.WriteFile(bad, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out, _, err = api.run(t, "verify", bad, "--key", api.vkey)
 	var ee exitError
 	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(out, "FAIL: ") {

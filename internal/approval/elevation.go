@@ -81,12 +81,12 @@ func (c Constraint) validate() error {
 	}
 	if len(c.Equals) > 0 {
 		if _, err := Canonicalize(c.Equals); err != nil {
-			return fmt.Errorf("%w: constraint on %q: %v", ErrInvalid, c.Argument, err)
+			return fmt.Errorf("%w: constraint on %q: %w", ErrInvalid, c.Argument, err)
 		}
 	}
 	for _, v := range c.OneOf {
 		if _, err := Canonicalize(v); err != nil {
-			return fmt.Errorf("%w: constraint on %q: %v", ErrInvalid, c.Argument, err)
+			return fmt.Errorf("%w: constraint on %q: %w", ErrInvalid, c.Argument, err)
 		}
 	}
 	if c.Max != "" {

@@ -171,7 +171,9 @@ func newFixture(t *testing.T, edit func(*approval.Config)) *fixture {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		l.Close()
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
 	})
 	return f
 }

@@ -496,7 +496,7 @@ func (m *Manager) ReviewItems(ctx context.Context, status string) ([]ReviewItem,
 // counts for none.
 func (m *Manager) check(a *Approval, who Approver, now time.Time) ([]string, error) {
 	var counted []string
-	var why error = ErrNotEligible
+	why := ErrNotEligible
 	for _, r := range a.Requirements {
 		if !who.inGroup(r.Group) || contains(r.Approvals, who.Subject) {
 			continue
@@ -507,7 +507,7 @@ func (m *Manager) check(a *Approval, who Approver, now time.Time) ([]string, err
 			continue
 		}
 		if err := freshEnough(rule, who, now); err != nil {
-			if why != ErrSeparation {
+			if !errors.Is(why, ErrSeparation) {
 				why = err
 			}
 			continue

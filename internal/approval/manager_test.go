@@ -448,7 +448,9 @@ func TestCancelHeldAndRevoke(t *testing.T) {
 
 	// Revoke ends a grant.
 	c, _ := f.m.Request(ctx, evidence(`{"amount":2}`))
-	f.m.Decide(ctx, c.ID, human("alice", "finance-approvers"), approval.Decision{Vote: approval.Approve})
+	if _, err := f.m.Decide(ctx, c.ID, human("alice", "finance-approvers"), approval.Decision{Vote: approval.Approve}); err != nil {
+		t.Fatal(err)
+	}
 	if r, err := f.m.Revoke(ctx, c.ID, "secops", "suspicious"); err != nil || r.Status != approval.Revoked || r.Grant.RevokedBy != "secops" {
 		t.Fatalf("Revoke = %+v, %v", r, err)
 	}
@@ -461,7 +463,9 @@ func TestRevokeAgent(t *testing.T) {
 	f := newFixture(t, nil)
 	a, _ := f.m.Request(ctx, evidence(sendArgs))
 	b, _ := f.m.Request(ctx, evidence(`{"amount":2}`))
-	f.m.Decide(ctx, b.ID, human("alice", "finance-approvers"), approval.Decision{Vote: approval.Approve})
+	if _, err := f.m.Decide(ctx, b.ID, human("alice", "finance-approvers"), approval.Decision{Vote: approval.Approve}); err != nil {
+		t.Fatal(err)
+	}
 	el, err := f.m.Elevate(ctx, approval.Elevation{Agent: "payments-agent", Server: "warehouse", Tools: []string{"export"}, Risk: "export", TTL: time.Hour, Justification: "quarterly audit"},
 		human("dana", "data-protection"))
 	if err != nil || el.Status != approval.Approved {
@@ -570,7 +574,9 @@ func TestElevation(t *testing.T) {
 	if _, err := f.m.MatchElevation(ctx, ok, approval.Use{}); !errors.Is(err, approval.ErrNoGrant) {
 		t.Errorf("MatchElevation after the window = %v", err)
 	}
-	f.m.Sweep(ctx)
+	if _, err := f.m.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if b, _ = f.m.Get(ctx, b.ID); b.Status != approval.Lapsed {
 		t.Errorf("elevation after its window is %s", b.Status)
 	}
@@ -677,7 +683,9 @@ func TestGate(t *testing.T) {
 	// Approved while the call waits: the call proceeds and uses the grant.
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		f.m.Decide(ctx, res.Approval.ID, human("alice", "finance-approvers"), approval.Decision{Vote: approval.Approve})
+		if _, err := f.m.Decide(ctx, res.Approval.ID, human("alice", "finance-approvers"), approval.Decision{Vote: approval.Approve}); err != nil {
+			t.Error(err)
+		}
 	}()
 	ev.Correlation = "call-2"
 	res2, err := f.m.Gate(ctx, ev, approval.Use{Correlation: "call-2", Value: "1500"}, 5*time.Second)

@@ -315,7 +315,7 @@ func post(ctx context.Context, c *http.Client, target string, h http.Header, bod
 		return 0, fmt.Errorf("delivering notification: %s", redactURL(err))
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		return resp.StatusCode, fmt.Errorf("notification endpoint answered %s", resp.Status)
 	}

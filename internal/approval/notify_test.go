@@ -91,7 +91,7 @@ func TestSlack(t *testing.T) {
 		mu.Lock()
 		got = b
 		mu.Unlock()
-		w.Write([]byte("ok"))
+		_, _ = w.Write([]byte("ok"))
 	}))
 	defer srv.Close()
 	f := newFixture(t, func(c *approval.Config) {

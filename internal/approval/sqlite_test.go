@@ -17,7 +17,7 @@ func TestBundleOverSQLite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	st, err := store.NewApprovals(ctx, db)
 	if err != nil {
 		t.Fatal(err)

@@ -155,16 +155,16 @@ func (s *Approvals) withUses(ctx context.Context, q interface {
 			var doc []byte
 			var u approval.Use
 			if err := rows.Scan(&doc); err != nil {
-				rows.Close()
+				_ = rows.Close()
 				return err
 			}
 			if err := json.Unmarshal(doc, &u); err != nil {
-				rows.Close()
+				_ = rows.Close()
 				return fmt.Errorf("decoding a use of %s: %w", as[i].ID, err)
 			}
 			as[i].Uses = append(as[i].Uses, u)
 		}
-		rows.Close()
+		_ = rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
@@ -236,12 +236,12 @@ func (s *Approvals) many(ctx context.Context, query string, args ...any) ([]appr
 	for rows.Next() {
 		a, err := scanApproval(rows)
 		if err != nil {
-			rows.Close()
+			_ = rows.Close()
 			return nil, err
 		}
 		out = append(out, a)
 	}
-	rows.Close()
+	_ = rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
@@ -323,7 +323,7 @@ func (s *Approvals) Use(ctx context.Context, id string, u approval.Use, now time
 	if err != nil {
 		return approval.Approval{}, fmt.Errorf("using approval %s: %w", id, err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	t := now.UnixNano()
 	var uses int64
 	err = tx.QueryRowContext(ctx, `UPDATE approvals SET uses = uses + 1, version = version + 1,
@@ -371,7 +371,7 @@ func (s *Approvals) Unuse(ctx context.Context, id string, seq int) error {
 	if err != nil {
 		return fmt.Errorf("giving back a use of %s: %w", id, err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	var taken bool
 	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM approvals a JOIN approvals o ON o.open_key = a.call_hash
 		WHERE a.id = $1 AND a.status = 'used' AND o.id <> a.id)`, id).Scan(&taken); err != nil {
@@ -417,7 +417,7 @@ func (s *Approvals) Deliveries(ctx context.Context, id string) ([]approval.Deliv
 	if err != nil {
 		return nil, fmt.Errorf("reading deliveries of %s: %w", id, err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	var out []approval.Delivery
 	for rows.Next() {
 		var doc []byte
@@ -478,7 +478,7 @@ func (s *Approvals) ReviewItems(ctx context.Context, status string) ([]approval.
 	if err != nil {
 		return nil, fmt.Errorf("listing review items: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	var out []approval.ReviewItem
 	for rows.Next() {
 		it, err := scanItem(rows)

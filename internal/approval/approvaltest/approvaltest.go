@@ -243,7 +243,9 @@ func TestStore(t *testing.T, st approval.Store) {
 
 	t.Run("expired grant", func(t *testing.T) {
 		a := call("apr_exp", "sha256:exp", t0)
-		st.Create(ctx, a)
+		if _, _, err := st.Create(ctx, a); err != nil {
+			t.Fatal(err)
+		}
 		cur, _ := st.Get(ctx, a.ID)
 		next := approve(cur, t0, 1)
 		next.Version = cur.Version + 1
@@ -333,7 +335,9 @@ func TestStore(t *testing.T, st approval.Store) {
 			t.Fatal(err)
 		}
 		it2 := approval.ReviewItem{ID: "rvw_2", Approval: "apr_3", Status: approval.ItemOpen, Reason: "break_glass", By: "bob", Created: t0.Add(time.Second)}
-		st.PutReviewItem(ctx, it2)
+		if err := st.PutReviewItem(ctx, it2); err != nil {
+			t.Fatal(err)
+		}
 		closed := it
 		closed.Status, closed.Closed, closed.Comment = approval.ItemClosed, t0.Add(time.Hour), "fine"
 		closed.ClosedBy = &approval.Approver{Subject: "carol", Method: "admin-token", Human: true}
