@@ -6,6 +6,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -64,6 +65,8 @@ type Gateway struct {
 	exec     *execution
 	semantic *semantic.Engine
 	tel      *telemetry.T
+	// publicURL is the agent listener's external base URL.
+	publicURL string
 	// metricsToken is the optional scrape credential of /metrics.
 	metricsToken string
 	// registerer receives every component's metrics.
@@ -106,6 +109,18 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	g.log = slog.New(telemetry.LogHandler(g.log.Handler()))
+	// Listeners are bound first, so that a public URL derived from a
+	// listen address with port 0 names the port actually bound.
+	if g.mcpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Admin.Listen, err)
+	}
+	g.publicURL = strings.TrimSuffix(cfg.PublicURL, "/")
+	if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" && strings.HasSuffix(g.publicURL, cfg.Listen) {
+		g.publicURL = strings.TrimSuffix(g.publicURL, cfg.Listen) + g.mcpLn.Addr().String()
+	}
 	dataDir := cfg.Path(cfg.DataDir)
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
@@ -161,7 +176,7 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		MaxBodyBytes:     cfg.Limits.MaxBodyBytes,
 		MaxSessions:      cfg.Limits.MaxSessions,
 		SessionIdle:      cfg.Limits.SessionIdleTimeout.Std(),
-		ResourceMetadata: strings.TrimSuffix(cfg.PublicURL, "/") + "/.well-known/oauth-protected-resource",
+		ResourceMetadata: g.publicURL + "/.well-known/oauth-protected-resource",
 		Logger:           g.log,
 		Now:              opts.Now,
 		OnTool:           g.toolsSeen,
@@ -212,15 +227,12 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 
-	// Listeners.
-	if g.mcpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
-	}
-	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Admin.Listen, err)
-	}
 	g.mcpSrv = &http.Server{Handler: g.tel.Middleware("mcp", g.mcpHandler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
-		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
+		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		// Client certificates are requested, not required: an agent may
+		// authenticate with an X.509-SVID, which the identity layer
+		// verifies against its SPIFFE trust bundle.
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}}
 	g.adminSrv = &http.Server{Handler: g.tel.Middleware("admin", g.adminHandler()), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
 	return nil

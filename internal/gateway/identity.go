@@ -62,7 +62,7 @@ func (g *Gateway) openIdentity(ctx context.Context) error {
 	resources := map[string][]string{}
 	var audiences []string
 	for _, e := range cfg.Endpoints {
-		u := strings.TrimSuffix(cfg.PublicURL, "/") + e.Path
+		u := g.publicURL + e.Path
 		resources[u] = e.Servers
 		audiences = append(audiences, u)
 	}
@@ -100,7 +100,7 @@ func (g *Gateway) openIdentity(ctx context.Context) error {
 	if cfg.Identity.DPoP != "off" {
 		dpop = &identity.DPoPVerifier{Replay: replay, Now: g.now}
 	}
-	base := strings.TrimSuffix(cfg.PublicURL, "/")
+	base := g.publicURL
 	g.authn = &identity.Authenticator{Tokens: g.verifier, Sources: sources, Direct: direct, X509: x509, Registry: agents, DPoP: dpop,
 		// The kill switch is the pipeline's first stage: a locked agent's
 		// requests are refused with the lock's reason code, on sessions
@@ -351,7 +351,7 @@ func (s singleUse) Check(ctx context.Context, r *pipeline.Request) (verdict.Verd
 // identityRoutes mounts the token endpoint and the metadata documents on
 // the agent listener.
 func (g *Gateway) identityRoutes(mux *http.ServeMux) {
-	base := strings.TrimSuffix(g.cfg.PublicURL, "/")
+	base := g.publicURL
 	if g.tokens != nil {
 		mux.Handle("POST /oauth/token", g.tokens)
 	}
