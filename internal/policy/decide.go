@@ -351,7 +351,7 @@ func findings(f *Findings, sc *scratch) (types.Record, error) {
 		if math.IsNaN(score) || score < 0 {
 			return types.Record{}, fmt.Errorf("finding score of %s is %v", name, score)
 		}
-		if score > 0 {
+		if score >= FiredScore {
 			detectors = append(detectors, types.String(name))
 		}
 		maxScore = max(maxScore, score)

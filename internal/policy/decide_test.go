@@ -274,3 +274,20 @@ func TestRequestJSONRoundTrip(t *testing.T) {
 		t.Errorf("request JSON %s", b)
 	}
 }
+
+func TestFindingsDetectorsFired(t *testing.T) {
+	set := load(t, testSchema(t), `
+@id("bank") permit (principal, action, resource in Gatehouse::Server::"bank");
+@id("guard") forbid (principal, action == Gatehouse::Action::"call_tool", resource) when { context.findings.detectors.contains("llm-guard") };
+`)
+	for _, tt := range []struct {
+		score float64
+		want  string
+	}{{0, policy.CodePermit}, {0.49, policy.CodePermit}, {policy.FiredScore, policy.CodeForbid}, {1, policy.CodeForbid}} {
+		r := call("send_money", `{"amount": 1, "to": "acme"}`)
+		r.Findings = &policy.Findings{Scores: map[string]float64{"llm-guard": tt.score, "other": 0.9}}
+		if d := set.Decide(r); d.Code() != tt.want {
+			t.Errorf("score %v: %s, want %s", tt.score, d.Code(), tt.want)
+		}
+	}
+}

@@ -132,11 +132,16 @@ type Task struct {
 
 // Findings summarise the semantic layer's view of a call.
 type Findings struct {
-	// Scores are detector scores in [0, 1], by detector name.
+	// Scores are detector scores in [0, 1], by detector name. Policy sees
+	// the highest (context.findings.max_score) and the detectors that fired,
+	// those scoring at least FiredScore (context.findings.detectors).
 	Scores map[string]float64 `json:"scores,omitempty"`
 	// Kinds are the kinds of finding (e.g. "prompt_injection", "secret").
 	Kinds []string `json:"kinds,omitempty"`
 }
+
+// FiredScore is the score from which a detector counts as having fired.
+const FiredScore = 0.5
 
 // Reason codes of the execution layer.
 const (
