@@ -336,7 +336,11 @@ func TestKeyRotationInFlight(t *testing.T) {
 func TestSPIREThroughGateway(t *testing.T) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	bin := filepath.Join(root, ".cache", "spire", "v1.13.3", "bin")
+	cache := os.Getenv("GATEHOUSE_CACHE")
+	if cache == "" {
+		cache = filepath.Join(root, ".cache")
+	}
+	bin := filepath.Join(cache, "spire", "v1.13.3", "bin")
 	if _, err := os.Stat(filepath.Join(bin, "spire-agent")); err != nil {
 		if os.Getenv("GATEHOUSE_REQUIRE_SPIRE") != "" {
 			t.Fatalf("GATEHOUSE_REQUIRE_SPIRE is set but SPIRE is not built: %v", err)

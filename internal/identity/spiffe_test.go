@@ -195,7 +195,11 @@ func TestSPIFFE(t *testing.T) {
 // through token exchange.
 func TestSPIRE(t *testing.T) {
 	root, _ := filepath.Abs("../..")
-	bin := filepath.Join(root, ".cache", "spire", "v1.13.3", "bin")
+	cache := os.Getenv("GATEHOUSE_CACHE")
+	if cache == "" {
+		cache = filepath.Join(root, ".cache")
+	}
+	bin := filepath.Join(cache, "spire", "v1.13.3", "bin")
 	_, err := os.Stat(filepath.Join(bin, "spire-server"))
 	if err == nil {
 		_, err = os.Stat(filepath.Join(bin, "spire-agent"))
