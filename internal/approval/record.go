@@ -202,7 +202,8 @@ func event(a *Approval, ch *change) *audit.Event {
 		e = audit.EntityManagement(s, audit.ActivityOther, ent, "")
 	}
 	e.Entity = &audit.ManagedEntity{Data: ent.Data, Name: ent.Name, Type: ent.Type, UID: ent.UID, Version: ent.Version}
-	e.Comment = ch.comment
+	// Free text stays in the entity data, which the log's privacy rules
+	// redact; the event's own comment field is not redacted.
 	failed := ch.kind == changeRefused || ch.kind == changeSuperseded || (ch.delivery != nil && !ch.delivery.OK)
 	if failed {
 		e.StatusID, e.Status = audit.StatusFailure, "Failure"
