@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/verdict"
 )
@@ -721,5 +723,32 @@ func TestGate(t *testing.T) {
 	res6, err := f.m.Gate(cctx, ev, approval.Use{Value: "77"}, time.Minute)
 	if err == nil || res6.Verdict.Outcome != verdict.Block {
 		t.Errorf("Gate with a cancelled context: %+v, %v", res6.Verdict, err)
+	}
+}
+
+func TestMetricsShareARegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, func(c *approval.Config) { c.Registerer = reg })
+	g := newFixture(t, func(c *approval.Config) { c.Registerer = reg })
+	if _, err := f.m.Request(ctx, evidence(sendArgs)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.m.Request(ctx, evidence(sendArgs)); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == "gatehouse_approval_requests_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("requests counted %v, want 2 across both managers", n)
 	}
 }

@@ -2,6 +2,7 @@ package approval
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,14 +32,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Approval changes refused because their audit record failed."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.decisions, m.transitions, m.uses, m.notifications, m.auditFailures} {
-			if err := reg.Register(c); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if !errors.As(err, &are) {
-					panic(err)
-				}
-			}
-		}
+		m.requests = register(reg, m.requests)
+		m.decisions = register(reg, m.decisions)
+		m.transitions = register(reg, m.transitions)
+		m.uses = register(reg, m.uses)
+		m.notifications = register(reg, m.notifications)
+		m.auditFailures = register(reg, m.auditFailures)
 	}
 	return m
+}
+
+// register registers c, or returns the collector already registered under
+// its name (several Managers on one registry share their metrics).
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if ex, ok := are.ExistingCollector.(T); ok {
+				return ex
+			}
+		}
+		panic(fmt.Sprintf("approval: registering metrics: %v", err))
+	}
+	return c
 }
