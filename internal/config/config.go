@@ -67,6 +67,8 @@ type File struct {
 	Telemetry Telemetry `yaml:"telemetry"`
 	// Semantic configures the semantic layer's screening.
 	Semantic Semantic `yaml:"semantic"`
+	// Governance configures human approval of challenged calls.
+	Governance Governance `yaml:"governance"`
 	// Log configures operational logging.
 	Log Log `yaml:"log"`
 
@@ -757,6 +759,7 @@ func (f *File) setDefaults() {
 	if f.Semantic.CanaryKeyFile == "" {
 		f.Semantic.CanaryKeyFile = filepath.Join(f.DataDir, "keys", "canary.key")
 	}
+	f.Governance.setDefaults()
 	if f.Log.Level == "" {
 		f.Log.Level = "info"
 	}
@@ -1009,6 +1012,7 @@ func (f *File) validate() []string {
 	}
 	f.validateAudit(add, &p)
 	f.validateExecution(add, servers)
+	f.validateGovernance(add, &p)
 	t := f.Telemetry
 	if t.SampleRatio < 0 || t.SampleRatio > 1 {
 		add("telemetry.sample_ratio: %v is outside (0, 1]", t.SampleRatio)

@@ -172,6 +172,9 @@ func (g *Gateway) openExecution(ctx context.Context) ([]pipeline.Stage, error) {
 		}
 		stages = append(stages, &policyStage{e: x.policy, agents: g.agentInfo, now: g.now})
 	}
+	// Governance settles challenges before single-use tokens are spent and
+	// before limits reserve anything: a held call consumes nothing.
+	stages = append(stages, approvalStage{g: g})
 	if len(cfg.Identity.SingleUseLabels) > 0 {
 		su := singleUse{cache: g.replay}
 		for _, l := range cfg.Identity.SingleUseLabels {

@@ -26,8 +26,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/lock"
 	"github.com/gatehouse/gatehouse/internal/mcp"
 	"github.com/gatehouse/gatehouse/internal/pipeline"
 	"github.com/gatehouse/gatehouse/internal/semantic"
@@ -73,6 +75,10 @@ type Gateway struct {
 	registerer prometheus.Registerer
 	pipeline   *pipeline.Pipeline
 	proxy      *mcp.Proxy
+	// approvals runs the governance workflow; approvers are the people
+	// who may decide with the admin credential.
+	approvals *approval.Manager
+	approvers approval.Directory
 
 	adminToken string
 	mcpLn      net.Listener
@@ -155,6 +161,9 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 	if g.semantic, err = g.openSemantic(); err != nil {
 		return err
 	}
+	if err := g.openGovernance(ctx); err != nil {
+		return err
+	}
 	stages, err := g.openExecution(ctx)
 	if err != nil {
 		return err
@@ -180,6 +189,7 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		Logger:           g.log,
 		Now:              opts.Now,
 		OnTool:           g.toolsSeen,
+		AwaitApproval:    g.awaitApproval,
 	}
 	if on, set := cfg.Semantic.Detectors["canary"]; g.semantic != nil && (!set || on) {
 		pcfg.Instructions = g.canaryInstructions
@@ -266,7 +276,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return nil
 	})
 	eg.Go(func() error { _ = g.ring.Run(ctx); return nil })
-	unsubscribe := g.exec.locks.Subscribe(g.cancelOnLock)
+	eg.Go(func() error { _ = g.approvals.Run(ctx); return nil })
+	unsubscribe := g.exec.locks.Subscribe(func(l lock.Lock) {
+		g.cancelOnLock(l)
+		go g.cancelHeld(context.WithoutCancel(ctx), l)
+	})
 	defer unsubscribe()
 	if g.exec.policy != nil {
 		hup := make(chan os.Signal, 1)

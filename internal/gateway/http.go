@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/store"
 )
@@ -18,6 +19,8 @@ func (g *Gateway) mcpHandler() http.Handler {
 		mux.Handle(p, g.proxy)
 	}
 	g.identityRoutes(mux)
+	mux.Handle("/approvals/", g.approvals.Page(approval.PageConfig{CheckAdmin: g.checkAdminCredential, Directory: g.approvers,
+		ShowArguments: g.cfg.Governance.Page.ShowArguments}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -62,6 +65,7 @@ func (g *Gateway) adminHandler() http.Handler {
 	agents := identity.AdminHandler(g.agents)
 	mux.Handle("/v1/agents", agents)
 	mux.Handle("/v1/agents/", agents)
+	g.governanceRoutes(mux, agents)
 	metrics := g.metricsHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/metrics" && r.Method == http.MethodGet {

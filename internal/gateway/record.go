@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +27,10 @@ import (
 // recorder turns pipeline records into OCSF events in the tamper-evident
 // audit log (it implements pipeline.Recorder).
 type recorder struct {
-	log       *audit.Log
-	backend   *store.AuditLog
+	log     *audit.Log
+	backend *store.AuditLog
+	// vkey is the checkpoints' verifier key (signed-note format).
+	vkey      string
 	logger    *slog.Logger
 	queue     chan *pipeline.Record
 	wg        sync.WaitGroup
@@ -44,7 +48,7 @@ const asyncWorkers = 128
 
 func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
 	ac := g.cfg.Audit
-	signer, err := loadOrCreateNoteKey(g.cfg.Path(ac.KeyFile), ac.Origin)
+	signer, vkey, err := loadOrCreateNoteKey(g.cfg.Path(ac.KeyFile), ac.Origin)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +80,7 @@ func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &recorder{log: l, logger: g.log, queue: make(chan *pipeline.Record, 4096), intents: map[string]audit.Receipt{}, backend: backend, closing: make(chan struct{})}
+	r := &recorder{log: l, logger: g.log, queue: make(chan *pipeline.Record, 4096), intents: map[string]audit.Receipt{}, backend: backend, closing: make(chan struct{}), vkey: vkey}
 	for _, e := range ac.Export {
 		x := &audit.Exporter{Backend: backend, Cursors: backend, Name: e.Name, Logger: g.log}
 		switch {
@@ -325,43 +329,65 @@ func (r *recorder) pinApproved(ctx context.Context, server, tool, hash, by strin
 }
 
 // loadOrCreateNoteKey reads a signed-note private key, creating it (and a
-// .pub file with the verifier key next to it) when missing.
-func loadOrCreateNoteKey(path, name string) (note.Signer, error) {
+// .pub file with the verifier key next to it) when missing. It returns the
+// signer and its verifier key.
+func loadOrCreateNoteKey(path, name string) (note.Signer, string, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		skey, vkey, err := note.GenerateKey(rand.Reader, name)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, os.ErrExist) {
 			return loadOrCreateNoteKey(path, name)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("writing audit key: %w", err)
+			return nil, "", fmt.Errorf("writing audit key: %w", err)
 		}
 		_, werr := f.WriteString(skey + "\n")
 		serr := f.Sync()
 		cerr := f.Close()
 		if err := errors.Join(werr, serr, cerr); err != nil {
-			return nil, fmt.Errorf("writing audit key: %w", err)
+			return nil, "", fmt.Errorf("writing audit key: %w", err)
 		}
 		if err := os.WriteFile(path+".pub", []byte(vkey+"\n"), 0o644); err != nil {
-			return nil, fmt.Errorf("writing audit verifier key: %w", err)
+			return nil, "", fmt.Errorf("writing audit verifier key: %w", err)
 		}
-		return note.NewSigner(skey)
+		s, err := note.NewSigner(skey)
+		return s, vkey, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading audit key: %w", err)
+		return nil, "", fmt.Errorf("reading audit key: %w", err)
 	}
-	s, err := note.NewSigner(strings.TrimSpace(string(b)))
+	skey := strings.TrimSpace(string(b))
+	s, err := note.NewSigner(skey)
 	if err != nil {
-		return nil, fmt.Errorf("parsing audit key %s: %w", path, err)
+		return nil, "", fmt.Errorf("parsing audit key %s: %w", path, err)
 	}
-	return s, nil
+	vkey, err := verifierKey(skey)
+	if err != nil {
+		return nil, "", fmt.Errorf("parsing audit key %s: %w", path, err)
+	}
+	return s, vkey, nil
+}
+
+// verifierKey derives the verifier key of an Ed25519 signed-note private
+// key ("PRIVATE+KEY+name+hash+base64(0x01 || seed)").
+func verifierKey(skey string) (string, error) {
+	parts := strings.SplitN(skey, "+", 5)
+	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+		return "", errors.New("not a signed-note private key")
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return "", errors.New("not an Ed25519 signed-note private key")
+	}
+	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+	return note.NewEd25519VerifierKey(parts[2], pub)
 }
 
 var _ pipeline.Recorder = (*recorder)(nil)

@@ -234,8 +234,17 @@ func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.
 		return verdict.Verdict{}, err
 	}
 	r.Findings = findingsOf(res)
-	return res.Verdict, nil
+	v := res.Verdict
+	if v.Outcome == verdict.Challenge {
+		// A semantic challenge asks the approvers of the "semantic" risk
+		// class (governance.rules.semantic, else default).
+		v.Obligations = append(v.Obligations, verdict.Obligation{Kind: verdict.ObligationApproval, Detail: semanticRisk})
+	}
+	return v, nil
 }
+
+// semanticRisk is the risk class of semantic-layer challenges.
+const semanticRisk = "semantic"
 
 func findingsOf(res semantic.Result) *pipeline.Findings {
 	f := &pipeline.Findings{Kinds: res.Context.Kinds, Scores: make(map[string]float64, len(res.Context.Scores))}

@@ -771,3 +771,23 @@ func (l *Limiter) InFlight(server, tool string) int {
 	}
 	return int(s.n.Load())
 }
+
+// CallValue returns the value of a tools/call request as a decimal string
+// (the amount a value rule names, in the rule's unit), for approvals whose
+// grants carry a value ceiling; value is "" when no value rule covers the
+// tool. v blocks when the value is invalid or above the per-call ceiling,
+// so that such a call is refused before anyone is asked to approve it.
+func (l *Limiter) CallValue(r *pipeline.Request) (value string, v verdict.Verdict) {
+	if r.Action != pipeline.ActionCallTool {
+		return "", verdict.Verdict{}
+	}
+	vr := l.values[r.Server][r.Target]
+	if vr == nil {
+		return "", verdict.Verdict{}
+	}
+	amount, v := l.value(vr, r)
+	if v.Outcome == verdict.Block {
+		return "", v
+	}
+	return FormatAmount(amount, vr.Decimals), verdict.Verdict{}
+}

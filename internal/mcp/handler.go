@@ -409,6 +409,16 @@ type reply struct {
 	status func(*Message) int
 	// post edits the final response before it is written.
 	post func(*Message) *Message
+	// held marks a final result that holds the call for approval
+	// (input_required), for telemetry.
+	held bool
+}
+
+// markHeld marks the answer as holding the call for approval.
+func (r *reply) markHeld() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.held = true
 }
 
 // preferStream asks for an event stream: the upstream answered with one,
@@ -453,11 +463,13 @@ func (r *reply) outcome() string {
 	switch {
 	case r.final == nil:
 		return "error"
+	case r.held:
+		return "challenge"
 	case r.final.Error == nil:
 		return "allow"
 	case r.final.Error.Code == CodeDenied:
 		return "block"
-	case r.final.Error.Code == CodeApprovalRequired:
+	case r.final.Error.Code == CodeApprovalRequired, r.final.Error.Code == CodeURLElicitationRequired:
 		return "challenge"
 	}
 	return "error"

@@ -142,6 +142,10 @@ type Config struct {
 	// OnTool, when set, is told of every tool definition a server presents
 	// for the first time or changed (for the policy schema).
 	OnTool func(server, tool string, inputSchema json.RawMessage)
+	// AwaitApproval, when set, returns once the approval id is decided (or
+	// ctx ends); a session that was pointed at the approval page with a
+	// URL-mode elicitation is then sent notifications/elicitation/complete.
+	AwaitApproval func(ctx context.Context, id string) error
 	Logger *slog.Logger
 	Now    func() time.Time
 }

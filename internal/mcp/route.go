@@ -333,6 +333,12 @@ func (p *Proxy) handleRequest(ctx context.Context, sc *scope, rep *reply, m *Mes
 //	denied by policy: policy.forbid (share-only-notes)
 //	approval required: policy.challenge (payments-over-1000)
 func deniedResponse(id json.RawMessage, r *pipeline.Request, v verdict.Verdict) *Message {
+	code, msg := deniedMessage(v)
+	return errorResponse(id, code, msg, deniedData(r, v))
+}
+
+// deniedData is the error data of a refusal.
+func deniedData(r *pipeline.Request, v verdict.Verdict) map[string]any {
 	reason := v.First()
 	data := map[string]any{"reason": reason.Code, "layer": reason.Layer, "correlationId": r.ID}
 	if len(reason.Policies) > 0 {
@@ -350,6 +356,20 @@ func deniedResponse(id json.RawMessage, r *pipeline.Request, v verdict.Verdict) 
 	if len(groups) > 0 {
 		data["approvers"] = groups
 	}
+	if pd := v.Pending; pd != nil {
+		info := map[string]any{"id": pd.ID, "status": "pending", "statusUrl": pd.URL}
+		if !pd.Expires.IsZero() {
+			info["expires"] = pd.Expires.UTC()
+		}
+		data["approval"] = info
+		data["approvalId"], data["statusUrl"] = pd.ID, pd.URL
+	}
+	return data
+}
+
+// deniedMessage is the error code and message of a refusal.
+func deniedMessage(v verdict.Verdict) (int, string) {
+	reason := v.First()
 	msg := "denied by policy"
 	code := CodeDenied
 	switch {
@@ -365,7 +385,7 @@ func deniedResponse(id json.RawMessage, r *pipeline.Request, v verdict.Verdict) 
 	if d := reason.Message; d != "" && !strings.HasPrefix(d, "denied by") && !strings.HasPrefix(d, "approval required") {
 		msg += ": " + d
 	}
-	return errorResponse(id, code, msg, data)
+	return code, msg
 }
 
 func publicUpstreamMessage(err error) string {
@@ -490,14 +510,18 @@ func (p *Proxy) callTool(ctx context.Context, sc *scope, rep *reply, m *Message)
 			sc.paramHeaders = h
 		}
 	}
-	v := p.cfg.Mediator.Admit(ctx, r)
+	v := p.admit(ctx, r)
 	if v.Outcome != verdict.Allow {
-		rep.respond(deniedResponse(m.ID, r, v))
+		rep.respond(p.refusal(sc, rep, m, r, v))
 		return
 	}
 	up := *m
+	changed := sc.modern && withoutApprovalState(prm)
 	if sc.ep.namespace {
 		prm.setStr("name", tool)
+		changed = true
+	}
+	if changed {
 		up.Params = prm.raw()
 	}
 	started := time.Now()

@@ -42,6 +42,9 @@ type session struct {
 	calls map[string]context.CancelFunc
 	// listened marks connections whose standalone stream is relayed.
 	listened map[conn]bool
+	// watching lists the approvals whose decision the session awaits
+	// (URL-mode elicitation).
+	watching map[string]bool
 }
 
 // s2cRequest is a server-to-client request awaiting the agent's answer.

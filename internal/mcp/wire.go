@@ -24,6 +24,10 @@ const (
 	CodeUpstream = -32051
 	// CodeApprovalRequired reports a request held for human approval.
 	CodeApprovalRequired = -32052
+	// CodeURLElicitationRequired is MCP's URLElicitationRequiredError
+	// (2025-11-25): the request can proceed once the URL-mode elicitations
+	// in its data are completed.
+	CodeURLElicitationRequired = -32042
 )
 
 // Message is one JSON-RPC 2.0 message: a request (Method and ID), a

@@ -184,6 +184,19 @@ type Stage interface {
 	Check(ctx context.Context, r *Request) (verdict.Verdict, error)
 }
 
+// Resolver is a stage that settles a challenge (governance): at call
+// time, when the verdict so far challenges, the pipeline calls Resolve
+// instead of Check, and its verdict replaces the one so far — Allow when a
+// human approved this exact call, Challenge while approval is pending (the
+// request is then held and no later stage runs), Block when approval was
+// denied, expired or cannot be decided. Resolve may wait (up to a hold
+// timeout) and must return when ctx ends. A resolver that lets the request
+// through keeps the reasons of the challenge on record.
+type Resolver interface {
+	Stage
+	Resolve(ctx context.Context, r *Request, v verdict.Verdict) (verdict.Verdict, error)
+}
+
 // Finisher is implemented by stages that hold something for an admitted
 // request (an in-flight reservation, a circuit-breaker probe): Finish is
 // called exactly once for every request the stage allowed, with the outcome
@@ -310,6 +323,24 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 		sctx, end := ctx, func(error) {}
 		if p.cfg.Tracer != nil && r.Phase == PhaseCall {
 			sctx, end = p.cfg.Tracer.StartStage(ctx, s.Name())
+		}
+		if rs, ok := s.(Resolver); ok {
+			if r.Phase != PhaseCall || v.Outcome != verdict.Challenge {
+				end(nil)
+				continue
+			}
+			rv, err := rs.Resolve(sctx, r, v)
+			end(err)
+			if err != nil && rv.Outcome != verdict.Block {
+				p.cfg.Logger.Error("pipeline stage failed; refusing", "stage", s.Name(), "correlation_id", r.ID, "err", err)
+				return v.Combine(verdict.Deny(verdict.Core, "stage.error", "a control could not decide; the request was refused"))
+			}
+			if rv.Outcome != verdict.Allow {
+				return rv
+			}
+			v = rv
+			r.admitted = append(r.admitted, s)
+			continue
 		}
 		sv, err := s.Check(sctx, r)
 		end(err)

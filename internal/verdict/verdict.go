@@ -12,6 +12,7 @@ package verdict
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Outcome is the three-way result of a decision.
@@ -121,6 +122,18 @@ type Verdict struct {
 	Outcome     Outcome      `json:"outcome"`
 	Reasons     []Reason     `json:"reasons,omitempty"`
 	Obligations []Obligation `json:"obligations,omitempty"`
+	// Pending is set when the call is held for human approval: the
+	// agent is told the approval's id and where its status is shown.
+	Pending *Pending `json:"pending,omitempty"`
+}
+
+// Pending identifies the approval a held call waits for.
+type Pending struct {
+	// ID is the approval's id; URL its status page.
+	ID  string `json:"id"`
+	URL string `json:"url,omitempty"`
+	// Expires is when the pending request lapses.
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // Deny returns a Block verdict with one reason.
@@ -141,7 +154,10 @@ func Challenged(layer Layer, code, msg, group string) Verdict {
 // Combine merges two verdicts: the more severe outcome wins and all reasons
 // and obligations are kept, in order.
 func (v Verdict) Combine(w Verdict) Verdict {
-	out := Verdict{Outcome: max(v.Outcome, w.Outcome)}
+	out := Verdict{Outcome: max(v.Outcome, w.Outcome), Pending: v.Pending}
+	if w.Pending != nil {
+		out.Pending = w.Pending
+	}
 	if len(v.Reasons)+len(w.Reasons) > 0 {
 		out.Reasons = append(append(make([]Reason, 0, len(v.Reasons)+len(w.Reasons)), v.Reasons...), w.Reasons...)
 	}
