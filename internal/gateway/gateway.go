@@ -6,9 +6,9 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"

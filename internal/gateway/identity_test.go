@@ -136,9 +136,9 @@ func TestIdentityThroughGateway(t *testing.T) {
 
 	t.Run("a token outside the trust policy is refused", func(t *testing.T) {
 		for name, tok := range map[string]string{
-			"wrong audience":     workload.token(t, "repo:acme/agents:environment:prod", "someone-else", nil),
-			"unknown subject":    workload.token(t, "repo:evil/agents", "gatehouse", nil),
-			"untrusted issuer":   newIssuer(t, "https://ci.example.test").token(t, "repo:acme/agents:environment:prod", "gatehouse", nil),
+			"wrong audience":      workload.token(t, "repo:acme/agents:environment:prod", "someone-else", nil),
+			"unknown subject":     workload.token(t, "repo:evil/agents", "gatehouse", nil),
+			"untrusted issuer":    newIssuer(t, "https://ci.example.test").token(t, "repo:acme/agents:environment:prod", "gatehouse", nil),
 			"user token as agent": users.token(t, "carol", "gatehouse", nil),
 		} {
 			if _, err := connectWith(tok); err == nil {

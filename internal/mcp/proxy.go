@@ -146,8 +146,8 @@ type Config struct {
 	// ctx ends); a session that was pointed at the approval page with a
 	// URL-mode elicitation is then sent notifications/elicitation/complete.
 	AwaitApproval func(ctx context.Context, id string) error
-	Logger *slog.Logger
-	Now    func() time.Time
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // Proxy is the MCP mediation proxy.
