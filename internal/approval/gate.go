@@ -20,6 +20,10 @@ type GateResult struct {
 	Grant *Grant
 	// URL is the approval page (status URL) of Approval.
 	URL string
+	// Previous is the earlier approval of the same call when it expired
+	// (or was cancelled) undecided and Approval replaces it: the agent is
+	// told why it is asked to wait again.
+	Previous *Approval
 }
 
 // Gate runs the governance step for a call that policy or the semantic
@@ -68,9 +72,14 @@ func (m *Manager) Gate(ctx context.Context, ev Evidence, use Use, wait time.Dura
 	if !errors.Is(err, ErrNoGrant) {
 		return GateResult{Verdict: Refusal(err)}, err
 	}
+	prev, perr := m.cfg.Store.Latest(ctx, hash)
 	a, err := m.Request(ctx, ev)
 	if err != nil {
 		return GateResult{Verdict: Refusal(err)}, err
+	}
+	var previous *Approval
+	if perr == nil && prev.ID != a.ID && (prev.Status == Expired || prev.Status == Cancelled) {
+		previous = &prev
 	}
 	if a.Status == Pending && wait > 0 {
 		wctx, cancel := context.WithTimeout(ctx, wait)
@@ -86,7 +95,7 @@ func (m *Manager) Gate(ctx context.Context, ev Evidence, use Use, wait time.Dura
 			return GateResult{Verdict: Refusal(werr), Approval: &a, URL: m.StatusURL(a.ID)}, werr
 		}
 	}
-	res := GateResult{Approval: &a, URL: m.StatusURL(a.ID)}
+	res := GateResult{Approval: &a, URL: m.StatusURL(a.ID), Previous: previous}
 	if a.Status == Approved {
 		g, err := m.use(ctx, a, use)
 		if err != nil {

@@ -120,6 +120,8 @@ var ApprovalEvents = []string{"approval.requested", "approval.approved", "approv
 var (
 	groupRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
 	notifierRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
+	// approverRe admits user names and e-mail addresses.
+	approverRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$`)
 )
 
 func (g *Governance) setDefaults() {
@@ -174,8 +176,8 @@ func (f *File) validateGovernance(add func(string, ...any), p *[]string) {
 	for _, name := range slices.Sorted(maps.Keys(g.Approvers)) {
 		a := g.Approvers[name]
 		key := "governance.approvers[" + name + "]"
-		if !groupRe.MatchString(name) {
-			add("%s: name must match %s", key, groupRe)
+		if !approverRe.MatchString(name) {
+			add("%s: name must match %s", key, approverRe)
 		}
 		if len(a.Groups) == 0 {
 			add("%s.groups: at least one group is required", key)

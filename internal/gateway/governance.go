@@ -143,6 +143,9 @@ func (s approvalStage) Resolve(ctx context.Context, r *pipeline.Request, v verdi
 		out := v.Combine(res.Verdict)
 		if res.Approval != nil {
 			out.Pending = &verdict.Pending{ID: res.Approval.ID, URL: res.URL, Expires: res.Approval.Expires}
+			if p := res.Previous; p != nil {
+				out.Pending.Previous, out.Pending.PreviousStatus = p.ID, string(p.Status)
+			}
 		}
 		return out, nil
 	}

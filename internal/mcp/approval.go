@@ -58,6 +58,9 @@ func (p *Proxy) refusal(sc *scope, rep *reply, m *Message, r *pipeline.Request, 
 		msg += ": " + strings.Join(reason.Policies, ", ")
 	}
 	msg += "). Approval " + pd.ID + " is pending; open the link to follow it. The identical call proceeds once it is approved."
+	if pd.Previous != "" {
+		msg += " (The earlier request " + pd.Previous + " for this call ended " + pd.PreviousStatus + " without a decision.)"
+	}
 	elicitation := map[string]any{"mode": "url", "elicitationId": pd.ID, "url": pd.URL, "message": msg}
 	switch {
 	case sc.modern:

@@ -361,6 +361,9 @@ func deniedData(r *pipeline.Request, v verdict.Verdict) map[string]any {
 		if !pd.Expires.IsZero() {
 			info["expires"] = pd.Expires.UTC()
 		}
+		if pd.Previous != "" {
+			info["previous"] = map[string]string{"id": pd.Previous, "status": pd.PreviousStatus}
+		}
 		data["approval"] = info
 		data["approvalId"], data["statusUrl"] = pd.ID, pd.URL
 	}

@@ -134,6 +134,10 @@ type Pending struct {
 	URL string `json:"url,omitempty"`
 	// Expires is when the pending request lapses.
 	Expires time.Time `json:"expires,omitzero"`
+	// Previous and PreviousStatus name the earlier request for the same
+	// call that ended undecided (expired, cancelled).
+	Previous       string `json:"previous,omitempty"`
+	PreviousStatus string `json:"previous_status,omitempty"`
 }
 
 // Deny returns a Block verdict with one reason.
