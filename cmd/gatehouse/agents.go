@@ -12,14 +12,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/identity"
 )
 
 func init() {
-	commands["agents"] = command{summary: "manage registered agents (list, show, add, suspend, resume, retire)", run: runAgents}
+	commands["agents"] = command{summary: "manage registered agents (list, show, add, suspend, resume, retire, review)", run: runAgents}
 }
 
-const agentsUsage = `usage: gatehouse agents <list|show|add|suspend|resume|retire> [flags] [ID]
+const agentsUsage = `usage: gatehouse agents <list|show|add|suspend|resume|retire|review> [flags] [ID]
 
   list                       registered agents and their status
   show ID                    one agent as JSON
@@ -32,7 +33,11 @@ const agentsUsage = `usage: gatehouse agents <list|show|add|suspend|resume|retir
       --expires 2027-01-01T00:00:00Z or a duration such as 2160h
   suspend ID --reason R      refuse the agent at once (its tokens become useless)
   resume ID                  lift a suspension
-  retire ID                  retire for good and release its credentials
+  retire ID                  retire for good: release its credentials, revoke its grants
+  review [--days 30] [--format markdown|json]
+                             lifecycle review: owners, expiry, tools permitted
+                             versus used in the last N days, unused privileges,
+                             last activity, expired or orphaned agents
 
 Every change names who makes it (--by, default $USER) and is audited.`
 
@@ -59,6 +64,8 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	hosting := fs.String("hosting", "", "hosting pattern (add)")
 	expires := fs.String("expires", "", "expiry: RFC 3339 time or duration from now (add)")
 	file := fs.String("file", "", "agent definition as JSON (add)")
+	days := fs.Int("days", 30, "review window in days (review)")
+	format := fs.String("format", "markdown", "review output: markdown or json (review)")
 	var servers, tools, tenants, creds repeated
 	fs.Var(&servers, "server", "server the agent may use (add; repeat)")
 	fs.Var(&tools, "tool", "baseline tool server/tool (add; repeat)")
@@ -84,6 +91,13 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	switch sub {
 	case "list", "show", "add", "suspend", "resume", "retire":
+	case "review":
+		if *format != "markdown" && *format != "json" {
+			return fmt.Errorf("%w: --format must be markdown or json", errUsage)
+		}
+		if *days < 1 || *days > 3660 {
+			return fmt.Errorf("%w: --days must be between 1 and 3660", errUsage)
+		}
 	default:
 		_, _ = fmt.Fprintln(stderr, agentsUsage)
 		return fmt.Errorf("%w: unknown agents subcommand %q", errUsage, sub)
@@ -93,6 +107,17 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	switch sub {
+	case "review":
+		var rep approval.LifecycleReport
+		if err := c.do(ctx, "GET", fmt.Sprintf("/v1/agents/review?days=%d", *days), nil, &rep); err != nil {
+			return err
+		}
+		if *format == "json" {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(rep)
+		}
+		return rep.Markdown(stdout)
 	case "list":
 		var list []identity.Agent
 		if err := c.do(ctx, "GET", "/v1/agents", nil, &list); err != nil {

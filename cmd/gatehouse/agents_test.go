@@ -10,12 +10,39 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/identity"
 )
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+func TestAgentsReviewCLI(t *testing.T) {
+	f, run := agentsCLI(t)
+	out, _, err := run("review", "--days", "7")
+	if err != nil || !strings.Contains(out, "billing-bot") || !strings.Contains(out, "workspace/read_file") || !strings.Contains(out, "#") {
+		t.Fatalf("review: %q %v", out, err)
+	}
+	if p := f.paths[len(f.paths)-1]; p != "GET /v1/agents/review" {
+		t.Errorf("review asked %s", p)
+	}
+	out, _, err = run("review", "--format", "json")
+	var rep approval.LifecycleReport
+	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Agents) != 1 || rep.Window != 30*24*time.Hour ||
+		strings.Join(rep.Agents[0].Used, ",") != "bank/*" || strings.Join(rep.Agents[0].Unused, ",") != "workspace/read_file" {
+		t.Fatalf("review json: %q %v", out, err)
+	}
+	for _, args := range [][]string{{"review", "--format", "pdf"}, {"review", "--days", "0"}} {
+		if _, _, err := run(args...); !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
 
 // fakeAgentsAPI fakes the admin API's agent routes and records requests.
 type fakeAgentsAPI struct {
@@ -45,6 +72,15 @@ func (f *fakeAgentsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a := f.agents[id]
 	switch {
+	case r.Method == "GET" && r.URL.Path == "/v1/agents/review":
+		now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		var recs []approval.AgentRecord
+		for _, a := range f.agents {
+			recs = append(recs, approval.AgentRecord{ID: a.ID, Owner: a.Owner, Expires: a.Expires, Permitted: []string{"bank/*", "workspace/read_file"}})
+		}
+		rep := approval.ReviewAgents(approval.ReviewInput{Agents: recs, Now: now, Window: 24 * time.Hour * time.Duration(atoi(r.URL.Query().Get("days"))),
+			Uses: []approval.ToolUse{{Agent: "billing-bot", Server: "bank", Tool: "get_balance", Time: now.Add(-time.Hour)}}})
+		_ = json.NewEncoder(w).Encode(rep)
 	case r.Method == "GET" && r.URL.Path == "/v1/agents":
 		list := []*identity.Agent{}
 		for _, a := range f.agents {

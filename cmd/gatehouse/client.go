@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -90,6 +92,16 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			args = args[2:]
 			if err != nil {
 				fmt.Fprintf(stderr, "gatehouse: %v\n", err)
+				var we *jsonrpc.Error
+				if errors.As(err, &we) && len(we.Data) > 0 {
+					var d struct {
+						ApprovalID string `json:"approvalId"`
+						StatusURL  string `json:"statusUrl"`
+					}
+					if json.Unmarshal(we.Data, &d) == nil && d.ApprovalID != "" {
+						fmt.Fprintf(stderr, "gatehouse: approval %s is pending: %s\n", d.ApprovalID, d.StatusURL)
+					}
+				}
 				failed = true
 				continue
 			}

@@ -77,6 +77,16 @@ limits:
       totals: [{per: agent, window: 24h, limit: "10000"}]
   breakers:
     server: {failures: 5, open: 30s}
+governance:
+  hold_timeout: 0s   # answer "approval pending" at once; the identical call proceeds once approved
+  approvers:         # who may decide with the admin credential (approvals approve ID --as NAME)
+    priya@harlowpike.example: {groups: [finance-approvers, identity-admins, security-reviewers, data-owners, data-protection]}
+    marcus@harlowpike.example: {groups: [finance-approvers, identity-admins, security-reviewers]}
+    oncall@harlowpike.example: {groups: [oncall]}
+  rules:
+    default: {approvers: [security-reviewers]}
+    privilege: {quorum: 2}   # two people for password and permission changes
+  break_glass: {group: oncall, ttl: 10m}
 `
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -186,6 +196,13 @@ Try it from another terminal in this directory:
   %s client --url %s --token "$INTERN_TOKEN" call bank__send_money '{"from_account":"acc-checking","to_iban":"GB94 BARC 1020 1530 0934 59","amount":4800}'
   %s client --url %s call bank__send_money '{"from_account":"acc-checking","to_iban":"GB94 BARC 1020 1530 0934 59","amount":4800}'
 
+  # a finance approver approves that exact call (or opens the printed status URL); the
+  # identical call then goes through once — other amounts or recipients need their own approval
+  %s approvals list --config %s
+  %s approvals approve APPROVAL_ID --as priya@harlowpike.example --config %s
+  %s client --url %s call bank__send_money '{"from_account":"acc-checking","to_iban":"GB94 BARC 1020 1530 0934 59","amount":4800}'
+  %s approvals export APPROVAL_ID --out evidence.json --config %s && %s approvals verify evidence.json --key @%s
+
   # outsider-written data carries injected instructions; after reading private mail with
   # outsiders' text, sending email out is held for approval (the "lethal trifecta")
   %s client --url %s call bank__list_transactions '{"account":"acc-checking"}'
@@ -202,7 +219,9 @@ Try it from another terminal in this directory:
   %s audit query --db %s --agent intern-bot
   %s audit verify --db %s
 `, url, g.AdminURL(), filepath.Join(dataDir, "admin.token"), dataDir, cfgFile, ttl, assistant, intern,
-		bin, url, bin, url, bin, url, bin, url, bin, url, bin, url, bin, url,
+		bin, url, bin, url, bin, url, bin, url,
+		bin, cfgFile, bin, cfgFile, bin, url, bin, cfgFile, bin, filepath.Join(dataDir, "keys", "audit.key.pub"),
+		bin, url, bin, url, bin, url,
 		bin, cfgFile, bin, cfgFile,
 		bin, filepath.Join(dataDir, "gatehouse.db"), bin, filepath.Join(dataDir, "gatehouse.db"))
 	io.WriteString(w, b.String())
