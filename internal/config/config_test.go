@@ -82,6 +82,25 @@ identity: {anonymous_agent: conf}
 		{"bad duration", "identity: {max_token_ttl: soon}\n", []string{"invalid duration"}},
 		{"missing secret file", "servers: [{id: a, url: 'http://a/', header_files: {X-Key: /nonexistent/key}}]\n", []string{"header_files[X-Key]"}},
 		{"credentials in url", "servers: [{id: a, url: 'http://u:p@a/'}]\n", []string{"credentials in the URL"}},
+		{"governance problems", `
+governance:
+  hold_timeout: 1h
+  approvers:
+    "bad name!": {groups: [ops]}
+    alice: {groups: []}
+  rules:
+    financial: {quorum: -1, max_uses: 5000, pending_ttl: 200h}
+  break_glass: {group: oncall, ttl: 5h}
+  notifications:
+    attempts: 50
+    webhooks:
+      - {id: soc, url: "ftp://x", events: [approval.nope]}
+      - {id: soc, url: "https://x/", secret_file: /nonexistent/secret}
+    slack:
+      - {id: fin}
+`, []string{"governance.hold_timeout", `approvers[bad name!]`, "approvers[alice].groups", "rules[financial].quorum", "rules[financial].max_uses",
+			"rules[financial].pending_ttl", "break_glass.ttl", "notifications.attempts", "webhooks[0].url", "webhooks[0].secret_file: required",
+			`unknown event "approval.nope"`, `duplicate notifier id "soc"`, "webhooks[1].secret_file", "slack[0].url_file: required"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
