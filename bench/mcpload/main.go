@@ -81,6 +81,7 @@ type options struct {
 	WarmupS       float64       `json:"warmup_s"`
 	SettleS       float64       `json:"settle_s"`
 	UpstreamPID   int           `json:"upstream_pid,omitempty"`
+	Layers        string        `json:"layers,omitempty"`
 	Notes         string        `json:"notes,omitempty"`
 	FsyncDir      string        `json:"fsync_dir,omitempty"`
 	GoalTarget    string        `json:"goal_target,omitempty"`
@@ -117,6 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.CallTimeout, "call-timeout", 30*time.Second, "timeout of one call")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the arrival process")
 	fs.IntVar(&o.UpstreamPID, "upstream-pid", 0, "pid of the upstream server (its CPU per call is reported too)")
+	fs.StringVar(&o.Layers, "layers", "", "the gateway's layers in this run (recorded: core, all, …)")
 	fs.StringVar(&o.Notes, "notes", "", "free text recorded in the results (load conditions, build)")
 	fs.StringVar(&o.out, "out", "", "write results as JSON to this `file`")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write the generator's own CPU profile to this `file`")

@@ -218,6 +218,9 @@ func writeTable(w io.Writer, r *results) {
 	o := r.Options
 	fmt.Fprintf(w, "load: tools/call %s, %d sessions per target, baseline %q; open loop %s arrivals, %d rounds × %gs per target per rate; closed loop %d in flight, %d rounds × %gs\n",
 		o.Tool, o.Sessions, r.Baseline, o.Arrivals, o.Rounds, o.SliceS, o.Concurrency, o.MaxRounds, o.MaxSliceS)
+	if o.Layers != "" {
+		fmt.Fprintf(w, "gateway layers: %s\n", o.Layers)
+	}
 	if o.Notes != "" {
 		fmt.Fprintf(w, "notes: %s\n", o.Notes)
 	}
