@@ -580,6 +580,39 @@ func TestGovernanceAtOnce(t *testing.T) {
 		}
 	})
 
+	t.Run("an elevation covers narrow calls for a short window", func(t *testing.T) {
+		before := h.demo.Bank.Balance("acc-savings")
+		body := map[string]any{"approver": "alice", "agent": "assistant", "server": "bank", "tools": []string{"send_money"},
+			"constraints": []map[string]any{{"argument": "from_account", "equals": "acc-savings"}, {"argument": "to_iban", "equals": "DE89 3704 0044 0532 0130 00"},
+				{"argument": "amount", "max": "2000"}},
+			"risk": "financial", "group": "finance-approvers", "ttl": "1m", "justification": "quarter-end supplier run, ticket FIN-2231"}
+		var v approval.View
+		if code := adminDo(t, h, "POST", "/v1/elevations", body, &v); code != http.StatusCreated || v.Status != approval.Approved {
+			t.Fatalf("elevate: %d %+v", code, v.Approval)
+		}
+		pay := func(amount float64, iban string) *jsonrpcErr {
+			_, e := callErr(t, cs, "bank__send_money", map[string]any{"from_account": "acc-savings", "to_iban": iban, "amount": amount})
+			return e
+		}
+		if e := pay(1900, "DE89 3704 0044 0532 0130 00"); e != nil {
+			t.Fatalf("elevated call: %v", e)
+		}
+		if e := pay(2100, "DE89 3704 0044 0532 0130 00"); e == nil || e.Code != -32052 {
+			t.Errorf("above the elevation's maximum: %v", e)
+		}
+		if e := pay(1500, "GB94 BARC 1020 1530 0934 59"); e == nil || e.Code != -32052 {
+			t.Errorf("another recipient: %v", e)
+		}
+		if got := h.demo.Bank.Balance("acc-savings"); got != before-1900 {
+			t.Errorf("balance %v, want %v", got, before-1900)
+		}
+		// The agent's owner cannot elevate the agent.
+		body["approver"] = "dana@harlowpike.example"
+		if code := adminDo(t, h, "POST", "/v1/elevations", body, nil); code != http.StatusForbidden {
+			t.Errorf("owner elevating: %d", code)
+		}
+	})
+
 	t.Run("input_required (2026-07-28)", func(t *testing.T) {
 		var elicited []string
 		opts := &sdk.ClientOptions{
@@ -609,6 +642,25 @@ func TestGovernanceAtOnce(t *testing.T) {
 		}
 		if len(elicited) != 1 || h.demo.Bank.Balance("acc-checking") != before-1400 {
 			t.Errorf("elicited %v; balance %v, want %v", elicited, h.demo.Bank.Balance("acc-checking"), before-1400)
+		}
+
+		// The client's own "accept" is no approval: nothing moves.
+		acceptOnly := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, &sdk.ClientOptions{
+			Capabilities: &sdk.ClientCapabilities{Elicitation: &sdk.ElicitationCapabilities{URL: &sdk.URLElicitationCapabilities{}}},
+			ElicitationHandler: func(context.Context, *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
+				return &sdk.ElicitResult{Action: "accept"}, nil
+			},
+		})
+		m1, err := acceptOnly.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: h.g.MCPURL("/stateless"),
+			HTTPClient: &http.Client{Transport: bearer{h.token("assistant")}}}, &sdk.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m1.Close()
+		before = h.demo.Bank.Balance("acc-checking")
+		res, err = m1.CallTool(ctx, &sdk.CallToolParams{Name: "bank__send_money", Arguments: payment(1425)})
+		if err != nil || !res.NeedsInput() || h.demo.Bank.Balance("acc-checking") != before {
+			t.Fatalf("accept without approval: %+v %v", res, err)
 		}
 
 		// A client that cannot show a URL gets the state-only form, and
