@@ -316,9 +316,13 @@ func (g *Gateway) authenticate(r *http.Request) (*pipeline.Caller, error) {
 	return c, nil
 }
 
-// singleUse is the stage that consumes a task token on a call to a tool
-// with a single-use label (identity.single_use_labels): a replayed token
-// cannot repeat such a call.
+// singleUse is the stage that consumes the presented gateway token on a
+// call to a tool with a single-use label (identity.single_use_labels): a
+// replayed token cannot repeat such a call (jti replay protection for
+// side-effecting calls). Only gateway tokens, which carry a jti and a short
+// lifetime, can be spent; a workload credential presented directly (or an
+// anonymous caller) is refused for such tools and must exchange it for a
+// task token first.
 type singleUse struct {
 	labels []verdict.Label
 	cache  identity.ReplayCache
@@ -327,7 +331,7 @@ type singleUse struct {
 func (s singleUse) Name() string { return "single_use" }
 
 func (s singleUse) Check(ctx context.Context, r *pipeline.Request) (verdict.Verdict, error) {
-	if r.Phase != pipeline.PhaseCall || r.Caller == nil || r.Caller.TokenID == "" || r.Caller.Task == "" {
+	if r.Phase != pipeline.PhaseCall || r.Caller == nil {
 		return verdict.Verdict{}, nil
 	}
 	hit := false
@@ -337,13 +341,18 @@ func (s singleUse) Check(ctx context.Context, r *pipeline.Request) (verdict.Verd
 	if !hit {
 		return verdict.Verdict{}, nil
 	}
-	until := r.Caller.TokenExpiry
+	c := r.Caller
+	if c.Method != "gatehouse-jwt" || c.TokenID == "" {
+		return verdict.Deny(verdict.Identity, "identity.task_token_required",
+			"this tool needs a single-use gateway token: exchange the workload credential at the token endpoint"), nil
+	}
+	until := c.TokenExpiry
 	if until.IsZero() {
 		until = time.Now().Add(24 * time.Hour)
 	}
-	err := s.cache.Use(ctx, "jti:"+r.Caller.TokenID, until)
+	err := s.cache.Use(ctx, "jti:"+c.TokenID, until.Add(time.Minute))
 	if errors.Is(err, identity.ErrReplay) {
-		return verdict.Deny(verdict.Identity, "identity.token_replayed", "this task token was already used for a single-use call"), nil
+		return verdict.Deny(verdict.Identity, "identity.token_replayed", "this token was already used for a single-use call"), nil
 	}
 	return verdict.Verdict{}, err
 }

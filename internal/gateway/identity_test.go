@@ -491,3 +491,59 @@ func athOf(tok string) string {
 	sum := sha256.Sum256([]byte(tok))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
+
+// TestSingleUseTokens: with identity.single_use_labels, a gateway token can
+// make one call to a labelled tool; a replay, and a workload credential
+// presented directly, are refused, and other tools are not affected.
+func TestSingleUseTokens(t *testing.T) {
+	h, workload, _ := identityGateway(t, "  single_use_labels: [financial]\n")
+	ctx := context.Background()
+	var a map[string]any
+	adminDo(t, h, "GET", "/v1/agents/assistant", nil, &a)
+	a["credentials"] = []map[string]string{{"source": "ci", "subject": "repo:acme/agents:environment:prod"}}
+	a["by"], a["reason"] = "ops", "federate the CI workload"
+	if code := adminDo(t, h, "PUT", "/v1/agents/assistant", a, nil); code != http.StatusOK {
+		t.Fatalf("adding the credential: HTTP %d", code)
+	}
+	connect := func(tok string) *sdk.ClientSession {
+		t.Helper()
+		c := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil)
+		cs, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: bearer{tok}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.Close() })
+		return cs
+	}
+	pay := func(cs *sdk.ClientSession, amount float64) *jsonrpcErr {
+		_, e := callErr(t, cs, "bank__send_money", map[string]any{"from_account": "acc-checking", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": amount})
+		return e
+	}
+	before := h.demo.Bank.Balance("acc-checking")
+	cs := connect(h.token("assistant"))
+	if e := pay(cs, 100); e != nil {
+		t.Fatalf("first single-use call: %v", e)
+	}
+	if e := pay(cs, 100); e == nil || !strings.Contains(e.Message, "identity.token_replayed") {
+		t.Errorf("replayed token: %v", e)
+	}
+	// Tools without the label are not affected by the spent token.
+	if _, e := callErr(t, cs, "bank__get_balance", map[string]any{"account": "acc-checking"}); e != nil {
+		t.Errorf("unlabelled tool after the single-use call: %v", e)
+	}
+	// A fresh token makes one more call.
+	if e := pay(connect(h.token("assistant")), 100); e != nil {
+		t.Errorf("fresh token: %v", e)
+	}
+	// A workload credential presented directly cannot be spent.
+	direct := connect(workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil))
+	if e := pay(direct, 100); e == nil || !strings.Contains(e.Message, "identity.task_token_required") {
+		t.Errorf("direct workload token: %v", e)
+	}
+	if got := h.demo.Bank.Balance("acc-checking"); got != before-200 {
+		t.Errorf("balance %v, want %v", got, before-200)
+	}
+	if evs := h.events(audit.Filter{Agent: "assistant", Tool: "send_money", Outcome: "block"}, 2); len(evs) < 2 {
+		t.Errorf("refusals on record: %d", len(evs))
+	}
+}
