@@ -237,13 +237,13 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 
-	g.mcpSrv = &http.Server{Handler: g.tel.Middleware("mcp", g.mcpHandler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+	g.mcpSrv = &http.Server{Handler: g.tel.Middleware("mcp", g.recoverer("mcp", g.mcpHandler())), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		// Client certificates are requested, not required: an agent may
 		// authenticate with an X.509-SVID, which the identity layer
 		// verifies against its SPIFFE trust bundle.
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}}
-	g.adminSrv = &http.Server{Handler: g.tel.Middleware("admin", g.adminHandler()), ReadHeaderTimeout: 10 * time.Second,
+	g.adminSrv = &http.Server{Handler: g.tel.Middleware("admin", g.recoverer("admin", g.adminHandler())), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
 	return nil
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -83,7 +85,11 @@ func start(t *testing.T, yamlExtra string, extra ...extraServer) *harness {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, b.String())
 	}
-	g, err := gateway.New(context.Background(), cfg, gateway.Options{})
+	var opts gateway.Options
+	if os.Getenv("GATEHOUSE_TEST_LOG") != "" { // debugging: the gateway's log on stderr
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	g, err := gateway.New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

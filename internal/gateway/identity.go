@@ -70,6 +70,12 @@ func (g *Gateway) openIdentity(ctx context.Context) error {
 	g.verifier = &identity.TokenVerifier{Ring: g.ring, Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, Audiences: audiences,
 		Skew: cfg.Identity.ClockSkew.Std(), MaxTTL: cfg.Identity.MaxTokenTTL.Std(), Registry: agents, Now: g.now}
 
+	// The replay cache (DPoP proofs, AWS signed requests, single-use
+	// tokens) must exist before the trust sources that use it.
+	if g.replay, err = store.NewReplay(ctx, g.db, g.now); err != nil {
+		return err
+	}
+
 	// Trust sources.
 	var vs []identity.Verifier
 	var direct []string
@@ -91,14 +97,9 @@ func (g *Gateway) openIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	replay, err := store.NewReplay(ctx, g.db, g.now)
-	if err != nil {
-		return err
-	}
-	g.replay = replay
 	var dpop *identity.DPoPVerifier
 	if cfg.Identity.DPoP != "off" {
-		dpop = &identity.DPoPVerifier{Replay: replay, Now: g.now}
+		dpop = &identity.DPoPVerifier{Replay: g.replay, Now: g.now}
 	}
 	base := g.publicURL
 	g.authn = &identity.Authenticator{Tokens: g.verifier, Sources: sources, Direct: direct, X509: x509, Registry: agents, DPoP: dpop,
