@@ -19,7 +19,7 @@ import (
 // approvedAndUsed runs a request through two approvers and one use, with
 // the pipeline's records of the held call and of the call that used the
 // grant, and returns the approval's bundle.
-func approvedAndUsed(t *testing.T, f *fixture) (approval.Approval, []byte) {
+func approvedAndUsed(t testing.TB, f *fixture) (approval.Approval, []byte) {
 	t.Helper()
 	ev := evidence(sendArgs)
 	subj := audit.Subject{Agent: ev.Agent, User: ev.User, Task: ev.Task, Correlation: "call-1"}
@@ -224,4 +224,29 @@ func TestVerifyBundleRejectsGarbage(t *testing.T) {
 			t.Errorf("VerifyBundle(%q) passed", in)
 		}
 	}
+}
+
+// FuzzVerifyBundle: a bundle is a file from outside (a trust boundary);
+// verifying any bytes must not panic, and whatever is accepted must be a
+// bundle that re-encodes to exactly those bytes.
+func FuzzVerifyBundle(f *testing.F) {
+	fx := newFixture(f, nil)
+	_, data := approvedAndUsed(f, fx)
+	f.Add(data)
+	f.Add([]byte(`{"format":"gatehouse-approval-bundle/1"}`))
+	f.Add([]byte(`{"format":"gatehouse-approval-bundle/1","records":[{"index":-1,"leaf":"","proof":["x"]}]}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		rep, err := approval.VerifyBundle(in, fx.verifier)
+		if err != nil || !rep.OK() {
+			return
+		}
+		var b approval.Bundle
+		if err := json.Unmarshal(in, &b); err != nil {
+			t.Fatalf("accepted bytes that do not decode: %v", err)
+		}
+		out, err := b.Encode()
+		if err != nil || !bytes.Equal(out, in) {
+			t.Fatalf("accepted a bundle that is not its own encoding")
+		}
+	})
 }

@@ -55,7 +55,7 @@ type received struct {
 	event  string
 }
 
-func newHook(t *testing.T, failFirst int) *hook {
+func newHook(t testing.TB, failFirst int) *hook {
 	h := &hook{failFirst: failFirst, notify: make(chan struct{}, 100)}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -88,7 +88,7 @@ func (h *hook) received() []received {
 }
 
 // waitFor waits until a delivery of event arrived.
-func (h *hook) waitFor(t *testing.T, event string) received {
+func (h *hook) waitFor(t testing.TB, event string) received {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -119,7 +119,7 @@ type fixture struct {
 	failAudit atomic.Bool
 }
 
-func newFixture(t *testing.T, edit func(*approval.Config)) *fixture {
+func newFixture(t testing.TB, edit func(*approval.Config)) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	signer, verifier, vkey := audittest.Keys(t)
@@ -199,7 +199,7 @@ func human(name string, groups ...string) approval.Approver {
 
 // records returns the approval records (entity data) of the audit log for
 // approval id, in order.
-func (f *fixture) records(t *testing.T, id string) []map[string]any {
+func (f *fixture) records(t testing.TB, id string) []map[string]any {
 	t.Helper()
 	rs, err := f.log.Query(context.Background(), audit.Filter{Correlation: id})
 	if err != nil {
@@ -220,7 +220,7 @@ func (f *fixture) records(t *testing.T, id string) []map[string]any {
 }
 
 // changes returns the approval's recorded changes, deliveries left out.
-func (f *fixture) changes(t *testing.T, id string) []string {
+func (f *fixture) changes(t testing.TB, id string) []string {
 	var out []string
 	for _, r := range f.records(t, id) {
 		if c := r["change"].(string); c != "delivery" {
@@ -232,7 +232,7 @@ func (f *fixture) changes(t *testing.T, id string) []string {
 
 // waitDeliveries waits until approval id has at least n recorded
 // deliveries and returns them.
-func (f *fixture) waitDeliveries(t *testing.T, id string, n int) []approval.Delivery {
+func (f *fixture) waitDeliveries(t testing.TB, id string, n int) []approval.Delivery {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
