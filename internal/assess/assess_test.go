@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,4 +191,36 @@ func sortProblems(ps []assess.Problem) []assess.Problem {
 		}
 	}
 	return out
+}
+
+// TestIdentityReasons: for every hosting pattern the recommendation is
+// explained by the four properties the hierarchy is built on, each
+// backed by a cited page where it is a statement about a cloud.
+func TestIdentityReasons(t *testing.T) {
+	reasons := []string{"Secretless: ", "Auditable: ", "Least privilege at the runtime boundary: ", "Clear trust anchor: "}
+	seen := map[string]bool{}
+	for _, c := range goldenCases {
+		if c.config != "" {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			for _, a := range c.run(t).Agents {
+				p := a.Identity.HostingPattern
+				seen[p] = true
+				for _, want := range reasons {
+					if !slices.ContainsFunc(a.Identity.Why, func(w string) bool { return strings.HasPrefix(w, want) }) {
+						t.Errorf("agent %s (%s): no %q reason in %q", a.ID, p, want, a.Identity.Why)
+					}
+				}
+				if p != "external" && len(a.Identity.Sources) == 0 {
+					t.Errorf("agent %s (%s): the reasons cite no source", a.ID, p)
+				}
+			}
+		})
+	}
+	for _, p := range []string{"azure_native", "aws_native", "external_entra", "external_aws", "external_gcp", "external", "cross_cloud"} {
+		if !seen[p] {
+			t.Errorf("no fixture has hosting pattern %s", p)
+		}
+	}
 }

@@ -67,9 +67,11 @@ func hierarchy(pattern, platform string, previewOK bool) (rungs []rung, why, src
 		}
 		return r, []string{
 			"Secretless: workload identity federation exchanges a token from the workload's own trusted issuer for a Microsoft Entra token, so no client secret or certificate is stored or rotated.",
+			"Auditable: the service principal's sign-ins are recorded in the Microsoft Entra sign-in logs (the AADServicePrincipalSignInLogs table in Azure Monitor), which identify the federated identity credential used to sign in.",
+			"Least privilege at the runtime boundary: the service principal defines what the application can do in the tenant and which resources it can access, so the workload holds only the roles and permissions granted to it, and only a token that matches the federated credential obtains them.",
 			"Clear trust anchor: the federated identity credential names the one issuer, subject and audience that Microsoft Entra accepts for this application.",
 			"A single-tenant service principal can be targeted by Conditional Access for workload identities (Workload Identities Premium licence).",
-		}, []string{"ms-workload-identity-federation", "ms-federation-create-trust", "ms-ca-workload-identities"}
+		}, []string{"ms-workload-identity-federation", "ms-service-principal-sign-in-logs", "ms-app-service-principals", "ms-federation-create-trust", "ms-ca-workload-identities"}
 	}
 	switch pattern {
 	case "azure_native":
@@ -104,23 +106,28 @@ func hierarchy(pattern, platform string, previewOK bool) (rungs []rung, why, src
 				{"IAM role assumed through OIDC federation (AssumeRoleWithWebIdentity), temporary credentials", idIs("iam_role", "federated", "temporary")},
 			}, []string{
 				"Secretless: the workload presents a token from its own OIDC issuer and receives temporary AWS credentials; no access key is stored.",
+				"Auditable: AWS CloudTrail records each AssumeRoleWithWebIdentity call with the external identity provider and the web identity's user ID, and actions taken with the role session can carry a source identity naming who or what performed them.",
+				"Least privilege at the runtime boundary: the role's permissions policy determines what the temporary credentials may do; a session policy passed with AssumeRoleWithWebIdentity can only narrow it, never grant more.",
 				"Clear trust anchor: the role's trust policy names the IAM OIDC identity provider and conditions on the token's audience and subject.",
-			}, []string{"aws-oidc-federation", "aws-temporary-credentials"}
+			}, []string{"aws-oidc-federation", "aws-temporary-credentials", "aws-cloudtrail-user-identity", "aws-monitor-role-sessions", "aws-assume-role-permissions"}
 	case "external_gcp":
 		return []rung{
 				{"Workload Identity Federation from the workload's own issuer", idIs("workload", "federated")},
 			}, []string{
 				"Secretless: external credentials (AWS, Azure, OIDC, SAML or X.509) are exchanged for short-lived Google Cloud tokens instead of service account keys.",
+				"Auditable: with Data Access audit logs (Admin Read) enabled for the IAM and Security Token Service APIs, each token exchange is logged with the subject of the external token and the principal:// identifier it maps to.",
+				"Least privilege at the runtime boundary: Google recommends granting IAM roles to the federated principal directly on the resources the workload needs; where an API requires it, the workload impersonates one service account that has access to the resource instead.",
 				"Clear trust anchor: the workload identity pool provider names the issuer and an attribute condition restricts which identities it accepts.",
-			}, []string{"gcp-workload-identity-federation"}
+			}, []string{"gcp-workload-identity-federation", "gcp-wif-audit-logs", "gcp-wif-grant-access"}
 	case "external":
 		return []rung{
 				{"workload identity from the platform's own issuer (Kubernetes service account, SPIFFE ID or OIDC), verified by the gateway", idIs("workload", "federated")},
 				{"workload identity with a certificate credential", idIs("workload", "certificate")},
 			}, []string{
 				"Secretless: the workload proves itself with the short-lived token its platform already issues; the gateway exchanges it for a short-lived, task-scoped gateway token.",
-				"Clear trust anchor: the gateway trusts the platform's issuer for this workload's subject only.",
+				"Auditable: the gateway's tamper-evident audit log records, with every call, the verified workload identity behind the token (trust source and subject).",
 				"Least privilege at the runtime boundary: the gateway's policy, not a shared key, decides what the agent may call.",
+				"Clear trust anchor: the gateway trusts the platform's issuer for this workload's subject only.",
 			}, nil
 	case "cross_cloud":
 		// The agent's own identity is the native one of where it runs;

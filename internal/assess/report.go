@@ -250,6 +250,12 @@ var sources = []Source{
 	{"aws-confused-deputy", "AWS IAM User Guide: The confused deputy problem", "https://docs.aws.amazon.com/IAM/latest/UserGuide/confused-deputy.html"},
 	{"aws-condition-keys", "AWS IAM User Guide: AWS global condition context keys", "https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html"},
 	{"gcp-workload-identity-federation", "Google Cloud IAM: Workload Identity Federation", "https://cloud.google.com/iam/docs/workload-identity-federation"},
+	{"ms-service-principal-sign-in-logs", "Azure Monitor reference: AADServicePrincipalSignInLogs", "https://learn.microsoft.com/en-us/azure/azure-monitor/reference/tables/aadserviceprincipalsigninlogs"},
+	{"ms-app-service-principals", "Microsoft Learn: Application and service principal objects in Microsoft Entra ID", "https://learn.microsoft.com/en-us/entra/identity-platform/app-objects-and-service-principals"},
+	{"aws-cloudtrail-user-identity", "AWS CloudTrail User Guide: CloudTrail userIdentity element", "https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-event-reference-user-identity.html"},
+	{"aws-assume-role-permissions", "AWS IAM User Guide: Permissions for AssumeRole, AssumeRoleWithSAML, and AssumeRoleWithWebIdentity", "https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_assumerole.html"},
+	{"gcp-wif-audit-logs", "Google Cloud IAM: Example logs for Workload Identity Federation", "https://cloud.google.com/iam/docs/audit-logging/examples-workload-identity"},
+	{"gcp-wif-grant-access", "Google Cloud IAM: Download credential configuration and grant access", "https://cloud.google.com/iam/docs/workload-download-cred-and-grant-access"},
 }
 
 // Sources returns the documentation catalogue the assessor cites.
