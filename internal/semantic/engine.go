@@ -216,6 +216,13 @@ func New(cfg Config) (*Engine, error) {
 	for _, t := range pii.Types {
 		e.piiAct[t] = cmpOr(cfg.PIIActions[t], DefaultPIIActions[t])
 	}
+	// Phone numbers past the scanner's validation budget are reported
+	// unvalidated when they must be masked (or stop the text), so that a
+	// text with many numbers leaks none.
+	switch e.piiAct[pii.Phone] {
+	case ActionRedact, ActionChallenge, ActionBlock:
+		e.piiScan.Unvalidated = true
+	}
 	for t, a := range cfg.PIIActions {
 		if !slices.Contains(pii.Types, t) {
 			return nil, fmt.Errorf("pii actions: unknown type %q", t)

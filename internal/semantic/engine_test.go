@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -138,6 +139,60 @@ func TestPIIActions(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"card", "email", "ip"}, res.Context.Rules); diff != "" {
 		t.Errorf("rules (-want +got):\n%s", diff)
+	}
+}
+
+// TestPhoneRedactionPastTheCap: the PII scanner validates only a few phone
+// numbers per text; when phones are to be redacted, none may be left.
+func TestPhoneRedactionPastTheCap(t *testing.T) {
+	// Numbers no other test uses, so that none is in the validation cache.
+	numbers := func(series int) ([]string, string) {
+		nums := []string{fmt.Sprintf("+44 20 7946 0%d31", series)}
+		for i := 1; i <= 6; i++ {
+			nums = append(nums, fmt.Sprintf("(646) 555-3%d0%d", series, i))
+		}
+		var b strings.Builder
+		for i, n := range nums {
+			fmt.Fprintf(&b, "desk %d: %s\n", i+1, n)
+		}
+		b.WriteString("Updated 2026-11-02, room 4471.\n")
+		return nums, b.String()
+	}
+	for i, a := range []semantic.Action{semantic.ActionRedact, semantic.ActionBlock} {
+		t.Run(string(a), func(t *testing.T) {
+			nums, text := numbers(i + 1)
+			e := newEngine(t, semantic.Config{PIIActions: map[pii.Type]semantic.Action{pii.Phone: a}})
+			res := screen(t, e, semantic.Input{Surface: semantic.SurfaceToolOutput, Text: text})
+			n := 0
+			for _, f := range res.Findings {
+				if f.Rule == "phone" {
+					n++
+				}
+			}
+			if n != len(nums) {
+				t.Errorf("%d phone findings, want %d: %+v", n, len(nums), res.Findings)
+			}
+			if a == semantic.ActionBlock {
+				if res.Verdict.Outcome != verdict.Block {
+					t.Errorf("outcome %v, want block", res.Verdict.Outcome)
+				}
+				return
+			}
+			for _, n := range nums {
+				if strings.Contains(res.RedactedText, n) {
+					t.Errorf("%s left in the redacted text:\n%s", n, res.RedactedText)
+				}
+			}
+			if !strings.Contains(res.RedactedText, "2026-11-02, room 4471") || strings.Count(res.RedactedText, "[REDACTED:phone]") != len(nums) {
+				t.Errorf("redacted text:\n%s", res.RedactedText)
+			}
+		})
+	}
+	// Reported only (the default), numbers past the cap stay unreported.
+	_, text := numbers(3)
+	res := screen(t, newEngine(t, semantic.Config{}), semantic.Input{Surface: semantic.SurfaceToolOutput, Text: text})
+	if res.Redacted() {
+		t.Errorf("redacted with phone: report: %s", res.RedactedText)
 	}
 }
 

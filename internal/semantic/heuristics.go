@@ -248,9 +248,14 @@ func (s *screening) secretScan() {
 	}
 }
 
-// piiScan reports personal data with the type's action.
+// piiScan reports personal data with the type's action; a phone number
+// reported without validation scores 0.5.
 func (s *screening) piiScan() {
 	for _, m := range s.e.piiScan.Scan(s.in.Text) {
-		s.add(Finding{Detector: string(DetectPII), Kind: "pii", Rule: string(m.Type), Score: 1, Start: m.Start, End: m.End, Action: s.e.piiAct[m.Type]})
+		score := 1.0
+		if m.Unvalidated {
+			score = 0.5
+		}
+		s.add(Finding{Detector: string(DetectPII), Kind: "pii", Rule: string(m.Type), Score: score, Start: m.Start, End: m.End, Action: s.e.piiAct[m.Type]})
 	}
 }

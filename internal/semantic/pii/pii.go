@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -37,10 +38,15 @@ const (
 // Types lists every type, in precedence order.
 var Types = []Type{Card, IBAN, SSN, Email, IP, Phone}
 
-// Match is one validated item of personal data.
+// Match is one item of personal data.
 type Match struct {
 	Type       Type
 	Start, End int // byte offsets in the text
+	// Unvalidated marks a phone-number candidate past the validation
+	// budget that was reported without libphonenumber's validation (see
+	// Scanner.Unvalidated): its length is possible for its region, but it
+	// may be another kind of number.
+	Unvalidated bool
 }
 
 // Scanner finds personal data.
@@ -50,6 +56,14 @@ type Scanner struct {
 	Region string
 	// Types limits the scan to these types; nil means all.
 	Types []Type
+	// Unvalidated reports phone-number candidates past the validation
+	// budget (at most maxPhoneChecks libphonenumber validations per text,
+	// not counting cached results) whose length libphonenumber's metadata
+	// allows for their region, with Match.Unvalidated set. Without it,
+	// such candidates are not reported. Set it when phone numbers must be
+	// masked: a text with many numbers must not leak those past the
+	// budget, at the cost of masking some numbers that are not phones.
+	Unvalidated bool
 }
 
 func (s *Scanner) want(t Type) bool {
@@ -76,11 +90,12 @@ func (s *Scanner) Scan(text string) []Match {
 		}
 		return false
 	}
-	add := func(t Type, a, b int) {
-		if s.want(t) && !taken(a, b) {
-			out = append(out, Match{Type: t, Start: a, End: b})
+	addMatch := func(m Match) {
+		if s.want(m.Type) && !taken(m.Start, m.End) {
+			out = append(out, m)
 		}
 	}
+	add := func(t Type, a, b int) { addMatch(Match{Type: t, Start: a, End: b}) }
 	// IBANs first: they contain digit runs that could pass as other types.
 	if s.want(IBAN) {
 		for i := 0; i+4 <= len(text); i++ {
@@ -109,7 +124,7 @@ func (s *Scanner) Scan(text string) []Match {
 			i = end
 			continue // part of an identifier
 		}
-		s.classify(text, start, end, add, &budget)
+		s.classify(text, start, end, addMatch, &budget)
 		i = end
 	}
 	if s.want(Email) {
@@ -189,7 +204,8 @@ func numericRunEnd(text string, i int) int {
 // classify validates a numeric run as, in order, an IPv4 address, a card,
 // an SSN or a phone number; a run may also contain a card or SSN followed
 // by other numbers, so those are tried on prefixes too.
-func (s *Scanner) classify(text string, start, end int, add func(Type, int, int), phoneBudget *int) {
+func (s *Scanner) classify(text string, start, end int, addMatch func(Match), phoneBudget *int) {
+	add := func(t Type, a, b int) { addMatch(Match{Type: t, Start: a, End: b}) }
 	run := text[start:end]
 	if strings.Count(run, ".") == 3 && !strings.ContainsAny(run, " -()") {
 		if a, err := netip.ParseAddr(run); err == nil && a.Is4() {
@@ -226,7 +242,7 @@ func (s *Scanner) classify(text string, start, end int, add func(Type, int, int)
 			region = "US"
 		}
 		d := len(digits(run))
-		if d >= 7 && d <= 15 {
+		if d >= 7 && d <= 15 && !dateShaped(run, d) {
 			key := region + "\x00" + run
 			phoneCache.Lock()
 			valid, ok := phoneCache.m[key]
@@ -241,8 +257,11 @@ func (s *Scanner) classify(text string, start, end int, add func(Type, int, int)
 				phoneCache.m[key] = valid
 				phoneCache.Unlock()
 			}
-			if ok && valid {
+			switch {
+			case ok && valid:
 				add(Phone, start, end)
+			case !ok && s.Unvalidated && possiblePhone(run, region):
+				addMatch(Match{Type: Phone, Start: start, End: end, Unvalidated: true})
 			}
 		}
 	}
@@ -250,7 +269,8 @@ func (s *Scanner) classify(text string, start, end int, add func(Type, int, int)
 
 // maxPhoneChecks bounds libphonenumber validations per text: each costs
 // about 80 µs, so a text full of numbers would blow the latency budget.
-// Candidates past the budget are not reported; results are cached.
+// Candidates past the budget are not reported, or reported unvalidated
+// (Scanner.Unvalidated); results are cached.
 const maxPhoneChecks = 4
 
 // phoneCache remembers validation results by region and candidate; it is
@@ -489,13 +509,15 @@ func validSSN(area, group, serial string) bool {
 	return true
 }
 
+// dateShaped reports whether a numeric run s with n digits is written as
+// a date (2024-01-02, 12.03.2024), which is not a phone number.
+func dateShaped(s string, n int) bool {
+	return n == 8 && (strings.Count(s, "-") == 2 || strings.Count(s, ".") == 2)
+}
+
 func validPhone(s string, region string) bool {
 	d := digits(s)
-	if len(d) < 7 || len(d) > 15 {
-		return false
-	}
-	// dates such as 2024-01-02 or 12.03.2024 are not phone numbers
-	if strings.Count(s, "-") == 2 && len(d) == 8 || strings.Count(s, ".") == 2 && len(d) == 8 {
+	if len(d) < 7 || len(d) > 15 || dateShaped(s, len(d)) {
 		return false
 	}
 	n, err := phonenumbers.Parse(s, region)
@@ -503,4 +525,55 @@ func validPhone(s string, region string) bool {
 		return false
 	}
 	return phonenumbers.IsValidNumber(n)
+}
+
+// possiblePhone reports, without parsing, whether the numeric run s has a
+// length libphonenumber's metadata allows: after its
+// country code when it starts with "+", else as a national number of
+// region, with or without the region's national prefix. It costs well
+// under a microsecond, against tens for validation.
+func possiblePhone(s, region string) bool {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if isDigit(s[i]) {
+			b.WriteByte(s[i])
+		}
+	}
+	d := b.String()
+	if len(d) < 7 || len(d) > 15 || dateShaped(s, len(d)) {
+		return false
+	}
+	possible := func(cc int, national string) bool {
+		if national == "" || len(national) > 17 {
+			return false
+		}
+		nn, err := strconv.ParseUint(national, 10, 64)
+		if err != nil {
+			return false
+		}
+		c, zeros := int32(cc), int32(len(national)-len(strings.TrimLeft(national, "0")))
+		n := &phonenumbers.PhoneNumber{CountryCode: &c, NationalNumber: &nn}
+		if zeros > 0 {
+			lead := true
+			n.ItalianLeadingZero, n.NumberOfLeadingZeros = &lead, &zeros
+		}
+		return phonenumbers.IsPossibleNumber(n)
+	}
+	if strings.HasPrefix(s, "+") {
+		for k := 1; k <= 3 && k < len(d); k++ {
+			cc, _ := strconv.Atoi(d[:k])
+			if phonenumbers.GetRegionCodeForCountryCode(cc) != "ZZ" {
+				return possible(cc, d[k:])
+			}
+		}
+		return false
+	}
+	cc := phonenumbers.GetCountryCodeForRegion(region)
+	if cc == 0 {
+		return false
+	}
+	if p := phonenumbers.GetNddPrefixForRegion(region, true); p != "" && strings.HasPrefix(d, p) && possible(cc, d[len(p):]) {
+		return true
+	}
+	return possible(cc, d)
 }

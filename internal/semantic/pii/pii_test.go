@@ -63,6 +63,50 @@ func TestTypesFilter(t *testing.T) {
 	}
 }
 
+// TestPhoneBudget checks that phone numbers past the validation budget are
+// dropped by default and reported unvalidated with Scanner.Unvalidated,
+// while dates and short numbers still are not. The numbers are used by no
+// other test, so none is in the validation cache yet.
+func TestPhoneBudget(t *testing.T) {
+	nums := []string{"+44 20 7946 0311", "+44 20 7946 0312", "+44 20 7946 0313", "+44 20 7946 0314",
+		"+44 20 7946 0315", "+44 20 7946 0316", "(503) 555-2671", "+49 30 9018 2200"}
+	text := "Contacts: " + strings.Join(nums, ", ") + "; updated 2026-11-02, room 4471, ticket 12-34."
+	phones := func(s *pii.Scanner) (valid, unvalidated []string) {
+		for _, m := range s.Scan(text) {
+			if m.Type != pii.Phone {
+				t.Errorf("%s %q found", m.Type, text[m.Start:m.End])
+				continue
+			}
+			if m.Unvalidated {
+				unvalidated = append(unvalidated, text[m.Start:m.End])
+			} else {
+				valid = append(valid, text[m.Start:m.End])
+			}
+		}
+		return valid, unvalidated
+	}
+	valid, unvalidated := phones(&pii.Scanner{})
+	if diff := cmp.Diff(nums[:4], valid); diff != "" || unvalidated != nil {
+		t.Errorf("default scanner: validated (-want +got):\n%s; unvalidated %q", diff, unvalidated)
+	}
+	// The first four are cached now; a new scan validates the next four
+	// and reports nothing unvalidated.
+	valid, unvalidated = phones(&pii.Scanner{Unvalidated: true})
+	if diff := cmp.Diff(nums, valid); diff != "" || unvalidated != nil {
+		t.Errorf("second scan: validated (-want +got):\n%s; unvalidated %q", diff, unvalidated)
+	}
+	// Numbers past the budget, never seen before: reported unvalidated.
+	more := []string{"+44 20 7946 0321", "+44 20 7946 0322", "+44 20 7946 0323", "+44 20 7946 0324", "+44 20 7946 0325", "(503) 555-2672", "503 555 2673"}
+	text = strings.Join(more, "; ") + "; on 2026-11-02 in room 4471."
+	valid, unvalidated = phones(&pii.Scanner{Unvalidated: true})
+	if diff := cmp.Diff(more[:4], valid); diff != "" {
+		t.Errorf("validated (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(more[4:], unvalidated); diff != "" {
+		t.Errorf("unvalidated (-want +got):\n%s", diff)
+	}
+}
+
 func BenchmarkScan(b *testing.B) {
 	s := &pii.Scanner{}
 	text := strings.Repeat(`{"id": 12345, "name": "Alice Smith", "email": "alice@example.com", "phone": "+44 20 7946 0958", "created": "2024-01-02"}, `, 40)[:4096]
