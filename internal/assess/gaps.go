@@ -99,7 +99,7 @@ func Checks() []Check { return slices.Clone(checks) }
 var checks = []Check{
 	{ID: "gateway.agent_owner", Title: "every agent is registered with its accountable owner", Key: "agents[].owner", run: checkOwners},
 	{ID: "gateway.agent_hosting", Title: "the agent's registered hosting pattern matches where it runs", Key: "agents[].hosting", run: checkHosting},
-	{ID: "gateway.agent_expiry", Title: "every agent has an expiry or review date", Key: "agents[].expires (planned)", Planned: true, run: checkExpiry},
+	{ID: "gateway.agent_expiry", Title: "every agent's registration lapses by its review date", Key: "agents[].expires", run: checkExpiry},
 	{ID: "gateway.least_privilege", Title: "each agent may use only the servers its actions need", Key: "agents[].servers", run: checkServers},
 	{ID: "gateway.tool_labels", Title: "every high-risk tool carries its risk label", Key: "servers[].tools.<tool>.labels", run: checkToolLabels},
 	{ID: "gateway.approval_policy", Title: "every high-risk tool has an approval policy", Key: "policy.dir", run: checkApprovals},
@@ -175,14 +175,42 @@ func checkOwners(g *Gateway, d *Descriptor) []Finding {
 	return fs
 }
 
+// checkExpiry reads each described agent's agents[].expires. The gateway
+// refuses an agent from the instant its registration lapses: a date
+// (YYYY-MM-DD) is midnight UTC at its start. The descriptor's expires is
+// a review date, valid through its end.
 func checkExpiry(g *Gateway, d *Descriptor) []Finding {
 	var fs []Finding
 	for _, a := range d.Agents {
-		if i := g.agentIndex(a.ID); i >= 0 {
+		i := g.agentIndex(a.ID)
+		if i < 0 {
+			continue // checkOwners reports the unregistered agent
+		}
+		key := fmt.Sprintf("agents[%d].expires", i)
+		raw := g.Config.Agents[i].Expires
+		if raw == "" {
+			fix := fmt.Sprintf("set %s to the date the agent is reviewed or retired", key)
+			if a.Expires != "" {
+				fix = fmt.Sprintf("set %s: %s, the descriptor's review date (the registration then lapses at 00:00 UTC that day)", key, a.Expires)
+			}
 			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
-				Message:  "the configuration file cannot expire the agent: agents[] has no expiry key yet",
-				Location: g.at(fmt.Sprintf("agents[%d]", i)),
-				Fix:      "register the agent in the runtime registry with an expiry ('gatehouse agents add --expires DATE'), or track the descriptor's expires: date until agents[].expires exists"})
+				Message:  "the agent is registered without an expiry: its registration never lapses, whatever happens to its review",
+				Location: g.at(key), Fix: fix})
+			continue
+		}
+		exp, _ := config.ParseTime(raw) // config.Load refused any other form
+		if !d.now.IsZero() && !d.now.Before(exp) {
+			fs = append(fs, Finding{Severity: Blocker, Agent: a.ID,
+				Message:  fmt.Sprintf("the registration lapsed at %s: the gateway refuses every request of the agent (agent_expired)", exp.Format(time.RFC3339)),
+				Location: g.at(key),
+				Fix:      fmt.Sprintf("review the agent and move %s forward, or retire it", key)})
+			continue
+		}
+		if review, err := time.Parse(time.DateOnly, a.Expires); err == nil && exp.After(review.AddDate(0, 0, 1)) {
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+				Message:  fmt.Sprintf("the registration lapses at %s, after the descriptor's review date %s: the agent keeps working if the review does not happen", exp.Format(time.RFC3339), a.Expires),
+				Location: g.at(key),
+				Fix:      fmt.Sprintf("set %s no later than %s", key, a.Expires)})
 		}
 	}
 	return fs

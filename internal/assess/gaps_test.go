@@ -19,23 +19,24 @@ func TestGapLocations(t *testing.T) {
 	want := []struct{ check, severity, location, contains string }{
 		{"gateway.anonymous", "blocker", "configs/weak.yaml:5 identity.anonymous_agent", "campaign-runner"},
 		{"gateway.token_lifetime", "condition", "configs/weak.yaml:4 identity.max_token_ttl", "12h"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:19 servers[0].command[1]", "--api-key"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:21 servers[1].url", "api_key"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:30 servers[2].env.FETCH_TOKEN", "FETCH_TOKEN"},
-		{"gateway.long_lived_secret", "condition", "configs/weak.yaml:23 servers[1].header_files", "X-Api-Key"},
-		{"gateway.pinning", "blocker", "configs/weak.yaml:35 pinning.mode", "pinning is off"},
-		{"gateway.least_privilege", "condition", "configs/weak.yaml:10 agents[0].servers", `"web"`},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:20 servers[0].command[1]", "--api-key"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:22 servers[1].url", "api_key"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:31 servers[2].env.FETCH_TOKEN", "FETCH_TOKEN"},
+		{"gateway.long_lived_secret", "condition", "configs/weak.yaml:24 servers[1].header_files", "X-Api-Key"},
+		{"gateway.pinning", "blocker", "configs/weak.yaml:36 pinning.mode", "pinning is off"},
+		{"gateway.least_privilege", "condition", "configs/weak.yaml:11 agents[0].servers", `"web"`},
 		{"gateway.agent_owner", "condition", "configs/weak.yaml:7 agents", "lead-scorer is not registered"},
-		{"gateway.agent_owner", "info", "configs/weak.yaml:14 agents[2]", "forgotten-bot"},
+		{"gateway.agent_owner", "info", "configs/weak.yaml:15 agents[2]", "forgotten-bot"},
 		{"gateway.agent_hosting", "condition", "configs/weak.yaml:9 agents[0].hosting", `"azure-native"`},
-		{"gateway.tool_labels", "condition", "configs/weak.yaml:26 servers[1].tools.delete_segment.labels", `without "destructive"`},
+		{"gateway.tool_labels", "condition", "configs/weak.yaml:27 servers[1].tools.delete_segment.labels", `without "destructive"`},
 		{"gateway.approval_policy", "blocker", "descriptors/unobservable.yaml:20 agents[0].actions[1]", "destructive-change challenge tools labelled"},
 		{"gateway.rate_limits", "condition", "configs/weak.yaml:2 limits", "no rate limit"},
-		{"gateway.kill_switch", "blocker", "configs/weak.yaml:37 locks.fail_mode", "fails open"},
-		{"gateway.kill_switch", "condition", "configs/weak.yaml:38 locks.max_stale", "2m0s"},
-		{"gateway.audit_export", "blocker", "configs/weak.yaml:40 audit", "not exported"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:40 audit.checkpoint_webhook", "query parameter token"},
+		{"gateway.kill_switch", "blocker", "configs/weak.yaml:38 locks.fail_mode", "fails open"},
+		{"gateway.kill_switch", "condition", "configs/weak.yaml:39 locks.max_stale", "2m0s"},
+		{"gateway.audit_export", "blocker", "configs/weak.yaml:41 audit", "not exported"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:41 audit.checkpoint_webhook", "query parameter token"},
 		{"gateway.traces", "condition", "configs/weak.yaml:2 telemetry", "tracing is off"},
+		{"gateway.agent_expiry", "blocker", "configs/weak.yaml:10 agents[0].expires", "lapsed at 2026-06-30T00:00:00Z"},
 	}
 	for _, w := range want {
 		found := slices.ContainsFunc(r.Gaps, func(f assess.Finding) bool {
@@ -303,5 +304,93 @@ agents:
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("embedded secrets (-want +got):\n%s", diff)
+	}
+}
+
+// inlineGateway loads a configuration written to a temporary directory.
+func inlineGateway(t *testing.T, cfg string, files ...string) *assess.Gateway {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range files {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("example-not-real\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "gatehouse.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := assess.LoadGateway(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw
+}
+
+func inlineDescriptor(t *testing.T, y string) *assess.Descriptor {
+	t.Helper()
+	d, err := assess.ParseDescriptor([]byte(y), "d.yaml", today)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func gapsOf(r *assess.Report, check string) []assess.Finding {
+	var out []assess.Finding
+	for _, f := range r.Gaps {
+		if f.Check == check {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// TestAgentExpiry: agents[].expires is judged against the reference date
+// (--today) as the gateway judges it — a date lapses at its start, 00:00
+// UTC — and against the descriptor's review date, valid through its end.
+func TestAgentExpiry(t *testing.T) {
+	tests := []struct {
+		name            string
+		config, review  string // agents[0].expires, the descriptor's expires
+		severity, words string // "" severity: no finding
+	}{
+		{"no expiry", "", "2027-06-30", "condition", "registered without an expiry"},
+		{"lapses today", "2026-11-25", "2026-11-25", "blocker", "lapsed at 2026-11-25T00:00:00Z"},
+		{"lapsed long ago", "2025-01-01T12:00:00Z", "", "blocker", "lapsed at 2025-01-01T12:00:00Z"},
+		{"lapses tomorrow", "2026-11-26", "2026-11-26", "", ""},
+		{"after the review date", "2027-09-30", "2027-06-30", "condition", "after the descriptor's review date 2027-06-30"},
+		{"within the review day", "2027-06-30T23:00:00Z", "2027-06-30", "", ""},
+		{"at the end of the review day", "2027-07-01", "2027-06-30", "", ""},
+		{"no review date", "2030-01-01", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := "agents:\n  - {id: a, owner: o@example.com, hosting: aws-native, servers: [s]"
+			if tt.config != "" {
+				cfg += ", expires: " + tt.config
+			}
+			cfg += "}\nservers:\n  - {id: s, url: https://s.example.com/mcp}\n"
+			desc := "version: 1\ndeployment: d\npreview_acceptable: false\nagents:\n  - {id: a, owner: o@example.com, hosting: {platform: aws}, identity: {type: iam_role, credential: temporary}, actions: [{tool: s__read}], autonomy: assistive"
+			if tt.review != "" {
+				desc += ", expires: " + tt.review
+			}
+			desc += "}\n"
+			fs := gapsOf(assess.Assess(inlineDescriptor(t, desc), inlineGateway(t, cfg)), "gateway.agent_expiry")
+			switch {
+			case tt.severity == "" && len(fs) > 0:
+				t.Errorf("unexpected findings:\n%s", dump(fs))
+			case tt.severity != "" && (len(fs) != 1 || string(fs[0].Severity) != tt.severity || !strings.Contains(fs[0].Message, tt.words)):
+				t.Errorf("want one %s mentioning %q, got:\n%s", tt.severity, tt.words, dump(fs))
+			}
+			for _, f := range fs {
+				if f.NotConfigured || f.Key != "agents[].expires" || !strings.Contains(f.Location, "agents[0].expires") {
+					t.Errorf("finding %+v: want key agents[].expires, located at agents[0].expires, configured", f)
+				}
+			}
+		})
 	}
 }
