@@ -47,6 +47,14 @@ func (s Surface) Output() bool {
 	return s == SurfaceModelOutput || s == SurfaceSampling || s == SurfaceToolInput
 }
 
+// Datamarked reports whether text on s is datamarked when spotlighting is
+// on: tool results and documents. Prompt results are untrusted too, but
+// they are instructions the user chose to run; marking them as data would
+// defeat them.
+func (s Surface) Datamarked() bool {
+	return s == SurfaceToolOutput || s == SurfaceDocument
+}
+
 func (s Surface) valid() bool {
 	for _, x := range Surfaces {
 		if s == x {
@@ -182,9 +190,10 @@ type Config struct {
 	// other surfaces such a finding labels the session.
 	ExfilImageAction Action
 	ExfilLinkAction  Action
-	// Datamark turns on spotlighting: untrusted text (tool results,
-	// documents, prompt results) is returned datamarked in
-	// Result.Spotlight. Default off.
+	// Datamark turns on spotlighting: tool results and documents
+	// (Surface.Datamarked) are returned datamarked in Result.Spotlight,
+	// with the session's marker (Engine.Marker) when Input.SessionID is
+	// set. Default off.
 	Datamark bool
 	// CanaryKey keys the derivation of canary tokens from session ids, so
 	// that every replica recognises every session's canary. Empty: a

@@ -73,7 +73,9 @@ type Result struct {
 	// nothing was redacted.
 	RedactedText string `json:"redacted_text,omitempty"`
 	// Spotlight is the datamarked text when Config.Datamark is on and the
-	// surface is untrusted.
+	// surface is tool_output or document (Surface.Datamarked), marked with
+	// the session's marker (Engine.Marker) when Input.SessionID is set,
+	// else with one drawn at random.
 	Spotlight *Spotlight `json:"spotlight,omitempty"`
 	// Context summarises the findings for policy (Cedar context).
 	Context Context `json:"context"`
@@ -81,6 +83,41 @@ type Result struct {
 
 // Redacted reports whether any span was masked.
 func (r Result) Redacted() bool { return r.RedactedText != "" }
+
+// RedactParts applies the result's redactions to the parts of a text that
+// was screened as strings.Join(parts, sep), so that a caller that screens
+// several strings together (the fields of a JSON document) can mask each
+// in place. It returns a new slice; a part without a redacted span is
+// returned unchanged, and a span that crosses a separator is masked in
+// each part it touches. parts and sep must be those the text was joined
+// from.
+func (r Result) RedactParts(parts []string, sep string) []string {
+	out := slices.Clone(parts)
+	if !r.Redacted() {
+		return out
+	}
+	var red []Finding
+	for _, f := range r.Findings {
+		if f.Action == ActionRedact && f.Start >= 0 && f.Start < f.End {
+			red = append(red, f)
+		}
+	}
+	off := 0
+	for i, p := range parts {
+		var mine []Finding
+		for _, f := range red {
+			if f.Start < off+len(p) && f.End > off {
+				f.Start, f.End = max(f.Start, off)-off, min(f.End, off+len(p))-off
+				mine = append(mine, f)
+			}
+		}
+		if m := redactSpans(p, mine); m != "" {
+			out[i] = m
+		}
+		off += len(p) + len(sep)
+	}
+	return out
+}
 
 // Context is the flat summary of a Result that the gateway puts in the
 // Cedar context under "semantic". Scores are integers in per-mille
@@ -152,6 +189,9 @@ type Engine struct {
 	secrets    *secret.Scanner
 	remotes    []*remote
 	now        func() time.Time
+	// faults make built-in detectors fail, for tests of the fail modes
+	// (export_test.go); nil in production.
+	faults map[Detector]func() error
 }
 
 // New builds an Engine. It loads the classifier weights and compiles the
@@ -355,12 +395,21 @@ func (s *screening) run(d Detector, f func()) {
 	if s.e.disable[d] {
 		return
 	}
+	fail := func(err any) {
+		s.e.log.Error("semantic detector failed", "detector", string(d), "surface", string(s.in.Surface), "tool", s.in.Tool, "err", fmt.Sprint(err))
+		s.findings = append(s.findings, failure(string(d), s.e.failModes[d]))
+	}
 	defer func() {
 		if r := recover(); r != nil {
-			s.e.log.Error("semantic detector failed", "detector", string(d), "surface", string(s.in.Surface), "tool", s.in.Tool, "err", fmt.Sprint(r))
-			s.findings = append(s.findings, failure(string(d), s.e.failModes[d]))
+			fail(r)
 		}
 	}()
+	if fault := s.e.faults[d]; fault != nil {
+		if err := fault(); err != nil {
+			fail(err)
+			return
+		}
+	}
 	f()
 }
 
@@ -452,12 +501,17 @@ func (s *screening) decide() Result {
 		res.RedactedText = redactSpans(in.Text, redact)
 		v.Obligations = append(v.Obligations, verdict.Obligation{Kind: verdict.ObligationRedact, Detail: ruleList(redact)})
 	}
-	if e.datamark && in.Surface.Untrusted() {
+	if e.datamark && in.Surface.Datamarked() {
 		text := in.Text
 		if res.RedactedText != "" {
 			text = res.RedactedText
 		}
-		sp := Datamark(text)
+		var sp Spotlight
+		if in.SessionID != "" {
+			sp = DatamarkWith(text, e.Marker(in.SessionID))
+		} else {
+			sp = Datamark(text)
+		}
 		res.Spotlight = &sp
 		v.Obligations = append(v.Obligations, verdict.Obligation{Kind: verdict.ObligationDatamark, Detail: sp.Marker})
 	}

@@ -341,10 +341,119 @@ func TestDatamark(t *testing.T) {
 	if r := screen(t, newEngine(t, semantic.Config{}), semantic.Input{Surface: semantic.SurfaceToolOutput, Text: "hello there"}); r.Spotlight != nil {
 		t.Error("datamarked while off")
 	}
+	// Prompt templates are instructions: not marked.
+	if r := screen(t, e, semantic.Input{Surface: semantic.SurfacePromptResult, Text: "hello there"}); r.Spotlight != nil {
+		t.Error("prompt result datamarked")
+	}
 	// An author cannot pre-mark text.
 	sp := semantic.DatamarkWith("a^b c", "^")
 	if sp.Text != "ab^c" {
 		t.Errorf("DatamarkWith = %q", sp.Text)
+	}
+	if sp.Preamble != semantic.Preamble("^") {
+		t.Errorf("preamble %q", sp.Preamble)
+	}
+}
+
+// TestSessionMarker: a session's results are marked with the marker its
+// instructions can name, the same on every replica (same key), and
+// sessions differ.
+func TestSessionMarker(t *testing.T) {
+	cfg := semantic.Config{Datamark: true, CanaryKey: []byte("replica key")}
+	a, b := newEngine(t, cfg), newEngine(t, cfg)
+	m := a.Marker("session-1")
+	if m != b.Marker("session-1") {
+		t.Error("replicas disagree on the session's marker")
+	}
+	for i := 0; i < 3; i++ {
+		res := screen(t, a, semantic.Input{Surface: semantic.SurfaceDocument, Text: "two words", SessionID: "session-1"})
+		if res.Spotlight == nil || res.Spotlight.Marker != m || res.Spotlight.Text != "two"+m+"words" {
+			t.Fatalf("spotlight %+v, want marker %q", res.Spotlight, m)
+		}
+		if !slices.Contains(res.Verdict.Obligations, verdict.Obligation{Kind: verdict.ObligationDatamark, Detail: m}) {
+			t.Errorf("obligations %v lack datamark %q", res.Verdict.Obligations, m)
+		}
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 20; i++ {
+		seen[a.Marker(fmt.Sprint("session-", i))] = true
+	}
+	if len(seen) < 5 {
+		t.Errorf("20 sessions share %d markers", len(seen))
+	}
+	if other := newEngine(t, semantic.Config{CanaryKey: []byte("other key")}); other.Marker("session-1") == m && other.Marker("session-2") == a.Marker("session-2") && other.Marker("session-3") == a.Marker("session-3") {
+		t.Error("the marker does not depend on the key")
+	}
+}
+
+// TestRedactParts: a text screened as several joined strings is masked
+// string by string, even where a span crosses a separator.
+func TestRedactParts(t *testing.T) {
+	e := newEngine(t, semantic.Config{})
+	parts := []string{"card 4111 1111 1111 1111", "nothing here", "token " + githubToken + " end", ""}
+	res := screen(t, e, semantic.Input{Surface: semantic.SurfaceToolOutput, Text: strings.Join(parts, "\n")})
+	got := res.RedactParts(parts, "\n")
+	want := []string{"card [REDACTED:card]", "nothing here", "token [REDACTED:github-pat] end", ""}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("RedactParts (-want +got):\n%s", diff)
+	}
+	if parts[0] != "card 4111 1111 1111 1111" {
+		t.Error("RedactParts changed its argument")
+	}
+	// A span across the separator: masked on both sides.
+	res = semantic.Result{RedactedText: "x", Findings: []semantic.Finding{{Kind: "pii", Rule: "card", Start: 3, End: 8, Action: semantic.ActionRedact}}}
+	if diff := cmp.Diff([]string{"abc[REDACTED:card]", "[REDACTED:card]hi"}, res.RedactParts([]string{"abcde", "fghi"}, "\n")); diff != "" {
+		t.Errorf("crossing span (-want +got):\n%s", diff)
+	}
+}
+
+// TestDetectorFailModes makes each built-in detector fail, by panicking
+// and by returning an error, under each fail mode.
+func TestDetectorFailModes(t *testing.T) {
+	text := "Quarterly numbers attached; staging token " + githubToken + "."
+	for _, d := range semantic.Detectors {
+		for _, how := range []string{"panic", "error"} {
+			for _, tt := range []struct {
+				mode semantic.FailMode
+				want verdict.Outcome
+			}{{semantic.FailClosed, verdict.Block}, {semantic.FailChallenge, verdict.Challenge}, {semantic.FailOpen, verdict.Allow}, {"", verdict.Block}} {
+				t.Run(fmt.Sprintf("%s/%s/%s", d, how, tt.mode), func(t *testing.T) {
+					e := newEngine(t, semantic.Config{FailModes: map[semantic.Detector]semantic.FailMode{d: tt.mode}})
+					semantic.SetFault(e, d, func() error {
+						if how == "panic" {
+							panic("detector bug")
+						}
+						return errors.New("detector unavailable")
+					})
+					// tool_input: every detector runs there (canaries and
+					// exfiltration look at outputs only). A secret leaving in
+					// a call is challenged when the secrets detector works.
+					res := screen(t, e, semantic.Input{Surface: semantic.SurfaceToolInput, Text: text, SessionID: "s"})
+					want := tt.want
+					if d != semantic.DetectSecrets && want == verdict.Allow {
+						want = verdict.Challenge // the secret, found by the working detector
+					}
+					if res.Verdict.Outcome != want {
+						t.Errorf("outcome %v, want %v (%v)", res.Verdict.Outcome, want, res.Verdict.Reasons)
+					}
+					if diff := cmp.Diff([]string{string(d)}, res.Context.Failed); diff != "" {
+						t.Errorf("failed (-want +got):\n%s", diff)
+					}
+					var failed *semantic.Finding
+					for i, f := range res.Findings {
+						if f.Kind == "detector_error" {
+							failed = &res.Findings[i]
+						}
+					}
+					if failed == nil || failed.Detector != string(d) {
+						t.Fatalf("no detector_error finding for %s: %+v", d, res.Findings)
+					}
+					if tt.mode != semantic.FailOpen && !slices.ContainsFunc(res.Verdict.Reasons, func(r verdict.Reason) bool { return r.Code == "semantic.detector_error" }) {
+						t.Errorf("reasons %v do not name the failure", res.Verdict.Reasons)
+					}
+				})
+			}
+		}
 	}
 }
 
