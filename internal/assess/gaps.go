@@ -110,7 +110,9 @@ var checks = []Check{
 	{ID: "gateway.token_lifetime", Title: "gateway tokens are short-lived", Key: "identity.max_token_ttl", run: checkTokenTTL},
 	{ID: "gateway.anonymous", Title: "no unauthenticated access", Key: "identity.anonymous_agent", run: checkAnonymous},
 	{ID: "gateway.audience_binding", Title: "tokens are bound to this gateway's audience", Key: "identity.audience", run: checkAudience},
-	{ID: "gateway.trust_sources", Title: "the gateway verifies agents' workload identities itself", Key: "identity.trust (planned)", Planned: true, run: checkTrustSources},
+	{ID: "gateway.trust_sources", Title: "the gateway verifies each agent's workload identity itself", Key: "agents[].credentials", run: checkTrustSources},
+	{ID: "gateway.trust_breadth", Title: "every trust source admits no more than the agents need, for this gateway's audience", Key: "identity.trust_sources", run: checkTrustBreadth},
+	{ID: "gateway.preview_identity", Title: "no agent is admitted on a preview identity when preview is not acceptable", Key: "agents[].credentials", run: checkPreviewIdentity},
 	{ID: "gateway.transport", Title: "agent traffic is encrypted", Key: "tls", run: checkTLS},
 	{ID: "gateway.pinning", Title: "tool definitions are pinned", Key: "pinning.mode", run: checkPinning},
 	{ID: "gateway.kill_switch", Title: "the kill switch stops an agent at once and fails closed", Key: "locks.fail_mode, locks.max_stale", run: checkKillSwitch},
@@ -519,6 +521,14 @@ func checkApprovals(g *Gateway, d *Descriptor) []Finding {
 	return fs
 }
 
+// orList joins "a, b or c".
+func orList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
 func orDefault(s, def string) string {
 	if s == "" {
 		return def
@@ -666,18 +676,200 @@ func checkAudience(g *Gateway, _ *Descriptor) []Finding {
 	return nil
 }
 
+// sourceKinds are the trust-source kinds that verify each descriptor
+// identity type (docs/identity.md, hosting patterns): Entra for Microsoft
+// Entra identities; AWS for IAM principals, or the cluster's issuer for
+// web-identity tokens of a role on EKS; the platform's issuer for other
+// workloads.
+var sourceKinds = map[string][]string{
+	"managed_identity":  {"entra"},
+	"service_principal": {"entra"},
+	"entra_agent_id":    {"entra"},
+	"iam_role":          {"aws", "kubernetes", "oidc"},
+	"iam_user":          {"aws"},
+	"workload":          {"kubernetes", "spiffe", "oidc"},
+}
+
+func (g *Gateway) trustSource(name string) (config.TrustSource, int) {
+	i := slices.IndexFunc(g.Config.Identity.TrustSources, func(ts config.TrustSource) bool { return ts.Name == name })
+	if i < 0 {
+		return config.TrustSource{}, -1
+	}
+	return g.Config.Identity.TrustSources[i], i
+}
+
+// credentialFits says whether a federated credential can authenticate an
+// identity of one of kinds: its source has such a kind and trusts the
+// credential's tenant. config.Load has checked that the source exists.
+func (g *Gateway) credentialFits(c config.Credential, kinds []string) (bool, string) {
+	ts, _ := g.trustSource(c.Source)
+	switch {
+	case !slices.Contains(kinds, ts.Kind):
+		return false, fmt.Sprintf("source %s is of kind %s", ts.Name, ts.Kind)
+	case ts.Kind == "entra" && !slices.Contains(ts.Tenants, c.Tenant):
+		return false, fmt.Sprintf("source %s does not trust tenant %s, so the credential can never match", ts.Name, c.Tenant)
+	case ts.Kind == "aws" && len(ts.Accounts) > 0 && !slices.Contains(ts.Accounts, c.Tenant):
+		return false, fmt.Sprintf("source %s does not trust account %s, so the credential can never match", ts.Name, c.Tenant)
+	}
+	return true, ""
+}
+
+// checkTrustSources: each described agent authenticates with its own
+// workload identity, verified by a trust source of the matching kind,
+// rather than with a gateway-minted token.
 func checkTrustSources(g *Gateway, d *Descriptor) []Finding {
 	var fs []Finding
 	for _, a := range d.Agents {
-		if a.Identity.Type == "api_key" {
+		i := g.agentIndex(a.ID)
+		kinds, ok := sourceKinds[a.Identity.Type]
+		if i < 0 || !ok {
+			continue // unregistered (checkOwners), or an API key: no workload identity to verify (question 1)
+		}
+		key := fmt.Sprintf("agents[%d].credentials", i)
+		creds := g.Config.Agents[i].Credentials
+		if len(creds) == 0 {
+			msg := fmt.Sprintf("the agent has no federated credential: the gateway cannot verify its %s itself, so it can only present a gateway-minted token", a.Identity.Type)
+			if len(g.Config.Identity.TrustSources) == 0 {
+				msg += " (identity.trust_sources is empty)"
+			}
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID, Message: msg, Location: g.at(key),
+				Fix: fmt.Sprintf("add a trust source of kind %s under identity.trust_sources and register the agent's identity under %s (source, tenant for entra and aws, exact subject)", orList(kinds), key)})
 			continue
 		}
-		fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
-			Message:  fmt.Sprintf("the gateway cannot verify the agent's %s itself: the configuration format has no identity trust sources yet, so the agent presents a gateway-minted token", a.Identity.Type),
-			Location: g.at("identity"),
-			Fix:      "mint short-lived tokens per task ('gatehouse token mint --ttl'), never long-lived ones, until identity.trust exists"})
+		var why []string
+		fits := false
+		for _, c := range creds {
+			ok, reason := g.credentialFits(c, kinds)
+			fits = fits || ok
+			if !ok {
+				why = append(why, reason)
+			}
+		}
+		if !fits {
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+				Message:  fmt.Sprintf("none of the agent's credentials verifies its %s: %s", a.Identity.Type, strings.Join(why, "; ")),
+				Location: g.at(key),
+				Fix:      fmt.Sprintf("register the agent's %s through a trust source of kind %s that trusts its tenant or account", a.Identity.Type, orList(kinds))})
+		}
 	}
 	return fs
+}
+
+// checkPreviewIdentity: the gateway admitting an agent through an Entra
+// source on a Microsoft Entra Agent ID identity makes authentication, a
+// core control, rest on a preview capability.
+func checkPreviewIdentity(g *Gateway, d *Descriptor) []Finding {
+	if *d.PreviewAcceptable {
+		return nil // question 5 asks for a GA fallback
+	}
+	var fs []Finding
+	for ai, a := range d.Agents {
+		i := g.agentIndex(a.ID)
+		if i < 0 || a.Identity.Type != "entra_agent_id" {
+			continue
+		}
+		what := knownPreview["entra_agent_id"].name + " identity, which is in preview"
+		srcs := []string{knownPreview["entra_agent_id"].source}
+		if a.Identity.ConditionalAccess == "agent_id" {
+			what = knownPreview["entra_agent_id"].name + " identity under " + knownPreview["entra_agent_id_conditional_access"].name + ", both in preview"
+			srcs = append(srcs, knownPreview["entra_agent_id_conditional_access"].source)
+		}
+		for j, c := range g.Config.Agents[i].Credentials {
+			if ts, _ := g.trustSource(c.Source); ts.Kind != "entra" {
+				continue
+			}
+			fs = append(fs, Finding{Severity: Blocker, Agent: a.ID,
+				Message:  fmt.Sprintf("the gateway admits the agent through Entra trust source %s on its %s, and preview is not acceptable (%s)", c.Source, what, d.Location(fmt.Sprintf("agents[%d].identity.type", ai))),
+				Location: g.at(fmt.Sprintf("agents[%d].credentials[%d]", i, j)),
+				Fix:      "register a GA identity as the agent's credential (a service principal with workload identity federation, or a managed identity) and keep Agent ID additive",
+				Sources:  srcs})
+		}
+	}
+	return fs
+}
+
+// checkTrustBreadth judges each trust source on its own: who it admits
+// and for which audience. config.Load already refuses an oidc, kubernetes
+// or spiffe source without an issuer or trust domain, any non-AWS source
+// without an audience, and an Entra source without tenants; the gateway
+// refuses to start the sources reported as blockers here.
+func checkTrustBreadth(g *Gateway, _ *Descriptor) []Finding {
+	var fs []Finding
+	for k, ts := range g.Config.Identity.TrustSources {
+		key := fmt.Sprintf("identity.trust_sources[%d]", k)
+		add := func(sev Severity, sub, msg, fix string) {
+			fs = append(fs, Finding{Severity: sev, Message: fmt.Sprintf("trust source %s: %s", ts.Name, msg), Location: g.at(key + sub), Fix: fix})
+		}
+		switch ts.Kind {
+		case "oidc", "kubernetes", "spiffe":
+			exact, prefixes, field := ts.Subjects, ts.SubjectPrefixes, "subjects or subject_prefixes"
+			if ts.Kind == "spiffe" {
+				exact, prefixes, field = ts.IDs, ts.IDPrefixes, "ids or id_prefixes"
+			}
+			if len(exact) == 0 && len(prefixes) == 0 && !ts.Users {
+				who := "issuer " + ts.Issuer
+				if ts.Kind == "spiffe" {
+					who = "trust domain " + ts.TrustDomain
+				}
+				add(Condition, "", fmt.Sprintf("no subject rule: it admits every identity of %s, and only the credentials registered on agents stop another workload there", who),
+					"list the agents' exact subjects, or a prefix that ends at a namespace or path boundary, under "+field)
+			}
+			for j, p := range prefixes {
+				if why := widePrefix(ts.Kind, ts.TrustDomain, p); why != "" {
+					sub := fmt.Sprintf(".subject_prefixes[%d]", j)
+					if ts.Kind == "spiffe" {
+						sub = fmt.Sprintf(".id_prefixes[%d]", j)
+					}
+					add(Condition, sub, fmt.Sprintf("prefix %q %s", p, why), "narrow it to the agents' namespace or path, ending with its separator, or list exact subjects")
+				}
+			}
+		case "entra":
+			for j, t := range ts.Tenants {
+				if t == "common" || t == "organizations" || t == "consumers" {
+					add(Blocker, fmt.Sprintf(".tenants[%d]", j), fmt.Sprintf("%q is a multi-tenant authority, not a tenant id: it would admit tokens from any tenant, and the gateway refuses to start the source", t),
+						"list the tenant ids (GUIDs) whose workloads may authenticate")
+				}
+			}
+		case "aws":
+			if ts.Audience == "" {
+				add(Blocker, "", "no audience: the gateway refuses to start the source, and without a signed audience header a GetCallerIdentity request signed for another relying party could be replayed to it (confused deputy)",
+					"set audience to a value that names this gateway; agents sign it in the X-Gatehouse-Audience header")
+			}
+			if len(ts.Accounts) == 0 {
+				add(Condition, "", "no accounts: it admits IAM roles of every AWS account, and only the credentials registered on agents stop another account's roles",
+					"list the agents' AWS accounts under accounts")
+			}
+			if ts.AllowUsers {
+				add(Condition, ".allow_users", "IAM users may authenticate: their long-lived access keys become agent credentials",
+					"remove allow_users and give each agent an IAM role")
+			}
+		}
+	}
+	return fs
+}
+
+// widePrefix says why a subject (or SPIFFE ID) prefix admits more than
+// the namespace or path it names, or "" when it does not.
+func widePrefix(kind, trustDomain, p string) string {
+	const sa = "system:serviceaccount:"
+	ns, _, closed := strings.Cut(strings.TrimPrefix(p, sa), ":")
+	switch {
+	case p == "":
+		return "matches every subject"
+	case kind == "kubernetes" && strings.HasPrefix(sa, p):
+		return "admits the service accounts of every namespace"
+	case kind == "kubernetes" && (!strings.HasPrefix(p, sa) || ns == ""):
+		return "" // matches no service account
+	case kind == "kubernetes" && !closed:
+		return fmt.Sprintf("does not end at a namespace boundary: it also admits the service accounts of every namespace whose name starts with %q", ns)
+	case kind == "kubernetes":
+		return "" // within one namespace
+	case kind == "spiffe" && p == "spiffe://"+trustDomain+"/":
+		return "admits every workload of the trust domain"
+	case kind == "spiffe" && !strings.HasSuffix(p, "/"):
+		return "does not end at a path boundary (/): it also admits IDs that merely start with it"
+	}
+	return ""
 }
 
 func checkTLS(g *Gateway, _ *Descriptor) []Finding {

@@ -1,6 +1,7 @@
 package assess_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,24 +20,27 @@ func TestGapLocations(t *testing.T) {
 	want := []struct{ check, severity, location, contains string }{
 		{"gateway.anonymous", "blocker", "configs/weak.yaml:5 identity.anonymous_agent", "campaign-runner"},
 		{"gateway.token_lifetime", "condition", "configs/weak.yaml:4 identity.max_token_ttl", "12h"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:20 servers[0].command[1]", "--api-key"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:22 servers[1].url", "api_key"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:31 servers[2].env.FETCH_TOKEN", "FETCH_TOKEN"},
-		{"gateway.long_lived_secret", "condition", "configs/weak.yaml:24 servers[1].header_files", "X-Api-Key"},
-		{"gateway.pinning", "blocker", "configs/weak.yaml:36 pinning.mode", "pinning is off"},
-		{"gateway.least_privilege", "condition", "configs/weak.yaml:11 agents[0].servers", `"web"`},
-		{"gateway.agent_owner", "condition", "configs/weak.yaml:7 agents", "lead-scorer is not registered"},
-		{"gateway.agent_owner", "info", "configs/weak.yaml:15 agents[2]", "forgotten-bot"},
-		{"gateway.agent_hosting", "condition", "configs/weak.yaml:9 agents[0].hosting", `"azure-native"`},
-		{"gateway.tool_labels", "condition", "configs/weak.yaml:27 servers[1].tools.delete_segment.labels", `without "destructive"`},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:31 servers[0].command[1]", "--api-key"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:33 servers[1].url", "api_key"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:42 servers[2].env.FETCH_TOKEN", "FETCH_TOKEN"},
+		{"gateway.long_lived_secret", "condition", "configs/weak.yaml:35 servers[1].header_files", "X-Api-Key"},
+		{"gateway.pinning", "blocker", "configs/weak.yaml:47 pinning.mode", "pinning is off"},
+		{"gateway.least_privilege", "condition", "configs/weak.yaml:20 agents[0].servers", `"web"`},
+		{"gateway.agent_owner", "condition", "configs/weak.yaml:16 agents", "lead-scorer is not registered"},
+		{"gateway.agent_owner", "info", "configs/weak.yaml:26 agents[2]", "forgotten-bot"},
+		{"gateway.agent_hosting", "condition", "configs/weak.yaml:18 agents[0].hosting", `"azure-native"`},
+		{"gateway.tool_labels", "condition", "configs/weak.yaml:38 servers[1].tools.delete_segment.labels", `without "destructive"`},
 		{"gateway.approval_policy", "blocker", "descriptors/unobservable.yaml:20 agents[0].actions[1]", "destructive-change challenge tools labelled"},
 		{"gateway.rate_limits", "condition", "configs/weak.yaml:2 limits", "no rate limit"},
-		{"gateway.kill_switch", "blocker", "configs/weak.yaml:38 locks.fail_mode", "fails open"},
-		{"gateway.kill_switch", "condition", "configs/weak.yaml:39 locks.max_stale", "2m0s"},
-		{"gateway.audit_export", "blocker", "configs/weak.yaml:41 audit", "not exported"},
-		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:41 audit.checkpoint_webhook", "query parameter token"},
+		{"gateway.kill_switch", "blocker", "configs/weak.yaml:49 locks.fail_mode", "fails open"},
+		{"gateway.kill_switch", "condition", "configs/weak.yaml:50 locks.max_stale", "2m0s"},
+		{"gateway.audit_export", "blocker", "configs/weak.yaml:52 audit", "not exported"},
+		{"gateway.embedded_secret", "blocker", "configs/weak.yaml:52 audit.checkpoint_webhook", "query parameter token"},
 		{"gateway.traces", "condition", "configs/weak.yaml:2 telemetry", "tracing is off"},
-		{"gateway.agent_expiry", "blocker", "configs/weak.yaml:10 agents[0].expires", "lapsed at 2026-06-30T00:00:00Z"},
+		{"gateway.trust_breadth", "blocker", "configs/weak.yaml:7 identity.trust_sources[0]", "confused deputy"},
+		{"gateway.trust_breadth", "condition", "configs/weak.yaml:10 identity.trust_sources[0].allow_users", "long-lived access keys"},
+		{"gateway.trust_breadth", "condition", "configs/weak.yaml:11 identity.trust_sources[1]", "every identity of issuer https://k8s.example.com"},
+		{"gateway.agent_expiry", "blocker", "configs/weak.yaml:19 agents[0].expires", "lapsed at 2026-06-30T00:00:00Z"},
 	}
 	for _, w := range want {
 		found := slices.ContainsFunc(r.Gaps, func(f assess.Finding) bool {
@@ -390,6 +394,155 @@ func TestAgentExpiry(t *testing.T) {
 				if f.NotConfigured || f.Key != "agents[].expires" || !strings.Contains(f.Location, "agents[0].expires") {
 					t.Errorf("finding %+v: want key agents[].expires, located at agents[0].expires, configured", f)
 				}
+			}
+		})
+	}
+}
+
+// oneAgent is a descriptor with one agent "a" of the given identity
+// (YAML flow mapping) that calls s__read.
+func oneAgent(t *testing.T, identity string, previewOK bool) *assess.Descriptor {
+	t.Helper()
+	platform := "azure"
+	switch {
+	case strings.Contains(identity, "iam_"):
+		platform = "aws"
+	case strings.Contains(identity, "workload"):
+		platform = "external"
+	}
+	return inlineDescriptor(t, fmt.Sprintf(`version: 1
+deployment: d
+preview_acceptable: %v
+agents:
+  - {id: a, owner: o@example.com, expires: 2027-01-31, hosting: {platform: %s}, identity: %s, actions: [{tool: s__read}], autonomy: assistive}
+`, previewOK, platform, identity))
+}
+
+const (
+	managedIdentity = "{type: managed_identity, assignment: user_assigned, credential: managed}"
+	iamRole         = "{type: iam_role, credential: temporary}"
+	k8sWorkload     = "{type: workload, credential: federated}"
+	agentID         = "{type: entra_agent_id, credential: federated}"
+	tenant          = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+)
+
+// trustConfig is a configuration with the given trust sources and agent
+// "a" registered with the given credentials (YAML flow sequences).
+func trustConfig(sources, creds string) string {
+	return `identity:
+  trust_sources: ` + sources + `
+agents:
+  - {id: a, owner: o@example.com, expires: 2027-01-31, servers: [s], credentials: ` + creds + `}
+servers:
+  - {id: s, url: https://s.example.com/mcp}
+`
+}
+
+const (
+	entraSource = `{name: contoso, kind: entra, tenants: [` + tenant + `], audience: api://gatehouse}`
+	awsSource   = `{name: aws-prod, kind: aws, audience: gatehouse, endpoints: [https://sts.amazonaws.com], accounts: ["111122223333"]}`
+	k8sSource   = `{name: eks, kind: kubernetes, issuer: https://oidc.eks.example.com, audience: gatehouse, subject_prefixes: ["system:serviceaccount:agents:"]}`
+)
+
+func TestTrustSources(t *testing.T) {
+	tests := []struct {
+		name, identity, sources, creds string
+		want                           string // "" none; else a substring of the one condition
+	}{
+		{"no trust sources", managedIdentity, "[]", "[]", "(identity.trust_sources is empty)"},
+		{"no credential", managedIdentity, "[" + entraSource + "]", "[]", "no federated credential: the gateway cannot verify its managed_identity"},
+		{"managed identity through entra", managedIdentity, "[" + entraSource + "]", "[{source: contoso, tenant: " + tenant + ", subject: b5f1c0f6-6a3c-4bb3-8f5e-6c1d1e3f2a10}]", ""},
+		{"managed identity through kubernetes", managedIdentity, "[" + k8sSource + "]", "[{source: eks, subject: system:serviceaccount:agents:a}]", "source eks is of kind kubernetes"},
+		{"tenant the source does not trust", managedIdentity, "[" + entraSource + "]", "[{source: contoso, tenant: 00000000-0000-0000-0000-000000000001, subject: x}]", "does not trust tenant 00000000-0000-0000-0000-000000000001"},
+		{"role through aws", iamRole, "[" + awsSource + "]", `[{source: aws-prod, tenant: "111122223333", subject: "arn:aws:iam::111122223333:role/a"}]`, ""},
+		{"account the source does not trust", iamRole, "[" + awsSource + "]", `[{source: aws-prod, tenant: "444455556666", subject: "arn:aws:iam::444455556666:role/a"}]`, "does not trust account 444455556666"},
+		{"role through the EKS issuer", iamRole, "[" + k8sSource + "]", "[{source: eks, subject: system:serviceaccount:agents:a}]", ""},
+		{"one credential fits", k8sWorkload, "[" + entraSource + ", " + k8sSource + "]", "[{source: contoso, tenant: " + tenant + ", subject: x}, {source: eks, subject: system:serviceaccount:agents:a}]", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := assess.Assess(oneAgent(t, tt.identity, false), inlineGateway(t, trustConfig(tt.sources, tt.creds)))
+			fs := gapsOf(r, "gateway.trust_sources")
+			switch {
+			case tt.want == "" && len(fs) > 0:
+				t.Errorf("unexpected findings:\n%s", dump(fs))
+			case tt.want != "" && (len(fs) != 1 || fs[0].Severity != assess.Condition || !strings.Contains(fs[0].Message, tt.want) || fs[0].NotConfigured):
+				t.Errorf("want one configured condition mentioning %q, got:\n%s", tt.want, dump(fs))
+			}
+		})
+	}
+}
+
+func TestTrustBreadth(t *testing.T) {
+	tests := []struct {
+		name, source string
+		want         []string // "severity location-suffix message-substring"
+	}{
+		{"narrow kubernetes", k8sSource, nil},
+		{"kubernetes without a subject rule", `{name: k, kind: kubernetes, issuer: https://k8s.example.com, audience: gatehouse}`,
+			[]string{"condition identity.trust_sources[0] admits every identity of issuer https://k8s.example.com"}},
+		{"kubernetes prefix without its colon", `{name: k, kind: kubernetes, issuer: https://k8s.example.com, audience: gatehouse, subject_prefixes: ["system:serviceaccount:agents"]}`,
+			[]string{`condition identity.trust_sources[0].subject_prefixes[0] every namespace whose name starts with "agents"`}},
+		{"kubernetes prefix over all namespaces", `{name: k, kind: kubernetes, issuer: https://k8s.example.com, audience: gatehouse, subject_prefixes: ["system:serviceaccount:"]}`,
+			[]string{"condition identity.trust_sources[0].subject_prefixes[0] every namespace"}},
+		{"kubernetes prefix that matches nothing", `{name: k, kind: kubernetes, issuer: https://k8s.example.com, audience: gatehouse, subject_prefixes: ["repo:acme/"]}`, nil},
+		{"oidc with an empty prefix", `{name: o, kind: oidc, issuer: https://idp.example.com, audience: gatehouse, subject_prefixes: [""]}`,
+			[]string{"condition identity.trust_sources[0].subject_prefixes[0] matches every subject"}},
+		{"oidc with exact subjects", `{name: o, kind: oidc, issuer: https://token.actions.githubusercontent.com, audience: gatehouse, subjects: ["repo:acme/agents:environment:prod"]}`, nil},
+		{"users' identity provider", `{name: corp, kind: oidc, issuer: https://login.example.com, audience: gatehouse, users: true}`, nil},
+		{"spiffe over the trust domain", `{name: sp, kind: spiffe, trust_domain: example.org, audience: gatehouse, workload_api: "unix:///run/spire.sock", id_prefixes: ["spiffe://example.org/"]}`,
+			[]string{"condition identity.trust_sources[0].id_prefixes[0] every workload of the trust domain"}},
+		{"spiffe prefix without its slash", `{name: sp, kind: spiffe, trust_domain: example.org, audience: gatehouse, workload_api: "unix:///run/spire.sock", id_prefixes: ["spiffe://example.org/agents"]}`,
+			[]string{"condition identity.trust_sources[0].id_prefixes[0] path boundary"}},
+		{"spiffe without ids", `{name: sp, kind: spiffe, trust_domain: example.org, audience: gatehouse, workload_api: "unix:///run/spire.sock"}`,
+			[]string{"condition identity.trust_sources[0] every identity of trust domain example.org"}},
+		{"entra multi-tenant authority", `{name: e, kind: entra, tenants: [organizations], audience: api://gatehouse}`,
+			[]string{"blocker identity.trust_sources[0].tenants[0] multi-tenant authority"}},
+		{"narrow aws", awsSource, nil},
+		{"aws without audience, accounts; users allowed", `{name: a, kind: aws, endpoints: [https://sts.amazonaws.com], allow_users: true}`,
+			[]string{"blocker identity.trust_sources[0] confused deputy", "condition identity.trust_sources[0] every AWS account", "condition identity.trust_sources[0].allow_users long-lived access keys"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := assess.Assess(oneAgent(t, managedIdentity, false), inlineGateway(t, trustConfig("["+tt.source+"]", "[]")))
+			fs := gapsOf(r, "gateway.trust_breadth")
+			if len(fs) != len(tt.want) {
+				t.Errorf("got %d findings, want %d:\n%s", len(fs), len(tt.want), dump(fs))
+			}
+			for _, w := range tt.want {
+				sev, rest, _ := strings.Cut(w, " ")
+				loc, words, _ := strings.Cut(rest, " ")
+				if !slices.ContainsFunc(fs, func(f assess.Finding) bool {
+					return string(f.Severity) == sev && strings.HasSuffix(f.Location, " "+loc) && strings.Contains(f.Message, words) && f.Agent == "" && !f.NotConfigured
+				}) {
+					t.Errorf("no %s at %s mentioning %q:\n%s", sev, loc, words, dump(fs))
+				}
+			}
+		})
+	}
+}
+
+func TestPreviewIdentity(t *testing.T) {
+	cfg := trustConfig("["+entraSource+", "+k8sSource+"]", "[{source: eks, subject: system:serviceaccount:agents:a}, {source: contoso, tenant: "+tenant+", subject: x}]")
+	tests := []struct {
+		name      string
+		identity  string
+		previewOK bool
+		want      string
+	}{
+		{"Agent ID, preview not acceptable", agentID, false, "on its Microsoft Entra Agent ID identity, which is in preview, and preview is not acceptable"},
+		{"Agent ID under its Conditional Access", "{type: entra_agent_id, credential: federated, conditional_access: agent_id}", false, "under Conditional Access for Agent ID, both in preview"},
+		{"Agent ID, preview acceptable", agentID, true, ""},
+		{"service principal", "{type: service_principal, credential: federated}", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := gapsOf(assess.Assess(oneAgent(t, tt.identity, tt.previewOK), inlineGateway(t, cfg)), "gateway.preview_identity")
+			switch {
+			case tt.want == "" && len(fs) > 0:
+				t.Errorf("unexpected findings:\n%s", dump(fs))
+			case tt.want != "" && (len(fs) != 1 || fs[0].Severity != assess.Blocker || !strings.Contains(fs[0].Message, tt.want) || !strings.HasSuffix(fs[0].Location, "agents[0].credentials[1]") || len(fs[0].Sources) == 0):
+				t.Errorf("want one cited blocker at the Entra credential mentioning %q, got:\n%s", tt.want, dump(fs))
 			}
 		})
 	}
