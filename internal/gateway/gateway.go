@@ -172,6 +172,13 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 	if g.semantic != nil {
 		pc.Screener = screener{e: g.semantic}
 	}
+	if cfg.Policy.Dir != "" {
+		// Information-flow labels matter to policy: with policies they are
+		// kept per task and token, beyond the session (pipeline.FlowKey).
+		if pc.Flow, err = store.NewFlow(ctx, g.db, opts.Now); err != nil {
+			return err
+		}
+	}
 	if g.pipeline, err = pipeline.New(pc); err != nil {
 		return err
 	}

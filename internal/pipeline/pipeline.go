@@ -14,6 +14,13 @@
 // Admit returns, so a request is forwarded only after it is on record. The
 // outcome is a second record linked by the correlation id.
 //
+// Information flow: a request's SessionLabels are its session's labels
+// (kept by the transport) joined with the labels kept durably for its task,
+// or its token, in a FlowStore (see FlowKey), so that a fresh session or a
+// stateless endpoint does not start clean. Labels an output raises are
+// durable before the agent sees the output; when they cannot be read or
+// written the request is refused, or the output withheld.
+//
 // The stage interfaces are declared here, by their consumer; the composition
 // root (internal/gateway) supplies the implementations.
 package pipeline
@@ -222,6 +229,53 @@ type Recorder interface {
 	Enqueue(rec *Record)
 }
 
+// FlowStore keeps information-flow labels beyond one MCP session, by the
+// key FlowKey derives from a request. Implementations must be safe for
+// concurrent use, also across replicas sharing the store: Labels returns
+// every label raised under key (by any replica) whose time has not passed,
+// and Raise is durable on return and never shortens a label's time. An
+// error means the labels are unknown; the pipeline then refuses.
+type FlowStore interface {
+	Labels(ctx context.Context, key string) ([]verdict.Label, error)
+	Raise(ctx context.Context, key string, labels []verdict.Label, until time.Time) error
+}
+
+// DefaultFlowTTL is how long labels raised under a task (or a credential
+// without an expiry) are kept after the last raise.
+const DefaultFlowTTL = 24 * time.Hour
+
+// FlowKey returns the key under which the information-flow labels of r are
+// kept beyond its session, and until when a label raised now is kept:
+//
+//   - a task-scoped caller: "task:" + the task id, for ttl after now — every
+//     session, endpoint and token of the task shares the labels;
+//   - otherwise a token with an id (jti): "token:" + agent + ":" + jti,
+//     until the token expires (plus a minute of clock skew) — a fresh
+//     session opened with the same token does not start clean;
+//   - otherwise, on a stateless endpoint (no session): "principal:" +
+//     agent, method and verified source, for ttl — every stateless request
+//     of that credential shares the labels;
+//   - otherwise (a session whose credential has no id) "": the session's
+//     own labels are all there is.
+func FlowKey(r *Request, now time.Time, ttl time.Duration) (string, time.Time) {
+	c := r.Caller
+	switch {
+	case c == nil:
+		return "", time.Time{}
+	case c.Task != "":
+		return "task:" + c.Task, now.Add(ttl)
+	case c.TokenID != "":
+		until := c.TokenExpiry.Add(time.Minute)
+		if c.TokenExpiry.IsZero() {
+			until = now.Add(ttl)
+		}
+		return "token:" + c.Agent + ":" + c.TokenID, until
+	case r.Session == "":
+		return "principal:" + c.Agent + ":" + c.Method + ":" + c.Source, now.Add(ttl)
+	}
+	return "", time.Time{}
+}
+
 // Tracer times the stages (a span and a measurement per stage). It must be
 // cheap and safe for concurrent use.
 type Tracer interface {
@@ -238,8 +292,14 @@ type Config struct {
 	Recorder Recorder
 	// Screener screens outputs; nil passes them unscreened.
 	Screener Screener
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Flow keeps information-flow labels per task and token (FlowKey);
+	// nil keeps them in sessions only.
+	Flow FlowStore
+	// FlowTTL is how long task labels are kept after the last raise.
+	// Default DefaultFlowTTL.
+	FlowTTL time.Duration
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Pipeline runs the stages.
@@ -257,6 +317,9 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.FlowTTL <= 0 {
+		cfg.FlowTTL = DefaultFlowTTL
 	}
 	return &Pipeline{cfg: cfg}, nil
 }
@@ -319,6 +382,10 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 	if r.Action == ActionCallTool && r.Server != "" && !r.Caller.MayCall(r.Server, r.Target) {
 		return verdict.Deny(verdict.Identity, "token.scope", fmt.Sprintf("the token does not permit %s/%s", r.Server, r.Target))
 	}
+	if err := p.readFlow(ctx, r); err != nil {
+		p.cfg.Logger.Error("reading information-flow labels failed; refusing", "correlation_id", r.ID, "err", err)
+		return verdict.Deny(verdict.Core, "flow.unavailable", "the task's information-flow labels are unavailable; the request was refused")
+	}
 	for _, s := range p.cfg.Stages {
 		sctx, end := ctx, func(error) {}
 		if p.cfg.Tracer != nil && r.Phase == PhaseCall {
@@ -359,6 +426,63 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 	return v
 }
 
+// readFlow joins the labels kept for r's task or token to its session
+// labels. Only requests that name a server are decided by policy, so only
+// they read.
+func (p *Pipeline) readFlow(ctx context.Context, r *Request) error {
+	if p.cfg.Flow == nil || r.Server == "" {
+		return nil
+	}
+	key, _ := FlowKey(r, p.cfg.Now(), p.cfg.FlowTTL)
+	if key == "" {
+		return nil
+	}
+	end := func(error) {}
+	if p.cfg.Tracer != nil && r.Phase == PhaseCall {
+		ctx, end = p.cfg.Tracer.StartStage(ctx, "flow")
+	}
+	ls, err := p.cfg.Flow.Labels(ctx, key)
+	end(err)
+	if err != nil {
+		return err
+	}
+	r.SessionLabels = joinLabels(r.SessionLabels, ls)
+	return nil
+}
+
+// raiseFlow makes the labels an output raises durable under r's task or
+// token: those the screener raised, and, when the output is released, those
+// of the tool's risk labels (as Complete raises them in the session).
+func (p *Pipeline) raiseFlow(ctx context.Context, r *Request, o *Outcome, released bool) error {
+	if p.cfg.Flow == nil {
+		return nil
+	}
+	ls := o.Raise
+	if released && (o.Status == "ok" || o.Status == "tool_error") {
+		ls = joinLabels(ls, SessionLabels(r.Labels))
+	}
+	if len(ls) == 0 {
+		return nil
+	}
+	key, until := FlowKey(r, p.cfg.Now(), p.cfg.FlowTTL)
+	if key == "" {
+		return nil
+	}
+	return p.cfg.Flow.Raise(ctx, key, joinLabels(nil, ls), until)
+}
+
+// joinLabels returns the union of a and b, without duplicates, in order of
+// first appearance.
+func joinLabels(a, b []verdict.Label) []verdict.Label {
+	out := make([]verdict.Label, 0, len(a)+len(b))
+	for _, l := range slices.Concat(a, b) {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // Complete records the outcome of a forwarded request. It does not wait
 // for durability: the intent is already on record.
 func (p *Pipeline) Complete(ctx context.Context, r *Request, o *Outcome) {
@@ -380,21 +504,27 @@ func (p *Pipeline) Visible(ctx context.Context, r *Request) bool {
 	return v.Outcome != verdict.Block
 }
 
-// Screen screens the output of a forwarded request. The verdict decides
-// whether the agent sees it; any error blocks.
+// Screen screens the output of a forwarded request and makes the
+// information-flow labels it raises durable (FlowStore) before the agent
+// sees it. The verdict decides whether the agent sees it; any error blocks.
 func (p *Pipeline) Screen(ctx context.Context, r *Request, o *Outcome) verdict.Verdict {
-	if p.cfg.Screener == nil || len(o.Result) == 0 {
-		return verdict.Verdict{}
+	var v verdict.Verdict
+	if p.cfg.Screener != nil && len(o.Result) > 0 {
+		sctx, end := ctx, func(error) {}
+		if p.cfg.Tracer != nil {
+			sctx, end = p.cfg.Tracer.StartStage(ctx, "screen_output")
+		}
+		var err error
+		v, err = p.cfg.Screener.ScreenOutput(sctx, r, o)
+		end(err)
+		if err != nil {
+			p.cfg.Logger.Error("screening the output failed; withholding it", "correlation_id", r.ID, "err", err)
+			v = verdict.Deny(verdict.Semantic, "semantic.error", "the output could not be screened")
+		}
 	}
-	end := func(error) {}
-	if p.cfg.Tracer != nil {
-		ctx, end = p.cfg.Tracer.StartStage(ctx, "screen_output")
-	}
-	v, err := p.cfg.Screener.ScreenOutput(ctx, r, o)
-	end(err)
-	if err != nil {
-		p.cfg.Logger.Error("screening the output failed; withholding it", "correlation_id", r.ID, "err", err)
-		v = verdict.Deny(verdict.Semantic, "semantic.error", "the output could not be screened")
+	if err := p.raiseFlow(ctx, r, o, v.Outcome == verdict.Allow); err != nil {
+		p.cfg.Logger.Error("recording information-flow labels failed; withholding the output", "correlation_id", r.ID, "err", err)
+		v = v.Combine(verdict.Deny(verdict.Core, "flow.unavailable", "the labels this output raises could not be recorded; it was withheld"))
 	}
 	o.Verdict = o.Verdict.Combine(v)
 	return v

@@ -3,12 +3,15 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/gatehouse/gatehouse/internal/pipeline"
+	"github.com/gatehouse/gatehouse/internal/pipeline/flowtest"
 	"github.com/gatehouse/gatehouse/internal/verdict"
 )
 
@@ -157,4 +160,138 @@ func TestUnauthenticatedIsBlocked(t *testing.T) {
 	if v := p.Admit(context.Background(), &pipeline.Request{Server: "bank"}); v.Outcome != verdict.Block {
 		t.Errorf("no caller: %v", v)
 	}
+}
+
+func TestFlowKey(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	exp := now.Add(5 * time.Minute)
+	tests := []struct {
+		name    string
+		caller  *pipeline.Caller
+		session string
+		key     string
+		until   time.Time
+	}{
+		{"task", &pipeline.Caller{Agent: "a", Task: "t1", TokenID: "j1", TokenExpiry: exp}, "s", "task:t1", now.Add(24 * time.Hour)},
+		{"token in a session", &pipeline.Caller{Agent: "a", TokenID: "j1", TokenExpiry: exp}, "s", "token:a:j1", exp.Add(time.Minute)},
+		{"stateless token", &pipeline.Caller{Agent: "a", TokenID: "j1", TokenExpiry: exp}, "", "token:a:j1", exp.Add(time.Minute)},
+		{"token without expiry", &pipeline.Caller{Agent: "a", TokenID: "j1"}, "", "token:a:j1", now.Add(24 * time.Hour)},
+		{"stateless credential without id", &pipeline.Caller{Agent: "a", Method: "spiffe-x509", Source: "spire:spiffe://td/w"}, "",
+			"principal:a:spiffe-x509:spire:spiffe://td/w", now.Add(24 * time.Hour)},
+		{"session credential without id", &pipeline.Caller{Agent: "a", Method: "spiffe-x509"}, "s", "", time.Time{}},
+		{"no caller", nil, "", "", time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key, until := pipeline.FlowKey(&pipeline.Request{Caller: tt.caller, Session: tt.session}, now, pipeline.DefaultFlowTTL)
+			if key != tt.key || !until.Equal(tt.until) {
+				t.Errorf("FlowKey = %q, %v; want %q, %v", key, until, tt.key, tt.until)
+			}
+		})
+	}
+}
+
+// labelSeen records the session labels the policy stage would see.
+type labelSeen struct {
+	stage
+	seen []verdict.Label
+}
+
+func (s *labelSeen) Check(_ context.Context, r *pipeline.Request) (verdict.Verdict, error) {
+	s.seen = slices.Clone(r.SessionLabels)
+	return verdict.Verdict{}, nil
+}
+
+// TestFlowLabelsOutliveTheSession: labels an output raises are kept for the
+// task, a later request of the task (another session, or none) sees them
+// joined with its own session's, and a store failure refuses the request
+// or withholds the output.
+func TestFlowLabelsOutliveTheSession(t *testing.T) {
+	ctx := context.Background()
+	flow := &flowtest.Memory{}
+	seen := &labelSeen{stage: stage{name: "policy"}}
+	p, err := pipeline.New(pipeline.Config{Stages: []pipeline.Stage{seen}, Recorder: &fakeRecorder{}, Flow: flow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := func(id, session string, labels ...verdict.Label) *pipeline.Request {
+		c := caller()
+		c.Task = id
+		return &pipeline.Request{Caller: c, Server: "bank", Session: session, Labels: labels}
+	}
+
+	// Reading the inbox in session s1 raises both labels for task t1.
+	read := task("t1", "s1", verdict.ReadsPrivate, verdict.UntrustedContent)
+	if v := p.Admit(ctx, read); v.Outcome != verdict.Allow {
+		t.Fatal(v)
+	}
+	o := &pipeline.Outcome{Status: "ok", Result: []byte(`{}`)}
+	if v := p.Screen(ctx, read, o); v.Outcome != verdict.Allow {
+		t.Fatal(v)
+	}
+	p.Complete(ctx, read, o)
+
+	// A stateless request of the same task sees them...
+	if v := p.Admit(ctx, task("t1", "")); v.Outcome != verdict.Allow {
+		t.Fatal(v)
+	}
+	if diff := cmp.Diff([]verdict.Label{verdict.SessionPrivateData, verdict.SessionUntrustedContent}, seen.seen); diff != "" {
+		t.Errorf("same task, no session (-want +got):\n%s", diff)
+	}
+	// ...joined with the session's own labels, without duplicates.
+	r := task("t1", "s2")
+	r.SessionLabels = []verdict.Label{verdict.SessionUntrustedContent, "custom"}
+	p.Admit(ctx, r)
+	if diff := cmp.Diff([]verdict.Label{verdict.SessionUntrustedContent, "custom", verdict.SessionPrivateData}, seen.seen); diff != "" {
+		t.Errorf("same task, another session (-want +got):\n%s", diff)
+	}
+	// Another task is clean.
+	p.Admit(ctx, task("t2", ""))
+	if len(seen.seen) != 0 {
+		t.Errorf("another task sees %v", seen.seen)
+	}
+	// A withheld output raises the screener's labels, not the tool's.
+	wr := task("t3", "", verdict.ReadsPrivate)
+	p2, _ := pipeline.New(pipeline.Config{Recorder: &fakeRecorder{}, Flow: flow,
+		Screener: screenFunc(func(o *pipeline.Outcome) verdict.Verdict {
+			o.Raise = append(o.Raise, verdict.SessionUntrustedContent)
+			return verdict.Deny(verdict.Semantic, "semantic.injection", "")
+		})})
+	p2.Admit(ctx, wr)
+	p2.Screen(ctx, wr, &pipeline.Outcome{Status: "ok", Result: []byte(`{}`)})
+	if got, _ := flow.Labels(ctx, "task:t3"); !cmp.Equal(got, []verdict.Label{verdict.SessionUntrustedContent}) {
+		t.Errorf("withheld output raised %v", got)
+	}
+
+	// Fail closed.
+	flow.SetError(errors.New("store down"))
+	if v := p.Admit(ctx, task("t1", "")); v.Outcome != verdict.Block || v.First().Code != "flow.unavailable" {
+		t.Errorf("unreadable labels: %+v", v)
+	}
+	if p.Visible(ctx, task("t1", "")) {
+		t.Errorf("unreadable labels: the item is listed")
+	}
+	o = &pipeline.Outcome{Status: "ok", Result: []byte(`{}`)}
+	if v := p.Screen(ctx, task("t4", "", verdict.ReadsPrivate), o); v.Outcome != verdict.Block || v.First().Code != "flow.unavailable" {
+		t.Errorf("unrecordable labels: %+v", v)
+	}
+	if o.Verdict.Outcome != verdict.Block {
+		t.Errorf("the outcome does not record the withholding: %+v", o.Verdict)
+	}
+	// Outputs that raise nothing, and requests without a server, do not
+	// touch the store.
+	if v := p.Screen(ctx, task("t4", ""), &pipeline.Outcome{Status: "ok", Result: []byte(`{}`)}); v.Outcome != verdict.Allow {
+		t.Errorf("nothing to raise: %+v", v)
+	}
+	init := task("t1", "")
+	init.Server = ""
+	if v := p.Admit(ctx, init); v.Outcome != verdict.Allow {
+		t.Errorf("request without a server: %+v", v)
+	}
+}
+
+type screenFunc func(o *pipeline.Outcome) verdict.Verdict
+
+func (f screenFunc) ScreenOutput(_ context.Context, _ *pipeline.Request, o *pipeline.Outcome) (verdict.Verdict, error) {
+	return f(o), nil
 }

@@ -1,0 +1,92 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/verdict"
+)
+
+// Flow is the durable store of information-flow labels kept per task and
+// per token (implements pipeline.FlowStore), shared by every replica.
+//
+// One row per (key, label) holds the time until which the label counts.
+// Raising a label again only ever extends that time, so a label once
+// raised holds until the later of its deadlines. Expired rows are ignored
+// by Labels and deleted now and then by Raise.
+type Flow struct {
+	db     *DB
+	now    func() time.Time
+	raises atomic.Int64
+	sweep  int64
+}
+
+var flowMigrations = []string{`
+CREATE TABLE IF NOT EXISTS flow_labels (
+	flow_key TEXT NOT NULL,
+	label TEXT NOT NULL,
+	until_ns BIGINT NOT NULL,
+	PRIMARY KEY (flow_key, label)
+);
+CREATE INDEX IF NOT EXISTS flow_labels_until ON flow_labels (until_ns)`}
+
+// NewFlow migrates the schema and returns the store.
+func NewFlow(ctx context.Context, db *DB, now func() time.Time) (*Flow, error) {
+	if err := db.Migrate(ctx, "flow", flowMigrations); err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Flow{db: db, now: now, sweep: 1024}, nil
+}
+
+// Labels implements pipeline.FlowStore.
+func (f *Flow) Labels(ctx context.Context, key string) ([]verdict.Label, error) {
+	rows, err := f.db.QueryContext(ctx, `SELECT label FROM flow_labels WHERE flow_key = $1 AND until_ns > $2 ORDER BY label`,
+		key, f.now().UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("reading information-flow labels: %w", err)
+	}
+	defer rows.Close()
+	var out []verdict.Label
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			return nil, fmt.Errorf("reading information-flow labels: %w", err)
+		}
+		out = append(out, verdict.Label(l))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading information-flow labels: %w", err)
+	}
+	return out, nil
+}
+
+// Raise implements pipeline.FlowStore: every label is written, or none.
+func (f *Flow) Raise(ctx context.Context, key string, labels []verdict.Label, until time.Time) error {
+	if key == "" {
+		return fmt.Errorf("raising information-flow labels: empty key")
+	}
+	tx, err := f.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("raising information-flow labels: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, l := range labels {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO flow_labels (flow_key, label, until_ns) VALUES ($1, $2, $3)
+			ON CONFLICT (flow_key, label) DO UPDATE SET until_ns = excluded.until_ns WHERE flow_labels.until_ns < excluded.until_ns`,
+			key, string(l), until.UnixNano()); err != nil {
+			return fmt.Errorf("raising information-flow label %s: %w", l, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("raising information-flow labels: %w", err)
+	}
+	if f.raises.Add(1)%f.sweep == 0 {
+		_, _ = f.db.ExecContext(ctx, `DELETE FROM flow_labels WHERE until_ns <= $1`, f.now().UnixNano())
+	}
+	return nil
+}
