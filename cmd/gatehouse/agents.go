@@ -29,6 +29,7 @@ const agentsUsage = `usage: gatehouse agents <list|show|add|suspend|resume|retir
       --server S (repeat)    servers it may use
       --tool S/T (repeat)    baseline tools (default: all tools of its servers)
       --tenant T (repeat)    allowed Entra tenants / AWS accounts
+      --group G (repeat)     the agent's groups (policy: principal in Gatehouse::Group::"G")
       --credential source=NAME,subject=SUB[,tenant=T] (repeat)
       --expires 2027-01-01T00:00:00Z or a duration such as 2160h
   suspend ID --reason R      refuse the agent at once (its tokens become useless)
@@ -66,10 +67,11 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	file := fs.String("file", "", "agent definition as JSON (add)")
 	days := fs.Int("days", 30, "review window in days (review)")
 	format := fs.String("format", "markdown", "review output: markdown or json (review)")
-	var servers, tools, tenants, creds repeated
+	var servers, tools, tenants, groups, creds repeated
 	fs.Var(&servers, "server", "server the agent may use (add; repeat)")
 	fs.Var(&tools, "tool", "baseline tool server/tool (add; repeat)")
 	fs.Var(&tenants, "tenant", "allowed Entra tenant or AWS account (add; repeat)")
+	fs.Var(&groups, "group", "group of the agent, for policy (add; repeat)")
 	fs.Var(&creds, "credential", "federated credential source=NAME,subject=SUB[,tenant=T] (add; repeat)")
 	// Flags may come before or after the positional ID.
 	if err := fs.Parse(args[1:]); err != nil {
@@ -170,6 +172,7 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		a.Servers = append(a.Servers, servers...)
 		a.Tools = append(a.Tools, tools...)
 		a.Tenants = append(a.Tenants, tenants...)
+		a.Groups = append(a.Groups, groups...)
 		for _, s := range creds {
 			fc, err := parseCredential(s)
 			if err != nil {

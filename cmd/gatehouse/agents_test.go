@@ -143,13 +143,15 @@ func TestAgentsCLI(t *testing.T) {
 	}
 	out, _, err = run("add", "--id", "ops-bot", "--owner", "bob@example.com", "--hosting", "aws-native", "--server", "bank",
 		"--tool", "bank/balance", "--tenant", "123456789012", "--credential", "source=aws-prod,tenant=123456789012,subject=arn:aws:iam::123456789012:role/ops-bot",
-		"--expires", "2160h", "--reason", "ticket 12")
+		"--group", "finance", "--group", "on-call", "--expires", "2160h", "--reason", "ticket 12")
 	if err != nil || out != "added ops-bot (active)\n" {
 		t.Fatalf("add: %q %v", out, err)
 	}
 	body := f.bodies[len(f.bodies)-1]
 	creds, _ := body["credentials"].([]any)
-	if body["by"] != "ops@example.com" || body["reason"] != "ticket 12" || len(creds) != 1 || body["expires"] == nil || body["hosting"] != "aws-native" {
+	groups, _ := body["groups"].([]any)
+	if body["by"] != "ops@example.com" || body["reason"] != "ticket 12" || len(creds) != 1 || body["expires"] == nil || body["hosting"] != "aws-native" ||
+		len(groups) != 2 || groups[0] != "finance" || groups[1] != "on-call" {
 		t.Errorf("add sent %v", body)
 	}
 	// Flags after the ID work too.
@@ -179,6 +181,7 @@ func TestAgentsCLI(t *testing.T) {
 		{"add", "--id", "Bad ID"},  // invalid id
 		{"add", "--id", "x", "--credential", "subject=s"}, // no source
 		{"add", "--id", "x", "--expires", "soon"},
+		{"add", "--id", "x", "--group", "a", "--group", "a"}, // group twice
 		{"frobnicate"},
 	} {
 		if _, _, err := run(args...); !errors.Is(err, errUsage) {

@@ -202,19 +202,21 @@ type agentMeta struct {
 	Groups  []string
 }
 
-func (g *Gateway) agentInfo(id string) agentMeta {
-	for _, a := range g.cfg.Agents {
-		if a.ID == id {
-			return agentMeta{Hosting: a.Hosting, Groups: a.Groups}
-		}
+// agentInfo reads the agent's hosting pattern and groups from the registry
+// (agents of the configuration file are in it too, seeded at start). An
+// error means the policy cannot decide.
+func (g *Gateway) agentInfo(ctx context.Context, id string) (agentMeta, error) {
+	a, err := g.agents.Agent(ctx, id)
+	if err != nil {
+		return agentMeta{}, fmt.Errorf("reading agent %s from the registry: %w", id, err)
 	}
-	return agentMeta{}
+	return agentMeta{Hosting: a.Hosting, Groups: a.Groups}, nil
 }
 
 // policyStage is the Cedar authorization stage.
 type policyStage struct {
 	e      *policy.Engine
-	agents func(id string) agentMeta
+	agents func(ctx context.Context, id string) (agentMeta, error)
 	now    func() time.Time
 }
 
@@ -234,7 +236,7 @@ var (
 
 // Check implements pipeline.Stage. Requests that name no target (lists as
 // a whole, initialize, ping) are not policy decisions: their items are.
-func (s *policyStage) Check(_ context.Context, r *pipeline.Request) (verdict.Verdict, error) {
+func (s *policyStage) Check(ctx context.Context, r *pipeline.Request) (verdict.Verdict, error) {
 	var act policy.Action
 	var ok bool
 	if r.Phase == pipeline.PhaseList {
@@ -245,7 +247,10 @@ func (s *policyStage) Check(_ context.Context, r *pipeline.Request) (verdict.Ver
 	if !ok || r.Server == "" {
 		return verdict.Verdict{}, nil
 	}
-	a := s.agents(r.Caller.Agent)
+	a, err := s.agents(ctx, r.Caller.Agent)
+	if err != nil {
+		return verdict.Verdict{}, err
+	}
 	req := policy.Request{Action: act, Agent: policy.Agent{ID: r.Caller.Agent, Owner: r.Caller.Owner, Hosting: a.Hosting, Groups: a.Groups},
 		Server: r.Server, Labels: r.Labels, SessionLabels: r.SessionLabels, Now: s.now()}
 	if r.Caller.User != "" {

@@ -124,7 +124,7 @@ func (g *Gateway) openIdentity(ctx context.Context) error {
 // configAgent converts a configuration agent for the registry.
 func configAgent(a config.Agent) (*identity.Agent, error) {
 	ia := &identity.Agent{ID: a.ID, Name: a.Name, Owner: a.Owner, Servers: a.Servers, Enabled: !a.Disabled, Hosting: a.Hosting,
-		Tools: a.Tools, Tenants: a.Tenants, Status: identity.StatusActive}
+		Groups: a.Groups, Tools: a.Tools, Tenants: a.Tenants, Status: identity.StatusActive}
 	if a.Disabled {
 		ia.Status = identity.StatusSuspended
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // AgentStore is the durable, managed agent registry. Implementations must
@@ -89,6 +90,16 @@ func ValidateAgent(a *Agent) error {
 			return fmt.Errorf("agent %s: federated credential %s/%s is listed twice", a.ID, c.Source, c.Subject)
 		}
 		seen[c.Key()] = true
+	}
+	seenGroup := map[string]bool{}
+	for _, g := range a.Groups {
+		if g == "" || len(g) > 128 || strings.ContainsFunc(g, unicode.IsControl) {
+			return fmt.Errorf("agent %s: group %q must be 1 to 128 characters without control characters", a.ID, g)
+		}
+		if seenGroup[g] {
+			return fmt.Errorf("agent %s: group %q is listed twice", a.ID, g)
+		}
+		seenGroup[g] = true
 	}
 	for _, t := range a.Tools {
 		srv, tool, ok := strings.Cut(t, "/")

@@ -238,8 +238,11 @@ type Agent struct {
 
 	// Status is the lifecycle status ("" counts as active when Enabled).
 	Status Status `json:"status,omitempty"`
-	// Hosting is one of the Hosting* patterns (informational).
+	// Hosting is one of the Hosting* patterns (policy: principal.hosting).
 	Hosting string `json:"hosting,omitempty"`
+	// Groups are the agent's groups (policy: principal in
+	// Gatehouse::Group::"G", and principal.groups).
+	Groups []string `json:"groups,omitempty"`
 	// Credentials are the federated credentials allowed to authenticate as
 	// this agent.
 	Credentials []FederatedCredential `json:"credentials,omitempty"`

@@ -51,6 +51,7 @@ func TestAgentsContract(t *testing.T) {
 			cred := identity.FederatedCredential{Source: "contoso", Tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47", Subject: "b5f1c0f6-6a3c-4bb3-8f5e-6c1d1e3f2a10"}
 			a := &identity.Agent{ID: "billing-bot", Name: "Billing bot", Owner: "alice@example.com", Hosting: identity.HostingAzure,
 				Servers: []string{"bank"}, Tools: []string{"bank/balance"}, Credentials: []identity.FederatedCredential{cred},
+				Groups:  []string{"finance", "Payments Team"},
 				Tenants: []string{cred.Tenant}, Expires: time.Now().Add(90 * 24 * time.Hour).UTC().Truncate(time.Second)}
 			got, err := reg.Create(ctx, a, by)
 			if err != nil {
@@ -63,7 +64,7 @@ func TestAgentsContract(t *testing.T) {
 				t.Errorf("audit = %+v", c)
 			}
 			byCred, err := reg.AgentByCredential(ctx, cred.Source, cred.Tenant, cred.Subject)
-			if err != nil || byCred.ID != "billing-bot" || !byCred.Expires.Equal(a.Expires) {
+			if err != nil || byCred.ID != "billing-bot" || !byCred.Expires.Equal(a.Expires) || strings.Join(byCred.Groups, ",") != "finance,Payments Team" {
 				t.Fatalf("by credential: %+v, %v", byCred, err)
 			}
 			if _, err := reg.AgentByCredential(ctx, cred.Source, "other-tenant", cred.Subject); !errors.Is(err, identity.ErrNoAgent) {
@@ -81,6 +82,11 @@ func TestAgentsContract(t *testing.T) {
 			}
 			if _, err := reg.Create(ctx, &identity.Agent{ID: "Bad ID"}, by); !errors.As(err, new(*identity.ValidationError)) {
 				t.Errorf("invalid id: %v", err)
+			}
+			for _, groups := range [][]string{{""}, {"a", "a"}, {"line\nbreak"}} {
+				if _, err := reg.Create(ctx, &identity.Agent{ID: "grouped", Groups: groups}, by); !errors.As(err, new(*identity.ValidationError)) {
+					t.Errorf("groups %q: %v", groups, err)
+				}
 			}
 			if _, err := reg.Create(ctx, &identity.Agent{ID: "anon"}, identity.ChangeInfo{}); err == nil {
 				t.Error("change without an actor accepted")
