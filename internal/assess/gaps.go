@@ -85,12 +85,12 @@ type Check struct {
 	ID string
 	// Title says what the check verifies.
 	Title string
-	// Key is the configuration key that satisfies the control.
+	// Key is the configuration key that satisfies the control. A part of
+	// a control the configuration has no key for (a planned key, or rules
+	// that live in the monitoring system) is reported in findings marked
+	// NotConfigured, never as satisfied.
 	Key string
-	// Planned is true when the configuration format has no such key yet:
-	// the check then reports the control as not configured.
-	Planned bool
-	run     func(g *Gateway, d *Descriptor) []Finding
+	run func(g *Gateway, d *Descriptor) []Finding
 }
 
 // Checks lists the gap checks, in report order.
@@ -103,6 +103,7 @@ var checks = []Check{
 	{ID: "gateway.least_privilege", Title: "each agent may use only the servers its actions need", Key: "agents[].servers", run: checkServers},
 	{ID: "gateway.tool_labels", Title: "every high-risk tool carries its risk label", Key: "servers[].tools.<tool>.labels", run: checkToolLabels},
 	{ID: "gateway.approval_policy", Title: "every high-risk tool has an approval policy", Key: "policy.dir", run: checkApprovals},
+	{ID: "gateway.approvers", Title: "every approval a high-risk tool needs can be granted, by enough eligible humans, once", Key: "governance.approvers, governance.rules", run: checkApprovers},
 	{ID: "gateway.value_limits", Title: "financial tools have value limits", Key: "limits.values", run: checkValueLimits},
 	{ID: "gateway.rate_limits", Title: "autonomous agents are rate limited", Key: "limits.rates", run: checkRateLimits},
 	{ID: "gateway.embedded_secret", Title: "no secret is written inline in the configuration", Key: "servers[].env_files, servers[].header_files", run: checkEmbedded},
@@ -118,7 +119,7 @@ var checks = []Check{
 	{ID: "gateway.kill_switch", Title: "the kill switch stops an agent at once and fails closed", Key: "locks.fail_mode, locks.max_stale", run: checkKillSwitch},
 	{ID: "gateway.audit_export", Title: "the audit log is exported continuously", Key: "audit.export", run: checkAuditExport},
 	{ID: "gateway.traces", Title: "autonomous agents' requests are traced", Key: "telemetry.otlp_endpoint", run: checkTraces},
-	{ID: "gateway.alerts", Title: "blocks, challenges and anomalies raise alerts", Key: "alerts (planned)", Planned: true, run: plannedPerAgent("gateway.alerts", "no alerts are configured: the configuration format has no alerts section yet", "alerts (planned)", "until it exists, alert on the audit export (audit.export) and the gateway's metrics in your monitoring system")},
+	{ID: "gateway.alerts", Title: "challenges and break-glass reach a human at once; blocks and anomalies raise alerts", Key: "governance.notifications", run: checkAlerts},
 }
 
 // check runs every check.
@@ -132,7 +133,6 @@ func (g *Gateway) check(d *Descriptor) []Finding {
 			if f.Key == "" {
 				f.Key = c.Key
 			}
-			f.NotConfigured = f.NotConfigured || c.Planned
 			out = append(out, f)
 		}
 	}
@@ -471,31 +471,9 @@ func checkApprovals(g *Gateway, d *Descriptor) []Finding {
 					Fix:      "set policy.dir to a directory holding a @challenge policy for the tool"})
 				continue
 			}
-			var how []string
-			var unlabelled []string
+			covering, how, unlabelled := g.covering(a.ID, act.Tool, risk)
 			groups := map[string]bool{}
-			for _, p := range g.approvals {
-				ok, why := p.covers(a.ID, act.Tool, risk)
-				if !ok {
-					continue
-				}
-				if why == byLabel {
-					switch has, known := g.labelled(act.Tool, risk); {
-					case known && !has:
-						unlabelled = append(unlabelled, p.ID)
-						continue
-					case known:
-						why = fmt.Sprintf("challenges tools labelled %q, as the configuration labels this one", risk)
-					default:
-						why = fmt.Sprintf("challenges tools labelled %q; the tool's labels come from its MCP annotations", risk)
-						if risk != "destructive" {
-							// Annotations never yield this label.
-							unlabelled = append(unlabelled, p.ID)
-							continue
-						}
-					}
-				}
-				how = append(how, fmt.Sprintf("%s (%s:%d, approver group %s), which %s", p.ID, p.File, p.Line, p.Group, why))
+			for _, p := range covering {
 				groups[p.Group] = true
 			}
 			switch {
@@ -527,6 +505,38 @@ func orList(s []string) string {
 		return strings.Join(s, "")
 	}
 	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// covering returns the approval policies of the policy directory that
+// apply to agent's calls of tool (with risk label risk), how each applies,
+// and the policies that would apply if the gateway gave the tool the
+// label.
+func (g *Gateway) covering(agent, tool, risk string) (ps []ApprovalPolicy, how, unlabelled []string) {
+	for _, p := range g.approvals {
+		ok, why := p.covers(agent, tool, risk)
+		if !ok {
+			continue
+		}
+		if why == byLabel {
+			switch has, known := g.labelled(tool, risk); {
+			case known && !has:
+				unlabelled = append(unlabelled, p.ID)
+				continue
+			case known:
+				why = fmt.Sprintf("challenges tools labelled %q, as the configuration labels this one", risk)
+			default:
+				why = fmt.Sprintf("challenges tools labelled %q; the tool's labels come from its MCP annotations", risk)
+				if risk != "destructive" {
+					// Annotations never yield this label.
+					unlabelled = append(unlabelled, p.ID)
+					continue
+				}
+			}
+		}
+		ps = append(ps, p)
+		how = append(how, fmt.Sprintf("%s (%s:%d, approver group %s), which %s", p.ID, p.File, p.Line, p.Group, why))
+	}
+	return ps, how, unlabelled
 }
 
 func orDefault(s, def string) string {
@@ -898,21 +908,150 @@ func checkPinning(g *Gateway, d *Descriptor) []Finding {
 		Fix:      "set pinning.mode: enforce"}}
 }
 
-// plannedPerAgent reports a control the configuration has no key for:
-// a blocker for agents with broad autonomy (they must be observable and
-// stoppable at once), a condition for the others.
-func plannedPerAgent(check, msg, key, fix string) func(*Gateway, *Descriptor) []Finding {
-	return func(g *Gateway, d *Descriptor) []Finding {
-		var fs []Finding
-		for _, a := range d.Agents {
-			sev := Condition
-			m := msg
-			if a.Autonomy == "autonomous" {
-				sev = Blocker
-				m += "; not ready for broad production autonomy"
-			}
-			fs = append(fs, Finding{Check: check, Severity: sev, Agent: a.ID, Message: m, Location: g.ConfigName, Key: key, Fix: fix})
+// checkApprovers: the approval a challenge policy asks for can actually
+// be granted. Today approvers decide with the admin credential as a name
+// listed under governance.approvers (docs/governance.md); such approvals
+// carry no authentication time or context, so a rule demanding
+// fresh_auth or acr can never be met.
+func checkApprovers(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	gov := g.Config.Governance
+	type seen struct{ agent, group, class string }
+	done := map[seen]bool{}
+	for _, a := range d.Agents {
+		owner := a.Owner
+		if i := g.agentIndex(a.ID); i >= 0 {
+			owner = g.Config.Agents[i].Owner
 		}
-		return fs
+		for j, act := range a.Actions {
+			risk := a.risk(j)
+			if risk == "none" {
+				continue
+			}
+			ps, _, _ := g.covering(a.ID, act.Tool, risk)
+			for _, p := range ps {
+				class := orDefault(p.Risk, "default")
+				if done[seen{a.ID, p.Group, class}] {
+					continue
+				}
+				done[seen{a.ID, p.Group, class}] = true
+				ruleKey := "governance.rules." + class
+				rule, ok := gov.Rules[class]
+				if !ok {
+					rule, ruleKey = gov.Rules["default"], "governance.rules.default"
+				}
+				if rule.FreshAuth > 0 || len(rule.ACR) > 0 {
+					fs = append(fs, Finding{Severity: Blocker, Agent: a.ID,
+						Message:  fmt.Sprintf("approvals of risk class %s (policy %s, tool %s) require fresh or stronger authentication (fresh_auth, acr), which approvals with the admin credential never satisfy; the gateway offers no other way to approve yet, so no such call can be approved", class, p.ID, act.Tool),
+						Location: g.at(ruleKey),
+						Fix:      "remove fresh_auth and acr from the rule until approvers can sign in to the approval console with OIDC"})
+				}
+				quorum := max(rule.Quorum, 1)
+				var eligible, excluded []string
+				for _, name := range sortedMapKeys(gov.Approvers) {
+					ap := gov.Approvers[name]
+					switch {
+					case !slices.Contains(ap.Groups, p.Group):
+					case ap.NonHuman:
+						excluded = append(excluded, name+" (not human)")
+					case name == owner && !rule.OwnerMayApprove:
+						excluded = append(excluded, name+" (the agent's owner)")
+					case name == a.ID:
+						excluded = append(excluded, name+" (the agent itself)")
+					default:
+						eligible = append(eligible, name)
+					}
+				}
+				if len(eligible) < quorum {
+					msg := fmt.Sprintf("approver group %s, which policy %s asks to approve %s, has %s", p.Group, p.ID, act.Tool, plural(len(eligible), "eligible human approver", "eligible human approvers"))
+					if len(eligible) > 0 {
+						msg += " (" + strings.Join(eligible, ", ") + ")"
+					}
+					msg += fmt.Sprintf(" and risk class %s needs %d: every such call waits until its request expires", class, quorum)
+					if len(excluded) > 0 {
+						msg += "; not counted: " + strings.Join(excluded, ", ")
+					}
+					fs = append(fs, Finding{Severity: Blocker, Agent: a.ID, Message: msg, Location: g.at("governance.approvers"),
+						Fix: fmt.Sprintf("list at least %s in group %s under governance.approvers (neither the agent's owner nor non-human)", plural(quorum, "person", "people"), p.Group)})
+				}
+				if rule.MaxUses > 1 {
+					fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
+						Message:  fmt.Sprintf("an approval of risk class %s allows %d identical calls of %s, not one", class, rule.MaxUses, act.Tool),
+						Location: g.at(ruleKey + ".max_uses"),
+						Fix:      "remove max_uses (default 1): each high-risk call is approved on its own"})
+				}
+			}
+		}
 	}
+	return fs
+}
+
+// wants says whether a notifier configured with events sends event;
+// unset events mean the notifier's default (webhooks: every event; Slack:
+// requests, break-glass and elevations).
+func wants(events []string, slack bool, event string) bool {
+	if events == nil {
+		return !slack || event == "approval.requested" || event == "approval.break_glass" || event == "elevation.requested"
+	}
+	return slices.Contains(events, event)
+}
+
+func (g *Gateway) notified(event string) bool {
+	n := g.Config.Governance.Notifications
+	return slices.ContainsFunc(n.Webhooks, func(w config.ApprovalWebhook) bool { return wants(w.Events, false, event) }) ||
+		slices.ContainsFunc(n.Slack, func(s config.SlackWebhook) bool { return wants(s.Events, true, event) })
+}
+
+// checkAlerts reads what the configuration holds of alerting: approval
+// notifications (challenges wait for a human, break-glass must be seen at
+// once). Alerts on blocks and anomalies are rules in the monitoring
+// system, over the gateway's metrics (always served) or the audit export;
+// the configuration cannot hold them, so they are reported as not
+// configured here and taken from the descriptor's operations.alerts.
+func checkAlerts(g *Gateway, d *Descriptor) []Finding {
+	var fs []Finding
+	requested := g.notified("approval.requested")
+	for _, a := range d.Agents {
+		broad := a.Autonomy == "autonomous"
+		if !requested && slices.ContainsFunc(a.Actions, func(x Action) bool { return x.Risk != "" && x.Risk != "none" }) {
+			f := Finding{Severity: Condition, Agent: a.ID,
+				Message:  "approvers are not told when the agent's high-risk calls wait for them: no governance.notifications webhook or Slack channel sends approval.requested, so a held call waits until someone opens the approvals page",
+				Location: g.at("governance.notifications"),
+				Fix:      "add a webhook or Slack channel under governance.notifications (Slack sends approval.requested by default)"}
+			if broad {
+				f.Severity = Blocker
+			}
+			fs = append(fs, f)
+		}
+		if !d.Operations.Alerts {
+			f := Finding{Severity: Condition, Agent: a.ID, NotConfigured: true, Key: "operations.alerts (monitoring rules, outside the configuration)",
+				Message:  "nothing alerts on the agent's blocked calls and anomalies: the descriptor says no alerts exist, and the gateway's configuration cannot hold them",
+				Location: d.Location("operations.alerts") + " operations.alerts",
+				Fix:      "alert on the gateway's metrics (GET /metrics on the admin listener; rules in docs/operations.md) or on the audit export in the SIEM"}
+			if broad {
+				f.Severity = Blocker
+				f.Message += "; not ready for broad production autonomy"
+			}
+			fs = append(fs, f)
+		}
+	}
+	if d.Operations.Alerts {
+		fs = append(fs, Finding{Severity: Info, NotConfigured: true, Key: "operations.alerts (monitoring rules, outside the configuration)",
+			Message:  "alerts on blocked calls and anomalies are rules in the monitoring system, which the configuration does not hold; the descriptor states they exist",
+			Location: d.Location("operations.alerts") + " operations.alerts",
+			Fix:      "keep them on the gateway's metrics (rules in docs/operations.md) or on the audit export in the SIEM"})
+	}
+	if bg := g.Config.Governance.BreakGlass; bg != nil && !g.notified("approval.break_glass") {
+		fs = append(fs, Finding{Severity: Condition,
+			Message:  fmt.Sprintf("break-glass self-approvals by group %s alert no one: no notifier sends approval.break_glass", bg.Group),
+			Location: g.at("governance.break_glass"),
+			Fix:      "add a notifier under governance.notifications that sends approval.break_glass (Slack does by default)"})
+	}
+	if g.Config.Telemetry.MetricsTokenFile == "" {
+		fs = append(fs, Finding{Severity: Info, Key: "telemetry.metrics_token_file",
+			Message:  "a monitoring system can scrape the gateway's metrics only with the admin credential, which also decides approvals and engages the kill switch",
+			Location: g.at("telemetry"),
+			Fix:      "set telemetry.metrics_token_file to a read-only scrape credential"})
+	}
+	return fs
 }

@@ -67,23 +67,56 @@ func dump(fs []assess.Finding) string {
 	return b.String()
 }
 
-// TestPlannedChecksReportNotConfigured: a control the configuration has
-// no key for is reported as not configured, never as satisfied.
-func TestPlannedChecksReportNotConfigured(t *testing.T) {
-	r := goldenCase{descriptor: "azure-native.yaml", config: "strong.yaml"}.run(t)
-	for _, c := range assess.Checks() {
-		if !c.Planned {
+// TestNotConfiguredIsNeverSatisfied: a control the configuration has no
+// key for — alerting rules in the monitoring system, per-call upstream
+// credentials — is reported as not configured in every assessment with a
+// configuration, never as satisfied; it counts against readiness only
+// when the descriptor says the control is missing.
+func TestNotConfiguredIsNeverSatisfied(t *testing.T) {
+	for _, c := range goldenCases {
+		if c.config == "" {
 			continue
 		}
-		i := slices.IndexFunc(r.Gaps, func(f assess.Finding) bool { return f.Check == c.ID })
-		if i < 0 {
-			t.Errorf("planned check %s reported nothing", c.ID)
-			continue
-		}
-		if f := r.Gaps[i]; !f.NotConfigured || f.Severity == assess.Info {
-			t.Errorf("planned check %s: finding %+v is not a not-configured condition", c.ID, f)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			r := c.run(t)
+			var rules []assess.Finding
+			for _, f := range r.Gaps {
+				if f.Check == "gateway.alerts" && f.NotConfigured {
+					rules = append(rules, f)
+				}
+				if f.NotConfigured && f.Key == "" {
+					t.Errorf("not-configured finding names no key: %+v", f)
+				}
+			}
+			if len(rules) == 0 {
+				t.Fatalf("alerting rules are not reported as not configured:\n%s", dump(r.Gaps))
+			}
+			d := descriptorOf(t, c)
+			for _, f := range rules {
+				if d.Operations.Alerts != (f.Severity == assess.Info) {
+					t.Errorf("operations.alerts is %v but the finding is a %s: %+v", d.Operations.Alerts, f.Severity, f)
+				}
+			}
+			for _, f := range gapsOf(r, "gateway.long_lived_secret") {
+				if !f.NotConfigured || f.Severity != assess.Condition {
+					t.Errorf("a static upstream credential is not a not-configured condition: %+v", f)
+				}
+			}
+		})
 	}
+}
+
+func descriptorOf(t *testing.T, c goldenCase) *assess.Descriptor {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("descriptors", c.descriptor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := assess.ParseDescriptor(data, c.descriptor, today)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // TestAutonomyEscalatesMissingControls: the same missing control is a
@@ -205,14 +238,12 @@ func TestExamples(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := assess.Assess(d, gw)
-			if r.Verdict != assess.ReadyWithConditions {
-				t.Errorf("verdict with the example configuration is %s, want ready_with_conditions", r.Verdict)
+			if r.Verdict != assess.Ready {
+				t.Errorf("verdict with the example configuration is %s, want ready", r.Verdict)
 			}
-			// The only conditions left are the controls the configuration
-			// format has no key for yet.
 			for _, f := range r.Findings() {
-				if f.Severity != assess.Info && !f.NotConfigured {
-					t.Errorf("example leaves a gap that today's configuration can close: %+v", f)
+				if f.Severity != assess.Info {
+					t.Errorf("example leaves a gap: %+v", f)
 				}
 			}
 			if !slices.ContainsFunc(r.Gaps, func(f assess.Finding) bool { return f.Check == "gateway.approval_policy" }) && hasHighRisk(d) {
@@ -311,15 +342,16 @@ agents:
 	}
 }
 
-// inlineGateway loads a configuration written to a temporary directory.
-func inlineGateway(t *testing.T, cfg string, files ...string) *assess.Gateway {
+// inlineGateway loads a configuration written to a temporary directory,
+// with files (relative path: contents) beside it.
+func inlineGateway(t *testing.T, cfg string, files map[string]string) *assess.Gateway {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range files {
-		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755); err != nil {
+	for name, data := range files {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("example-not-real\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -383,7 +415,7 @@ func TestAgentExpiry(t *testing.T) {
 				desc += ", expires: " + tt.review
 			}
 			desc += "}\n"
-			fs := gapsOf(assess.Assess(inlineDescriptor(t, desc), inlineGateway(t, cfg)), "gateway.agent_expiry")
+			fs := gapsOf(assess.Assess(inlineDescriptor(t, desc), inlineGateway(t, cfg, nil)), "gateway.agent_expiry")
 			switch {
 			case tt.severity == "" && len(fs) > 0:
 				t.Errorf("unexpected findings:\n%s", dump(fs))
@@ -461,7 +493,7 @@ func TestTrustSources(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := assess.Assess(oneAgent(t, tt.identity, false), inlineGateway(t, trustConfig(tt.sources, tt.creds)))
+			r := assess.Assess(oneAgent(t, tt.identity, false), inlineGateway(t, trustConfig(tt.sources, tt.creds), nil))
 			fs := gapsOf(r, "gateway.trust_sources")
 			switch {
 			case tt.want == "" && len(fs) > 0:
@@ -504,7 +536,7 @@ func TestTrustBreadth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := assess.Assess(oneAgent(t, managedIdentity, false), inlineGateway(t, trustConfig("["+tt.source+"]", "[]")))
+			r := assess.Assess(oneAgent(t, managedIdentity, false), inlineGateway(t, trustConfig("["+tt.source+"]", "[]"), nil))
 			fs := gapsOf(r, "gateway.trust_breadth")
 			if len(fs) != len(tt.want) {
 				t.Errorf("got %d findings, want %d:\n%s", len(fs), len(tt.want), dump(fs))
@@ -537,12 +569,132 @@ func TestPreviewIdentity(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := gapsOf(assess.Assess(oneAgent(t, tt.identity, tt.previewOK), inlineGateway(t, cfg)), "gateway.preview_identity")
+			fs := gapsOf(assess.Assess(oneAgent(t, tt.identity, tt.previewOK), inlineGateway(t, cfg, nil)), "gateway.preview_identity")
 			switch {
 			case tt.want == "" && len(fs) > 0:
 				t.Errorf("unexpected findings:\n%s", dump(fs))
 			case tt.want != "" && (len(fs) != 1 || fs[0].Severity != assess.Blocker || !strings.Contains(fs[0].Message, tt.want) || !strings.HasSuffix(fs[0].Location, "agents[0].credentials[1]") || len(fs[0].Sources) == 0):
 				t.Errorf("want one cited blocker at the Entra credential mentioning %q, got:\n%s", tt.want, dump(fs))
+			}
+		})
+	}
+}
+
+const transferPolicy = `@id("transfer")
+@challenge("finance")
+@risk("financial")
+forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__transfer");
+`
+
+// bankAgent is a descriptor whose agent "a" (owner owner@example.com)
+// calls bank__transfer, a financial tool the group finance approves.
+func bankAgent(t *testing.T, autonomy string, alerts bool) *assess.Descriptor {
+	return inlineDescriptor(t, fmt.Sprintf(`version: 1
+deployment: d
+preview_acceptable: false
+operations: {logs: true, alerts: %v, kill_switch: true, rollback: true, playbooks: [p], incident_owner: o}
+agents:
+  - {id: a, owner: owner@example.com, expires: 2027-01-31, hosting: {platform: aws}, identity: {type: iam_role, credential: temporary},
+     actions: [{tool: bank__transfer, risk: financial, approval: finance}], autonomy: %s}
+`, alerts, autonomy))
+}
+
+// bankConfig registers agent "a" with the bank server, the transfer
+// policy and the given governance section (YAML, indented two spaces) and
+// telemetry section.
+func bankConfig(t *testing.T, governance, telemetry string) *assess.Gateway {
+	cfg := `agents:
+  - {id: a, owner: owner@example.com, expires: 2027-01-31, servers: [bank]}
+servers:
+  - {id: bank, url: https://bank.example.com/mcp, tools: {transfer: {labels: [financial]}}}
+policy:
+  dir: policies
+governance:
+` + governance + "\ntelemetry:\n" + telemetry + "\n"
+	return inlineGateway(t, cfg, map[string]string{
+		"policies/approvals.cedar": transferPolicy,
+		"secrets/webhook.key":      "example-not-real\n",
+		"secrets/slack.url":        "https://hooks.slack.example.com/services/EXAMPLE\n",
+		"secrets/metrics.token":    "example-not-real\n",
+	})
+}
+
+func TestApprovers(t *testing.T) {
+	tests := []struct {
+		name, governance string
+		want             []string // "severity message-substring"
+	}{
+		{"no approvers", "  hold_timeout: 0s", []string{"blocker has 0 eligible human approvers and risk class financial needs 1"}},
+		{"one approver", "  approvers: {lena: {groups: [finance]}}", nil},
+		{"approver of another group", "  approvers: {lena: {groups: [ops]}}", []string{"blocker has 0 eligible"}},
+		{"the owner only", "  approvers: {owner@example.com: {groups: [finance]}}", []string{"blocker not counted: owner@example.com (the agent's owner)"}},
+		{"the owner, allowed", "  approvers: {owner@example.com: {groups: [finance]}}\n  rules: {financial: {owner_may_approve: true}}", nil},
+		{"an automation", "  approvers: {deploy-bot: {groups: [finance], non_human: true}}", []string{"blocker not counted: deploy-bot (not human)"}},
+		{"two-person rule, one person", "  approvers: {lena: {groups: [finance]}}\n  rules: {financial: {quorum: 2}}", []string{"blocker has 1 eligible human approver (lena) and risk class financial needs 2"}},
+		{"default rule applies", "  approvers: {lena: {groups: [finance]}}\n  rules: {default: {quorum: 2}}", []string{"blocker needs 2"}},
+		{"another class's rule does not", "  approvers: {lena: {groups: [finance]}}\n  rules: {privilege: {quorum: 2}}", nil},
+		{"fresh authentication", "  approvers: {lena: {groups: [finance]}}\n  rules: {financial: {fresh_auth: 5m}}", []string{"blocker admin credential never satisfy"}},
+		{"authentication context", "  approvers: {lena: {groups: [finance]}}\n  rules: {default: {acr: [c1]}}", []string{"blocker fresh or stronger authentication"}},
+		{"several uses", "  approvers: {lena: {groups: [finance]}}\n  rules: {financial: {max_uses: 3}}", []string{"condition allows 3 identical calls"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := gapsOf(assess.Assess(bankAgent(t, "semi_autonomous", true), bankConfig(t, tt.governance, "  service_name: g")), "gateway.approvers")
+			if len(fs) != len(tt.want) {
+				t.Errorf("got %d findings, want %d:\n%s", len(fs), len(tt.want), dump(fs))
+			}
+			for _, w := range tt.want {
+				sev, words, _ := strings.Cut(w, " ")
+				if !slices.ContainsFunc(fs, func(f assess.Finding) bool {
+					return string(f.Severity) == sev && strings.Contains(f.Message, words) && f.Agent == "a" && strings.Contains(f.Location, "governance")
+				}) {
+					t.Errorf("no %s mentioning %q:\n%s", sev, words, dump(fs))
+				}
+			}
+		})
+	}
+}
+
+func TestAlerts(t *testing.T) {
+	const someone = "  approvers: {lena: {groups: [finance]}}\n"
+	tests := []struct {
+		name, autonomy      string
+		alerts              bool // the descriptor's operations.alerts
+		governance, metrics string
+		want                []string // "severity [not_configured] message-substring"
+	}{
+		{"nobody is told", "semi_autonomous", true, someone, "", []string{
+			"condition approvers are not told", "info not_configured rules in the monitoring system", "info only with the admin credential"}},
+		{"nobody is told, broad autonomy", "autonomous", true, someone, "  metrics_token_file: secrets/metrics.token", []string{
+			"blocker approvers are not told", "info not_configured rules in the monitoring system"}},
+		{"Slack by default", "semi_autonomous", true, someone + "  notifications: {slack: [{url_file: secrets/slack.url}]}", "  metrics_token_file: secrets/metrics.token", []string{
+			"info not_configured rules in the monitoring system"}},
+		{"a webhook for decisions only", "semi_autonomous", true, someone + "  notifications: {webhooks: [{url: https://hooks.example.com/a, secret_file: secrets/webhook.key, events: [approval.approved]}]}", "  metrics_token_file: secrets/metrics.token", []string{
+			"condition approvers are not told", "info not_configured rules in the monitoring system"}},
+		{"break-glass heard by no one", "semi_autonomous", true, someone + "  break_glass: {group: oncall}\n  notifications: {slack: [{url_file: secrets/slack.url, events: [approval.requested]}]}", "  metrics_token_file: secrets/metrics.token", []string{
+			"condition break-glass self-approvals by group oncall alert no one", "info not_configured rules in the monitoring system"}},
+		{"break-glass heard by a webhook", "semi_autonomous", true, someone + "  break_glass: {group: oncall}\n  notifications: {webhooks: [{url: https://hooks.example.com/a, secret_file: secrets/webhook.key}]}", "  metrics_token_file: secrets/metrics.token", []string{
+			"info not_configured rules in the monitoring system"}},
+		{"no alerting rules", "semi_autonomous", false, someone + "  notifications: {slack: [{url_file: secrets/slack.url}]}", "  metrics_token_file: secrets/metrics.token", []string{
+			"condition not_configured the descriptor says no alerts exist"}},
+		{"no alerting rules, broad autonomy", "autonomous", false, someone + "  notifications: {slack: [{url_file: secrets/slack.url}]}", "  metrics_token_file: secrets/metrics.token", []string{
+			"blocker not_configured not ready for broad production autonomy"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := gapsOf(assess.Assess(bankAgent(t, tt.autonomy, tt.alerts), bankConfig(t, tt.governance, tt.metrics+"\n  service_name: g")), "gateway.alerts")
+			if len(fs) != len(tt.want) {
+				t.Errorf("got %d findings, want %d:\n%s", len(fs), len(tt.want), dump(fs))
+			}
+			for _, w := range tt.want {
+				sev, words, _ := strings.Cut(w, " ")
+				nc := strings.HasPrefix(words, "not_configured ")
+				words = strings.TrimPrefix(words, "not_configured ")
+				if !slices.ContainsFunc(fs, func(f assess.Finding) bool {
+					return string(f.Severity) == sev && f.NotConfigured == nc && strings.Contains(f.Message, words)
+				}) {
+					t.Errorf("no %s (not configured: %v) mentioning %q:\n%s", sev, nc, words, dump(fs))
+				}
 			}
 		})
 	}

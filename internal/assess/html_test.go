@@ -186,7 +186,7 @@ func TestHTMLRendersInChromium(t *testing.T) {
 			"BLOCKER", "high-risk tool crm__delete_segment (destructive change) has no approval workflow",
 			"Gateway configuration gaps", "unauthenticated requests act as agent campaign-runner",
 			"Where: configs/weak.yaml:5 identity.anonymous_agent",
-			"not configured: the key does not exist yet",
+			"not configured: the gateway configuration has no key for it",
 			"The confused deputy problem",
 		}},
 		"hostile": {want: []string{

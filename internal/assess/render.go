@@ -42,13 +42,15 @@ var verdictWords = map[Verdict]string{
 	NotReady:            "not ready",
 }
 
-func (s Summary) String() string {
-	plural := func(n int, one, many string) string {
-		if n == 1 {
-			return "1 " + one
-		}
-		return fmt.Sprintf("%d %s", n, many)
+// plural writes "1 one" or "n many".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
 	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func (s Summary) String() string {
 	return fmt.Sprintf("%s, %s, %s", plural(s.Blockers, "blocker", "blockers"), plural(s.Conditions, "condition", "conditions"), plural(s.Infos, "note", "notes"))
 }
 
@@ -95,7 +97,7 @@ func (r *Report) writeText(w io.Writer) error {
 		if f.Key != "" {
 			note := ""
 			if f.NotConfigured {
-				note = " (not configured: no such key yet)"
+				note = " (not configured: the gateway configuration has no key for it)"
 			}
 			t.f("%s    key: %s%s\n", indent, f.Key, note)
 		}

@@ -130,10 +130,13 @@ type Finding struct {
 	// Location is where: "file:line key.path", or a policy file.
 	Location string `json:"location,omitempty"`
 	// Key is the gateway configuration key that satisfies the control;
-	// for a control with no key yet, the planned key (see NotConfigured).
+	// for a control the configuration has no key for, the planned key or
+	// where the control lives instead (see NotConfigured).
 	Key string `json:"key,omitempty"`
 	// NotConfigured is true when the gateway's configuration format has
-	// no key for the control yet.
+	// no key for the control: a key planned but not there yet, or a
+	// control outside the gateway (alerting rules in the monitoring
+	// system). Such a control is never reported as satisfied.
 	NotConfigured bool `json:"not_configured,omitempty"`
 	// Fix says what to do.
 	Fix     string   `json:"fix,omitempty"`
