@@ -1,7 +1,9 @@
 package audit
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -143,16 +145,8 @@ func VerifyBackend(ctx context.Context, b Backend, cps CheckpointStore, opts Ver
 	}
 	v.setCheckpoints(checkpoints, func(idx []int64) ([]tlog.Hash, error) { return b.Hashes(ctx, idx) })
 	v.treeLeaves = true
-	const chunk = 4096
-	for lo := from; lo < to; lo += chunk {
-		es, err := b.Entries(ctx, lo, min(lo+chunk, to))
-		if err != nil {
-			return nil, fmt.Errorf("verifying audit log: reading entries: %w", err)
-		}
-		for _, e := range es {
-			v.push(e, true)
-		}
-		v.checkTreeLeaves()
+	if err := v.read(ctx, b, from, to); err != nil {
+		return nil, fmt.Errorf("verifying audit log: reading entries: %w", err)
 	}
 	// Entries pushed past the range by insertions still belong to it.
 	err = extend(ctx, b, to, size, func(e Entry) { v.push(e, true) })
@@ -162,6 +156,121 @@ func VerifyBackend(ctx context.Context, b Backend, cps CheckpointStore, opts Ver
 	v.checkTreeLeaves()
 	v.finish()
 	return rep, nil
+}
+
+// LeafReader is an optional Backend method that verification uses to read
+// the log in one pass. ReadLeaves returns the entries with from <= Index <
+// to in ascending Index order, like Entries, with Index, Data and Hash set
+// (the filter columns may be left empty), together with the leaf hash that
+// the tree holds for each entry's Index: the same hash Hashes returns for
+// tlog.StoredHashIndex(0, Index). Where the tree holds none for an entry,
+// TreeLeaf is absent (HasTreeLeaf false) and verification asks Hashes.
+type LeafReader interface {
+	ReadLeaves(ctx context.Context, from, to int64) ([]LeafRow, error)
+}
+
+// LeafRow is one entry read by a LeafReader.
+type LeafRow struct {
+	Entry
+	TreeLeaf    tlog.Hash
+	HasTreeLeaf bool
+}
+
+// verifyChunk is how many entries one read returns.
+const verifyChunk = 4096
+
+// chunk is one read of entries, parsed off the classifier's goroutine.
+type chunk struct {
+	lo, hi int64 // the index range read
+	ps     []parsed
+	tree   []tlog.Hash // tree leaf hashes by Index-lo, where known
+	known  []bool
+	err    error
+	done   chan struct{}
+}
+
+// read pushes the entries of [from, to) through the classifier in storage
+// order. Reading, hashing and parsing run ahead of the classifier in a
+// pipeline: one goroutine reads chunks from b, each chunk is hashed and
+// parsed on a goroutine of its own, and the classifier takes the chunks in
+// order, so on several cores the store, the hashing and the classification
+// overlap. A backend that implements LeafReader is read in one pass; the
+// tree's leaf hashes it returns are compared with each logical leaf as
+// checkTreeLeaves would otherwise read them with Hashes.
+func (v *verifier) read(ctx context.Context, b Backend, from, to int64) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lr, _ := b.(LeafReader)
+	// Up to 4 chunks are being parsed or waiting for the classifier.
+	chunks := make(chan *chunk, 4)
+	go func() {
+		defer close(chunks)
+		for lo := from; lo < to; lo += verifyChunk {
+			c := &chunk{lo: lo, hi: min(lo+verifyChunk, to), done: make(chan struct{})}
+			var es []Entry
+			if lr != nil {
+				var rows []LeafRow
+				rows, c.err = lr.ReadLeaves(ctx, c.lo, c.hi)
+				es = make([]Entry, len(rows))
+				c.tree, c.known = make([]tlog.Hash, c.hi-c.lo), make([]bool, c.hi-c.lo)
+				for i, r := range rows {
+					es[i] = r.Entry
+					if j := r.Index - c.lo; r.HasTreeLeaf && j >= 0 && j < c.hi-c.lo {
+						c.tree[j], c.known[j] = r.TreeLeaf, true
+					}
+				}
+			} else {
+				es, c.err = b.Entries(ctx, c.lo, c.hi)
+			}
+			if c.err != nil {
+				close(c.done)
+			} else {
+				go func() {
+					c.ps = make([]parsed, len(es))
+					for i, e := range es {
+						c.ps[i] = parse(e, true)
+					}
+					close(c.done)
+				}()
+			}
+			select {
+			case chunks <- c:
+			case <-ctx.Done():
+				return
+			}
+			if c.err != nil {
+				return
+			}
+		}
+	}()
+	var prev *chunk
+	for c := range chunks {
+		<-c.done
+		if c.err != nil {
+			return c.err
+		}
+		v.recent[0], v.recent[1] = prev, c
+		for _, p := range c.ps {
+			v.rep.Entries++
+			v.c.pushParsed(p)
+		}
+		v.checkTreeLeaves()
+		prev = c
+		prev.ps = nil
+	}
+	v.recent = [2]*chunk{}
+	return ctx.Err()
+}
+
+// treeLeaf returns the tree's leaf hash for index seq if a recent chunk
+// read it.
+func (v *verifier) treeLeaf(seq int64) (tlog.Hash, bool) {
+	for _, c := range v.recent {
+		if c != nil && c.tree != nil && seq >= c.lo && seq < c.hi && c.known[seq-c.lo] {
+			return c.tree[seq-c.lo], true
+		}
+	}
+	return tlog.Hash{}, false
 }
 
 // extend passes the entries stored at positions from `to` on whose own
@@ -206,6 +315,7 @@ type verifier struct {
 	located    map[int64]bool // indexes with a located discrepancy
 	pending    []logicalLeaf  // leaves awaiting the tree-leaf comparison
 	treeLeaves bool           // compare leaves with the tree's stored leaf hashes
+	recent     [2]*chunk      // the chunks being classified, with their tree leaves
 }
 
 type logicalLeaf struct {
@@ -241,16 +351,32 @@ func (v *verifier) checkTreeLeaves() {
 		v.pending = v.pending[:0]
 		return
 	}
-	idx := make([]int64, len(v.pending))
-	for i, l := range v.pending {
+	// Leaves a recent chunk read with their tree hash are compared at
+	// once; the others are read with Hashes.
+	rest := v.pending[:0]
+	for _, l := range v.pending {
+		h, ok := v.treeLeaf(l.seq)
+		switch {
+		case !ok:
+			rest = append(rest, l)
+		case h != l.h:
+			v.report(Discrepancy{Kind: Modified, Index: l.seq, Position: -1, Detail: "data does not match the leaf hash stored in the tree"})
+		}
+	}
+	if len(rest) == 0 {
+		v.pending = v.pending[:0]
+		return
+	}
+	idx := make([]int64, len(rest))
+	for i, l := range rest {
 		idx[i] = tlog.StoredHashIndex(0, l.seq)
 	}
 	hs, err := v.nodes(idx)
 	if err != nil {
-		v.rep.Warnings = append(v.rep.Warnings, fmt.Sprintf("tree leaf hashes for indexes %d..%d not compared: %v", v.pending[0].seq, v.pending[len(v.pending)-1].seq, err))
+		v.rep.Warnings = append(v.rep.Warnings, fmt.Sprintf("tree leaf hashes for indexes %d..%d not compared: %v", rest[0].seq, rest[len(rest)-1].seq, err))
 		v.treeLeaves = false
 	} else {
-		for i, l := range v.pending {
+		for i, l := range rest {
 			if hs[i] != l.h {
 				v.report(Discrepancy{Kind: Modified, Index: l.seq, Position: -1, Detail: "data does not match the leaf hash stored in the tree"})
 			}
@@ -523,17 +649,69 @@ type classifier struct {
 	emit        func(seq int64, h tlog.Hash, known bool)
 }
 
-func (c *classifier) push(e Entry, hasStored bool) {
-	p := parsed{pos: e.Index, h: tlog.RecordHash(e.Data), stored: e.Hash, hasStored: hasStored, seq: -1}
-	if lf, err := ParseLeaf(e.Data); err != nil {
-		p.bad = true
-	} else {
-		p.seq, p.prev = lf.Index, lf.Prev
-	}
+func (c *classifier) push(e Entry, hasStored bool) { c.pushParsed(parse(e, hasStored)) }
+
+func (c *classifier) pushParsed(p parsed) {
 	c.buf = append(c.buf, p)
 	for len(c.buf) > c.window {
 		c.step()
 	}
+}
+
+// parse hashes an entry and reads the index and link its leaf embeds.
+func parse(e Entry, hasStored bool) parsed {
+	p := parsed{pos: e.Index, h: tlog.RecordHash(e.Data), stored: e.Hash, hasStored: hasStored, seq: -1}
+	if seq, prev, err := chain(e.Data); err != nil {
+		p.bad = true
+	} else {
+		p.seq, p.prev = seq, prev
+	}
+	return p
+}
+
+// chain returns the index and the predecessor's hash that a leaf embeds,
+// accepting exactly the leaves ParseLeaf accepts. Leaves in the layout the
+// log writes, {"event":E,"index":N,"prev":"P","v":1}, are read without
+// decoding E: only its JSON syntax is checked (json.Valid, which is what
+// decoding it as a json.RawMessage checks). Anything else goes through
+// ParseLeaf.
+func chain(data []byte) (int64, tlog.Hash, error) {
+	const head, index, prevKey, tail = `{"event":`, `,"index":`, `,"prev":`, `,"v":1}`
+	const hashLen = 46 // a quoted base64 SHA-256
+	n := len(data)
+	p := n - len(tail) - hashLen - len(prevKey) // start of `,"prev":`
+	if p < len(head)+len(index) || !bytes.HasPrefix(data, []byte(head)) || !bytes.HasSuffix(data, []byte(tail)) ||
+		string(data[p:p+len(prevKey)]) != prevKey {
+		return slowChain(data)
+	}
+	var prev tlog.Hash
+	if prev.UnmarshalJSON(data[p+len(prevKey):n-len(tail)]) != nil {
+		return slowChain(data)
+	}
+	i := p
+	for i > 0 && data[i-1] >= '0' && data[i-1] <= '9' {
+		i--
+	}
+	digits := data[i:p]
+	// 18 digits always fit an int64; JSON forbids leading zeros.
+	if len(digits) == 0 || len(digits) > 18 || len(digits) > 1 && digits[0] == '0' ||
+		i < len(head)+len(index) || string(data[i-len(index):i]) != index {
+		return slowChain(data)
+	}
+	ev := data[len(head) : i-len(index)]
+	if !json.Valid(ev) {
+		return slowChain(data)
+	}
+	var seq int64
+	for _, d := range digits {
+		seq = seq*10 + int64(d-'0')
+	}
+	return seq, prev, nil
+}
+
+func slowChain(data []byte) (int64, tlog.Hash, error) {
+	lf, err := ParseLeaf(data)
+	return lf.Index, lf.Prev, err
 }
 
 // flush processes the remaining entries; indexes below to that never

@@ -123,6 +123,27 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 				t.Fatalf("receipt %d hash differs from stored", r.Index)
 			}
 		}
+		if lr, ok := s.(audit.LeafReader); ok {
+			// ReadLeaves returns what Entries and Hashes return.
+			rows, err := lr.ReadLeaves(ctx, 10, n+5)
+			if err != nil || len(rows) != n-10 {
+				t.Fatalf("ReadLeaves: %d rows, %v; want %d", len(rows), err, n-10)
+			}
+			idx := make([]int64, len(rows))
+			for i, r := range rows {
+				idx[i] = tlog.StoredHashIndex(0, r.Index)
+			}
+			leaves, err := s.Hashes(ctx, idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range rows {
+				e := es[10+i]
+				if r.Index != e.Index || string(r.Data) != string(e.Data) || r.Hash != e.Hash || !r.HasTreeLeaf || r.TreeLeaf != leaves[i] {
+					t.Fatalf("ReadLeaves row %d = %+v; want entry %d with tree leaf %v", i, r, e.Index, leaves[i])
+				}
+			}
+		}
 		c1, err := l.Checkpoint(ctx)
 		if err != nil {
 			t.Fatal(err)
