@@ -49,6 +49,8 @@ type extraServer struct {
 	id, url string
 	command []string
 	env     map[string]string
+	// tools, when set, is the server's tool settings (a YAML map).
+	tools string
 }
 
 func start(t *testing.T, yamlExtra string, extra ...extraServer) *harness {
@@ -73,7 +75,11 @@ func start(t *testing.T, yamlExtra string, extra ...extraServer) *harness {
 		servers.BankURL, bankLabels, servers.WorkspaceURL, workspaceLabels)
 	for _, e := range extra {
 		if e.url != "" {
-			fmt.Fprintf(&b, "  - {id: %s, url: %q, timeout: 5s}\n", e.id, e.url)
+			tools := ""
+			if e.tools != "" {
+				tools = ", tools: " + e.tools
+			}
+			fmt.Fprintf(&b, "  - {id: %s, url: %q, timeout: 5s%s}\n", e.id, e.url, tools)
 		} else {
 			cmd, _ := json.Marshal(e.command)
 			env, _ := json.Marshal(e.env)

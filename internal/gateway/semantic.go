@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -225,11 +224,15 @@ func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.
 	if !ok || r.Phase != pipeline.PhaseCall || len(r.Arguments) == 0 {
 		return verdict.Verdict{}, nil
 	}
-	text := strings.Join(jsonStrings(r.Arguments, nil), "\n")
-	if text == "" {
+	doc, err := decodeMCP(inputShape(r.Action), r.Arguments)
+	if err != nil {
+		return verdict.Verdict{}, fmt.Errorf("decoding arguments: %w", err)
+	}
+	texts, _ := doc.texts()
+	if len(texts) == 0 {
 		return verdict.Verdict{}, nil
 	}
-	res, err := s.e.Screen(ctx, semantic.Input{Surface: surf, Text: text, SessionID: r.Session, Tool: r.Target})
+	res, err := s.e.Screen(ctx, semantic.Input{Surface: surf, Text: strings.Join(texts, textSep), SessionID: r.Session, Tool: r.Target})
 	if err != nil {
 		return verdict.Verdict{}, err
 	}
@@ -242,6 +245,9 @@ func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.
 	}
 	return v, nil
 }
+
+// textSep joins the strings of a message into the one text screened.
+const textSep = "\n"
 
 // semanticRisk is the risk class of semantic-layer challenges.
 const semanticRisk = "semantic"
@@ -258,20 +264,25 @@ func findingsOf(res semantic.Result) *pipeline.Findings {
 type screener struct{ e *semantic.Engine }
 
 // ScreenOutput implements pipeline.Screener: it screens every text of the
-// result together, raises the labels the findings call for, and, when a
-// secret or personal data must be masked, rewrites each text that carries
-// one.
+// result together (see mcptext.go for which strings), raises the labels
+// the findings call for, and rewrites the result when the engine says so:
+// each string that carries a secret or personal data to mask is masked,
+// and, with spotlighting on, the text of each content block is datamarked
+// with the session's marker.
 func (s screener) ScreenOutput(ctx context.Context, r *pipeline.Request, o *pipeline.Outcome) (verdict.Verdict, error) {
 	surf, ok := outputSurface(r.Action)
 	if !ok {
 		return verdict.Verdict{}, nil
 	}
-	texts := jsonStrings(o.Result, nil)
+	doc, err := decodeMCP(outputShape(r.Action), o.Result)
+	if err != nil {
+		return verdict.Verdict{}, fmt.Errorf("decoding the result: %w", err)
+	}
+	texts, _ := doc.texts()
 	if len(texts) == 0 {
 		return verdict.Verdict{}, nil
 	}
-	in := semantic.Input{Surface: surf, Text: strings.Join(texts, "\n"), SessionID: r.Session, Tool: r.Target}
-	res, err := s.e.Screen(ctx, in)
+	res, err := s.e.Screen(ctx, semantic.Input{Surface: surf, Text: strings.Join(texts, textSep), SessionID: r.Session, Tool: r.Target})
 	if err != nil {
 		return verdict.Verdict{}, err
 	}
@@ -279,98 +290,22 @@ func (s screener) ScreenOutput(ctx context.Context, r *pipeline.Request, o *pipe
 	if len(res.Context.Kinds) > 0 {
 		o.Findings = findingsOf(res)
 	}
-	if res.Redacted() && res.Verdict.Outcome != verdict.Block {
-		red, err := s.redact(ctx, in, o.Result)
-		if err != nil {
+	if res.Verdict.Outcome != verdict.Block && (res.Redacted() || res.Spotlight != nil) {
+		parts := res.RedactParts(texts, textSep)
+		i := 0
+		doc.walk(func(_ string, role textRole) string {
+			p := parts[i]
+			i++
+			if res.Spotlight != nil && role == contentText {
+				p = semantic.DatamarkWith(p, res.Spotlight.Marker).Text
+			}
+			return p
+		})
+		if o.Result, err = doc.marshal(); err != nil {
 			return verdict.Verdict{}, err
 		}
-		o.Result = red
 	}
 	return res.Verdict, nil
-}
-
-// redact rewrites every string of result that the engine masks.
-func (s screener) redact(ctx context.Context, in semantic.Input, result json.RawMessage) (json.RawMessage, error) {
-	var v any
-	d := json.NewDecoder(strings.NewReader(string(result)))
-	d.UseNumber()
-	if err := d.Decode(&v); err != nil {
-		return nil, err
-	}
-	var walkErr error
-	var walk func(key string, v any) any
-	walk = func(key string, v any) any {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, val := range x {
-				x[k] = walk(k, val)
-			}
-		case []any:
-			for i := range x {
-				x[i] = walk(key, x[i])
-			}
-		case string:
-			if skipKey(key) || x == "" {
-				return x
-			}
-			one := in
-			one.Text = x
-			res, err := s.e.Screen(ctx, one)
-			if err != nil {
-				walkErr = err
-				return x
-			}
-			if res.Redacted() {
-				return res.RedactedText
-			}
-		}
-		return v
-	}
-	v = walk("", v)
-	if walkErr != nil {
-		return nil, walkErr
-	}
-	return json.Marshal(v)
-}
-
-// skipKey names members whose strings are not text to screen: binary
-// payloads and protocol fields.
-func skipKey(k string) bool {
-	switch k {
-	case "data", "blob", "mimeType", "type", "uri", "uriTemplate", "resultType", "cacheScope", "annotations", "_meta":
-		return true
-	}
-	return false
-}
-
-// jsonStrings collects the text strings of a JSON value.
-func jsonStrings(raw json.RawMessage, out []string) []string {
-	var v any
-	if json.Unmarshal(raw, &v) != nil {
-		return out
-	}
-	var walk func(key string, v any)
-	walk = func(key string, v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, val := range x {
-				if k == "_meta" || k == "annotations" {
-					continue
-				}
-				walk(k, val)
-			}
-		case []any:
-			for _, val := range x {
-				walk(key, val)
-			}
-		case string:
-			if !skipKey(key) && x != "" {
-				out = append(out, x)
-			}
-		}
-	}
-	walk("", v)
-	return out
 }
 
 // canaryInstructions plants the session's canary in its instructions: a
