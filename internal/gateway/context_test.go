@@ -2,10 +2,12 @@ package gateway_test
 
 import (
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // contextPolicies are test rules on what the gateway tells policy about
@@ -63,6 +65,79 @@ func TestPolicyContext(t *testing.T) {
 		update(func(a map[string]any) { a["hosting"], a["groups"] = "kubernetes", nil })
 		if _, e := callErr(t, cs, "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "policy.no_permit") {
 			t.Errorf("no longer in operators: %v", e)
+		}
+	})
+}
+
+// federate registers the test CI workload as the assistant's federated
+// credential, so that it can exchange its token.
+func federate(t *testing.T, h *harness) {
+	t.Helper()
+	var a map[string]any
+	adminDo(t, h, "GET", "/v1/agents/assistant", nil, &a)
+	a["credentials"] = []map[string]string{{"source": "ci", "subject": "repo:acme/agents:environment:prod"}}
+	a["by"], a["reason"] = "ops", "federate the CI workload"
+	if code := adminDo(t, h, "PUT", "/v1/agents/assistant", a, nil); code != http.StatusOK {
+		t.Fatalf("adding the credential: HTTP %d", code)
+	}
+}
+
+// TestTaskContextThroughGateway: a task's purpose and time window, asked
+// for at the token endpoint, reach policy — the library's task-window
+// rule fires in the gateway.
+func TestTaskContextThroughGateway(t *testing.T) {
+	dir, extra := execConfig(t)
+	writePolicy(t, dir, "task.cedar", `
+// Audit tasks only read: nothing leaves.
+@id("audit-tasks-read-only")
+forbid (principal, action == Gatehouse::Action::"call_tool", resource)
+when { context has task && context.task.purpose like "audit*" && resource.labels.contains("external_sink") };
+`)
+	h, workload, _ := identityGateway(t, extra)
+	federate(t, h)
+	base := strings.TrimSuffix(h.url, "/mcp")
+	taskToken := func(form url.Values) string {
+		t.Helper()
+		form.Set("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+		form.Set("subject_token", workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil))
+		form.Set("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
+		form.Set("resource", h.url)
+		tok, code, msg := exchange(t, base, form)
+		if code != http.StatusOK {
+			t.Fatalf("exchange: %d %s", code, msg)
+		}
+		return tok
+	}
+	balance := map[string]any{"account": "acc-checking"}
+	mail := map[string]any{"to": "leon.brandt@harlowpike.example", "subject": "figures", "body": "attached"}
+	now := time.Now().UTC()
+
+	t.Run("outside the task's window", func(t *testing.T) {
+		cs := h.connectToken(taskToken(url.Values{"task": {"month-end"},
+			"task_not_before": {now.Add(time.Hour).Format(time.RFC3339)}, "task_not_after": {now.Add(2 * time.Hour).Format(time.RFC3339)}}), "", "")
+		if _, e := callErr(t, cs, "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "policy.forbid (task-window)") {
+			t.Errorf("before the window opens: %v", e)
+		}
+	})
+	t.Run("inside the window, by purpose", func(t *testing.T) {
+		window := url.Values{"task_not_before": {now.Add(-time.Minute).Format(time.RFC3339)}, "task_not_after": {now.Add(time.Hour).Format(time.RFC3339)}}
+		audit := url.Values{"task": {"q1-audit"}, "task_purpose": {"audit of Q1 payments"}}
+		for k, v := range window {
+			audit[k] = v
+		}
+		cs := h.connectToken(taskToken(audit), "", "")
+		if _, e := callErr(t, cs, "bank__get_balance", balance); e != nil {
+			t.Errorf("reading during the window: %v", e)
+		}
+		if _, e := callErr(t, cs, "workspace__send_email", mail); e == nil || !strings.Contains(e.Message, "audit-tasks-read-only") {
+			t.Errorf("sending mail in an audit task: %v", e)
+		}
+		report := url.Values{"task": {"q1-report"}, "task_purpose": {"send the Q1 figures"}}
+		for k, v := range window {
+			report[k] = v
+		}
+		if _, e := callErr(t, h.connectToken(taskToken(report), "", ""), "workspace__send_email", mail); e != nil {
+			t.Errorf("sending mail in a reporting task: %v", e)
 		}
 	})
 }

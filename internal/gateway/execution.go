@@ -256,8 +256,8 @@ func (s *policyStage) Check(ctx context.Context, r *pipeline.Request) (verdict.V
 	if r.Caller.User != "" {
 		req.User = &policy.User{ID: r.Caller.User}
 	}
-	if r.Caller.Task != "" {
-		req.Task = &policy.Task{ID: r.Caller.Task}
+	if c := r.Caller; c.Task != "" {
+		req.Task = &policy.Task{ID: c.Task, Purpose: c.TaskPurpose, NotBefore: c.TaskNotBefore, NotAfter: c.TaskNotAfter}
 	}
 	if r.Findings != nil && r.Phase == pipeline.PhaseCall {
 		req.Findings = &policy.Findings{Scores: r.Findings.Scores, Kinds: r.Findings.Kinds}

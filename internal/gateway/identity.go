@@ -302,7 +302,8 @@ func (g *Gateway) authenticate(r *http.Request) (*pipeline.Caller, error) {
 		return nil, err
 	}
 	c := &pipeline.Caller{Agent: p.Agent.ID, Owner: p.Agent.Owner, User: p.User, Task: p.Task, Method: p.Method, TokenID: p.TokenID,
-		TokenExpiry: p.Expiry, Tools: p.Tools, AgentTools: p.Agent.Tools}
+		TokenExpiry: p.Expiry, Tools: p.Tools, AgentTools: p.Agent.Tools,
+		TaskPurpose: p.TaskPurpose, TaskNotBefore: p.TaskNotBefore, TaskNotAfter: p.TaskNotAfter}
 	for _, s := range p.Agent.Servers {
 		if p.MayUseServer(s) {
 			c.Servers = append(c.Servers, s)

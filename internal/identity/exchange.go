@@ -8,10 +8,13 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 )
@@ -65,6 +68,10 @@ type ExchangeRequest struct {
 	Tools    []string // nil: the agent's baseline
 	TTL      time.Duration
 	Task     string
+	// TaskPurpose and the task's window [TaskNotBefore, TaskNotAfter),
+	// when the request names them (zero: not given).
+	TaskPurpose                 string
+	TaskNotBefore, TaskNotAfter time.Time
 }
 
 // Grant is the policy hook's answer: it may narrow tools and lifetime and
@@ -163,9 +170,14 @@ type TokenRequest struct {
 	Scope            []string
 	Lifetime         time.Duration // 0 = default
 	Task             string
-	Source           string // trust source of the workload credential
-	ActorSource      string
-	DPoPProof        string
+	// TaskPurpose, TaskNotBefore and TaskNotAfter describe the task
+	// (extension parameters task_purpose, task_not_before and
+	// task_not_after; RFC 3339 times). Zero values: not given.
+	TaskPurpose                 string
+	TaskNotBefore, TaskNotAfter time.Time
+	Source                      string // trust source of the workload credential
+	ActorSource                 string
+	DPoPProof                   string
 }
 
 // maxFormBytes bounds a token request body.
@@ -240,7 +252,41 @@ func ParseTokenRequest(r *http.Request) (*TokenRequest, error) {
 	if len(tr.Task) > 128 {
 		return nil, fail(CodeInvalidRequest, "task id longer than 128 characters", nil)
 	}
+	if err := parseTask(tr, f); err != nil {
+		return nil, err
+	}
 	return tr, nil
+}
+
+// maxPurposeBytes bounds a task's purpose.
+const maxPurposeBytes = 256
+
+// parseTask reads the task's purpose and time window: extension
+// parameters beside task (RFC 6749 §3.2: servers ignore parameters they do
+// not know, so a client may send them to any token endpoint).
+func parseTask(tr *TokenRequest, f url.Values) error {
+	tr.TaskPurpose = f.Get("task_purpose")
+	if len(tr.TaskPurpose) > maxPurposeBytes || !utf8.ValidString(tr.TaskPurpose) || strings.ContainsFunc(tr.TaskPurpose, unicode.IsControl) {
+		return fail(CodeInvalidRequest, "task_purpose must be at most 256 bytes of text without control characters", nil)
+	}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"task_not_before", &tr.TaskNotBefore}, {"task_not_after", &tr.TaskNotAfter}} {
+		v := f.Get(p.name)
+		if v == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return fail(CodeInvalidRequest, p.name+" must be an RFC 3339 time such as 2026-05-01T09:00:00Z", err)
+		}
+		*p.dst = t.Truncate(time.Second)
+	}
+	if !tr.TaskNotBefore.IsZero() && !tr.TaskNotAfter.IsZero() && !tr.TaskNotBefore.Before(tr.TaskNotAfter) {
+		return fail(CodeInvalidRequest, "task_not_before must be before task_not_after", nil)
+	}
+	return nil
 }
 
 // ServeHTTP serves POST /oauth/token.
@@ -423,6 +469,15 @@ func (s *TokenService) exchange(ctx context.Context, r *http.Request, now time.T
 	if m := s.cfg.Minter.MaxTTL; m > 0 && ttl > m {
 		ttl = m
 	}
+	// A token never outlives its task's window; a window that has ended
+	// gets no token.
+	if end := tr.TaskNotAfter; !end.IsZero() {
+		left := end.Sub(now).Truncate(time.Second)
+		if left < time.Second {
+			return nil, fail(CodeInvalidRequest, "the task's window has ended", nil)
+		}
+		ttl = min(ttl, left)
+	}
 	task := tr.Task
 	if task == "" {
 		task = randomID()
@@ -432,7 +487,8 @@ func (s *TokenService) exchange(ctx context.Context, r *http.Request, now time.T
 	var limits map[string]any
 	if s.cfg.Authorize != nil {
 		g, err := s.cfg.Authorize(ctx, &ExchangeRequest{Agent: agent, Workload: wl, User: user, Resource: resource,
-			Servers: slices.Clone(servers), Tools: slices.Clone(tools), TTL: ttl, Task: task})
+			Servers: slices.Clone(servers), Tools: slices.Clone(tools), TTL: ttl, Task: task,
+			TaskPurpose: tr.TaskPurpose, TaskNotBefore: tr.TaskNotBefore, TaskNotAfter: tr.TaskNotAfter})
 		if err != nil {
 			return nil, fail(CodePolicy, "policy does not allow this token", err)
 		}
@@ -455,7 +511,8 @@ func (s *TokenService) exchange(ctx context.Context, r *http.Request, now time.T
 
 	c := Claims{Claims: jwt.Claims{Subject: agent.ID, Audience: jwt.Audience{resource}}, ClientID: agent.ID, Txn: task,
 		Purpose: strings.Join(tools, " "),
-		Context: &TxnContext{Servers: servers, Tools: tools, Limits: limits},
+		Context: &TxnContext{Servers: servers, Tools: tools, Limits: limits, Purpose: tr.TaskPurpose,
+			NotBefore: numericDate(tr.TaskNotBefore), NotAfter: numericDate(tr.TaskNotAfter)},
 		Request: &ReqContext{Workload: wl.source()}}
 	if user != nil {
 		c.Subject = user.Subject

@@ -204,6 +204,35 @@ func TestExchangeAutonomous(t *testing.T) {
 	}
 }
 
+// TestExchangeTaskPurposeAndWindow: a task's purpose and time window travel
+// in the token (tctx), and the token does not outlive the window.
+func TestExchangeTaskPurposeAndWindow(t *testing.T) {
+	e := newExchangeEnv(t)
+	now := e.clock().Truncate(time.Second)
+	nb, na := now.Add(-time.Minute), now.Add(2*time.Minute)
+	r := e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain},
+		"task": {"task-7"}, "task_purpose": {"reconcile March invoices"}, "lifetime": {"600"},
+		"task_not_before": {nb.Format(time.RFC3339)}, "task_not_after": {na.Format(time.RFC3339)}}, "")
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %v", r.status, r.body)
+	}
+	if exp, _ := r.body["expires_in"].(float64); exp > 120 || exp < 110 {
+		t.Errorf("expires_in = %v, want the rest of the task's window (at most 120)", r.body["expires_in"])
+	}
+	p, err := e.call(t, "/mcp", "Bearer", r.token, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Task != "task-7" || p.TaskPurpose != "reconcile March invoices" || !p.TaskNotBefore.Equal(nb) || !p.TaskNotAfter.Equal(na) {
+		t.Errorf("principal task = %q %q [%v, %v)", p.Task, p.TaskPurpose, p.TaskNotBefore, p.TaskNotAfter)
+	}
+	// Without them, the token says nothing about purpose or window.
+	r = e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, "")
+	if p, err = e.call(t, "/mcp", "Bearer", r.token, ""); err != nil || p.TaskPurpose != "" || !p.TaskNotBefore.IsZero() || !p.TaskNotAfter.IsZero() {
+		t.Errorf("principal without a task description: %+v, %v", p, err)
+	}
+}
+
 func TestExchangeDelegated(t *testing.T) {
 	e := newExchangeEnv(t)
 	// The user's token already names an earlier actor (e.g. a front-end
@@ -272,6 +301,12 @@ func TestExchangeRefusals(t *testing.T) {
 		{"unknown token type", set(good(), "subject_token_type", "urn:x"), 400, identity.CodeInvalidRequest},
 		{"actor token without type", set(good(), "actor_token", "x"), 400, identity.CodeInvalidRequest},
 		{"bad lifetime", set(good(), "lifetime", "-5"), 400, identity.CodeInvalidRequest},
+		{"task window not a time", set(good(), "task_not_after", "tomorrow"), 400, identity.CodeInvalidRequest},
+		{"task window reversed", set(good(), "task_not_before", e.clock().Add(time.Hour).Format(time.RFC3339),
+			"task_not_after", e.clock().Format(time.RFC3339)), 400, identity.CodeInvalidRequest},
+		{"task window ended", set(good(), "task_not_after", e.clock().Add(-time.Minute).Format(time.RFC3339)), 400, identity.CodeInvalidRequest},
+		{"task purpose too long", set(good(), "task_purpose", strings.Repeat("p", 257)), 400, identity.CodeInvalidRequest},
+		{"task purpose with a control character", set(good(), "task_purpose", "pay\nrent"), 400, identity.CodeInvalidRequest},
 		{"refresh token grant", set(good(), "grant_type", "refresh_token"), 400, identity.CodeUnsupportedGrant},
 	}
 	for _, tt := range tests {

@@ -148,8 +148,12 @@ type Principal struct {
 	// User is the human the agent acts for ("" when autonomous), as
 	// "<issuer>#<subject>" of the verified user token.
 	User string
-	// Task is the task (transaction) id the token was minted for.
-	Task string
+	// Task is the task (transaction) id the token was minted for;
+	// TaskPurpose and the window [TaskNotBefore, TaskNotAfter) describe it
+	// when the token carries them (tctx; zero: not given).
+	Task                        string
+	TaskPurpose                 string
+	TaskNotBefore, TaskNotAfter time.Time
 	// Audience is the token's audience.
 	Audience []string
 	// Servers, when not nil, narrows the agent's servers for this token.

@@ -113,11 +113,28 @@ type Claims struct {
 	Cnf      *Confirmation `json:"cnf,omitempty"`
 }
 
-// TxnContext is the tctx claim: what the task may do.
+// TxnContext is the tctx claim: what the task may do, and what the task
+// is. The Transaction Tokens draft leaves tctx's members to the
+// deployment; these are Gatehouse's.
 type TxnContext struct {
 	Servers []string       `json:"servers,omitempty"`
 	Tools   []string       `json:"tools,omitempty"`
 	Limits  map[string]any `json:"limits,omitempty"`
+	// Purpose is the task's purpose, as the agent stated it at the token
+	// endpoint (task_purpose).
+	Purpose string `json:"purpose,omitempty"`
+	// NotBefore and NotAfter bound the task's time window (NumericDate;
+	// task_not_before, task_not_after).
+	NotBefore *jwt.NumericDate `json:"not_before,omitempty"`
+	NotAfter  *jwt.NumericDate `json:"not_after,omitempty"`
+}
+
+// numericDate returns t as a NumericDate, nil for the zero time.
+func numericDate(t time.Time) *jwt.NumericDate {
+	if t.IsZero() {
+		return nil
+	}
+	return jwt.NewNumericDate(t)
 }
 
 // ReqContext is the rctx claim: where the request came from.
@@ -319,6 +336,13 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*Principal, e
 	}
 	if cl.Context != nil {
 		p.Servers, p.Tools, p.Limits = cl.Context.Servers, cl.Context.Tools, cl.Context.Limits
+		p.TaskPurpose = cl.Context.Purpose
+		if nb := cl.Context.NotBefore; nb != nil {
+			p.TaskNotBefore = nb.Time()
+		}
+		if na := cl.Context.NotAfter; na != nil {
+			p.TaskNotAfter = na.Time()
+		}
 	}
 	if cl.Request != nil {
 		p.Source, p.User = cl.Request.Workload, cl.Request.User

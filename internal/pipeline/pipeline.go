@@ -67,6 +67,10 @@ type Caller struct {
 	User   string // on whose behalf, when known
 	Task   string
 	Method string // how the agent authenticated
+	// TaskPurpose and the window [TaskNotBefore, TaskNotAfter) describe
+	// Task when the token carries them (zero: not given).
+	TaskPurpose                 string
+	TaskNotBefore, TaskNotAfter time.Time
 	// TokenID is the jti of the presented token, TokenExpiry its expiry.
 	TokenID     string
 	TokenExpiry time.Time
