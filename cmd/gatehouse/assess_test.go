@@ -34,6 +34,8 @@ func TestAssessExitCodes(t *testing.T) {
 		{"expired agent", []string{"--deployment", desc("azure-native.yaml"), "--today", "2027-07-01"}, 3, "the agent expired on 2027-06-30", ""},
 		{"invalid descriptor", []string{"--deployment", desc("invalid.yaml")}, 1, "", "24 problems"},
 		{"missing descriptor", []string{"--deployment", desc("nope.yaml")}, 1, "", "reading deployment descriptor"},
+		{"ownerless agent in the config", []string{"--deployment", desc("unobservable.yaml"), "--config", filepath.Join(td, "configs", "ownerless.yaml")}, 1, "", "every agent needs an accountable owner"},
+		{"ownerless agent in the descriptor", []string{"--deployment", desc("unobservable.yaml"), "--today", "2026-11-25"}, 3, "[BLOCKER] the agent has no accountable owner", ""},
 		{"invalid config", []string{"--deployment", desc("azure-native.yaml"), "--config", desc("azure-native.yaml")}, 1, "", "loading gateway configuration"},
 		{"no deployment", []string{}, 2, "", "needs --deployment"},
 		{"bad format", []string{"--deployment", desc("azure-native.yaml"), "--format", "pdf"}, 2, "", "unknown --format"},

@@ -145,18 +145,26 @@ func (g *Gateway) agentIndex(id string) int {
 
 func checkOwners(g *Gateway, d *Descriptor) []Finding {
 	var fs []Finding
-	for _, a := range d.Agents {
+	for ai, a := range d.Agents {
 		i := g.agentIndex(a.ID)
+		ownerless := strings.TrimSpace(a.Owner) == ""
 		switch {
 		case i < 0:
+			msg := fmt.Sprintf("agent %s is not registered in the configuration file (an agent in the runtime registry is not checked here)", a.ID)
+			if ownerless {
+				msg += "; the descriptor names no owner either, so nothing here says who is accountable for it"
+			}
+			fs = append(fs, Finding{Severity: Condition, Agent: a.ID, Message: msg, Location: g.at("agents"),
+				Fix: "register it under agents: with its owner and servers"})
+		// config.Load refuses an agent without an owner (exit 1), so a
+		// registered agent always has one; the descriptor may not.
+		case ownerless:
+			k := fmt.Sprintf("agents[%d].owner", ai)
 			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
-				Message:  fmt.Sprintf("agent %s is not registered in the configuration file (an agent in the runtime registry is not checked here)", a.ID),
-				Location: g.at("agents"),
-				Fix:      "register it under agents: with its owner and servers"})
-		case strings.TrimSpace(g.Config.Agents[i].Owner) == "":
-			fs = append(fs, Finding{Severity: Blocker, Agent: a.ID,
-				Message: "the agent has no owner", Location: g.at(fmt.Sprintf("agents[%d].owner", i))})
-		case a.Owner != "" && g.Config.Agents[i].Owner != a.Owner:
+				Message:  fmt.Sprintf("the descriptor names no owner for the agent; the configuration registers %q", g.Config.Agents[i].Owner),
+				Location: d.Location(k) + " " + k,
+				Fix:      "name the same accountable owner in the descriptor (owner:), so the assessment and the gateway agree"})
+		case g.Config.Agents[i].Owner != a.Owner:
 			fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
 				Message:  fmt.Sprintf("the configuration names owner %q, the descriptor %q", g.Config.Agents[i].Owner, a.Owner),
 				Location: g.at(fmt.Sprintf("agents[%d].owner", i)),

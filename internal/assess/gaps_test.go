@@ -699,3 +699,71 @@ func TestAlerts(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnerlessAgent: the gateway refuses a configuration that registers
+// an agent without an owner, so a missing owner is found through the
+// descriptor: question 6 (a blocker) with or without a configuration,
+// and, with one, a gap that says what the configuration registers.
+func TestOwnerlessAgent(t *testing.T) {
+	if _, err := assess.LoadGateway(filepath.Join("testdata", "configs", "ownerless.yaml"), ""); err == nil || !strings.Contains(err.Error(), "agents[0].owner: every agent needs an accountable owner") {
+		t.Errorf("loading a configuration with an ownerless agent: err = %v, want the owner refused", err)
+	}
+	d := inlineDescriptor(t, `version: 1
+deployment: d
+preview_acceptable: false
+agents:
+  - id: a
+    expires: 2027-01-31
+    hosting: {platform: aws}
+    identity: {type: iam_role, credential: temporary}
+    autonomy: assistive
+`)
+	lifecycle := func(r *assess.Report) []assess.Finding {
+		var out []assess.Finding
+		for _, f := range r.Findings() {
+			if f.Check == "lifecycle.owner" {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		config string // "" for none
+		gap    string // substring of the one gateway.agent_owner finding, "" for none
+	}{
+		{"descriptor alone", "", ""},
+		{"registered with an owner", "agents:\n  - {id: a, owner: o@example.com}\nservers:\n  - {id: s, url: https://s.example.com/mcp}\n", `names no owner for the agent; the configuration registers "o@example.com"`},
+		{"not registered", "agents:\n  - {id: b, owner: o@example.com}\nservers:\n  - {id: s, url: https://s.example.com/mcp}\n", "the descriptor names no owner either"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var gw *assess.Gateway
+			if tt.config != "" {
+				gw = inlineGateway(t, tt.config, nil)
+			}
+			r := assess.Assess(d, gw)
+			if fs := lifecycle(r); len(fs) != 1 || fs[0].Severity != assess.Blocker || fs[0].Location != "d.yaml:5 agents[0].owner" {
+				t.Errorf("question 6: want one blocker at d.yaml:5 agents[0].owner, got:\n%s", dump(fs))
+			}
+			if r.Verdict != assess.NotReady {
+				t.Errorf("verdict %s, want not_ready", r.Verdict)
+			}
+			var gaps []assess.Finding
+			for _, f := range gapsOf(r, "gateway.agent_owner") {
+				if f.Agent == "a" {
+					gaps = append(gaps, f)
+				}
+			}
+			if tt.gap == "" {
+				if len(gaps) > 0 {
+					t.Errorf("unexpected gaps:\n%s", dump(gaps))
+				}
+				return
+			}
+			if len(gaps) != 1 || !strings.Contains(gaps[0].Message, tt.gap) {
+				t.Errorf("want one gateway.agent_owner gap mentioning %q, got:\n%s", tt.gap, dump(gaps))
+			}
+		})
+	}
+}
