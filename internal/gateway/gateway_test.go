@@ -55,6 +55,13 @@ type extraServer struct {
 
 func start(t *testing.T, yamlExtra string, extra ...extraServer) *harness {
 	t.Helper()
+	return startLabelled(t, bankLabels, workspaceLabels, yamlExtra, extra...)
+}
+
+// startLabelled is start with the demo servers' tool labels (YAML maps of
+// tool to settings) chosen by the test.
+func startLabelled(t *testing.T, bank, workspace, yamlExtra string, extra ...extraServer) *harness {
+	t.Helper()
 	servers, err := demo.Start(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +79,7 @@ func start(t *testing.T, yamlExtra string, extra ...extraServer) *harness {
 	b.WriteString("  - {id: intern-bot, owner: leon@harlowpike.example, servers: [workspace]}\n")
 	b.WriteString("  - {id: retired-bot, owner: leon@harlowpike.example, servers: [workspace], disabled: true}\n")
 	fmt.Fprintf(&b, "servers:\n  - id: bank\n    url: %q\n    tools: %s\n  - id: workspace\n    url: %q\n    tools: %s\n",
-		servers.BankURL, bankLabels, servers.WorkspaceURL, workspaceLabels)
+		servers.BankURL, bank, servers.WorkspaceURL, workspace)
 	for _, e := range extra {
 		if e.url != "" {
 			tools := ""
