@@ -6,7 +6,9 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +47,10 @@ var goldenCases = []goldenCase{
 	{"secrets", "secrets.yaml", "", "", assess.NotReady},
 	{"hostile", "hostile.yaml", "", "", assess.ReadyWithConditions},
 	{"external-multi", "external-multi.yaml", "", "", assess.NotReady},
+	{"aws-service-unbound", "aws-service-unbound.yaml", "", "", assess.NotReady},
+	{"federation-no-issuer", "federation-no-issuer.yaml", "", "", assess.NotReady},
+	{"partner-data", "partner-data.yaml", "", "", assess.ReadyWithConditions},
+	{"ca-workload-identity", "ca-workload-identity.yaml", "", "", assess.ReadyWithConditions},
 	{"azure-native+strong", "azure-native.yaml", "strong.yaml", "", assess.ReadyWithConditions},
 	{"aws-native+strong", "aws-native.yaml", "strong.yaml", "", assess.ReadyWithConditions},
 	{"external-entra+strong", "external-entra.yaml", "strong.yaml", "", assess.NotReady},
@@ -222,5 +228,50 @@ func TestIdentityReasons(t *testing.T) {
 		if !seen[p] {
 			t.Errorf("no fixture has hosting pattern %s", p)
 		}
+	}
+}
+
+// TestSourceBindingOnlyForServiceTrusts: aws:SourceArn and
+// aws:SourceAccount apply to AWS cross-service confused-deputy cases, so
+// the assessor recommends them only where an AWS service assumes a role
+// for the agent — never for federation or a third party's account.
+func TestSourceBindingOnlyForServiceTrusts(t *testing.T) {
+	trustRe := regexp.MustCompile(`agents\[(\d+)\]\.trust\[(\d+)\]`)
+	checked := 0
+	for _, c := range goldenCases {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.run(t)
+			d := descriptorOf(t, c)
+			for i, a := range r.Agents {
+				service := slices.ContainsFunc(d.Agents[i].Trust, func(tr assess.Trust) bool { return tr.Method == "service" })
+				var texts []string
+				for _, q := range a.Answers {
+					texts = append(texts, q.Controls...)
+					for _, f := range q.Findings {
+						texts = append(texts, f.Message+" "+f.Fix)
+						if !strings.Contains(f.Message+f.Fix, "aws:Source") {
+							continue
+						}
+						checked++
+						m := trustRe.FindStringSubmatch(f.Location)
+						if m == nil {
+							t.Errorf("agent %s: %s recommends a source binding but is not located at a trust: %q", a.ID, f.Check, f.Location)
+							continue
+						}
+						ai, _ := strconv.Atoi(m[1])
+						ti, _ := strconv.Atoi(m[2])
+						if method := d.Agents[ai].Trust[ti].Method; method != "service" {
+							t.Errorf("agent %s: %s recommends aws:SourceArn/aws:SourceAccount for a %s trust", a.ID, f.Check, method)
+						}
+					}
+				}
+				if !service && strings.Contains(strings.Join(texts, "\n"), "aws:Source") {
+					t.Errorf("agent %s has no service trust, but its report recommends aws:SourceArn/aws:SourceAccount", a.ID)
+				}
+			}
+		})
+	}
+	if checked == 0 {
+		t.Error("no fixture reaches a source-binding finding")
 	}
 }

@@ -217,13 +217,14 @@ func qCrossBoundary(d *Descriptor, a *Agent, i int, _ IdentityAdvice) Answer {
 		return ans
 	}
 	ans.Answer = "yes: " + strings.Join(what, "; ")
-	var hasData, hasTrust, hasDeputy bool
+	var hasData, hasTrust, hasService, hasCrossAccount bool
 	for _, ds := range a.Data {
 		hasData = hasData || ds.Kind == "rag" || ds.Kind == "partner"
 	}
 	for _, t := range a.Trust {
 		hasTrust = hasTrust || t.Method == "federation" || t.Method == "secret"
-		hasDeputy = hasDeputy || t.Method == "service" || t.Method == "cross_account"
+		hasService = hasService || t.Method == "service"
+		hasCrossAccount = hasCrossAccount || t.Method == "cross_account"
 	}
 	if hasData {
 		ans.Controls = append(ans.Controls,
@@ -233,8 +234,12 @@ func qCrossBoundary(d *Descriptor, a *Agent, i int, _ IdentityAdvice) Answer {
 	if hasTrust || len(otherClouds(a)) > 0 {
 		ans.Controls = append(ans.Controls, "federation hygiene: one narrow trust per cloud, bound to issuer, subject and audience; no stored cross-cloud secrets")
 	}
-	if hasDeputy {
-		ans.Controls = append(ans.Controls, "confused-deputy protection where another party acts for the agent (AWS cross-service: aws:SourceArn and aws:SourceAccount; third-party cross-account: sts:ExternalId)")
+	// Each binding only for the kind of trust AWS documents it for.
+	if hasService {
+		ans.Controls = append(ans.Controls, "confused-deputy protection where an AWS service acts for the agent (cross-service): aws:SourceArn and aws:SourceAccount in the role's trust policy")
+	}
+	if hasCrossAccount {
+		ans.Controls = append(ans.Controls, "confused-deputy protection where another party's AWS account assumes a role for the agent (cross-account): the sts:ExternalId that party issued, in the role's trust policy")
 	}
 	if len(ans.Controls) == 0 {
 		ans.Controls = []string{"federation hygiene for the cross-cloud API: one narrow trust per cloud, bound to issuer, subject and audience"}
