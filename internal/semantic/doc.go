@@ -16,7 +16,7 @@
 //	// res.Labels: session labels to raise (untrusted_content, private_data)
 //	// res.RedactedText: the text to forward when res.Redacted()
 //	// res.Spotlight: datamarked text when Config.Datamark is on
-//	// res.Context.Record(): the Cedar context record ("semantic")
+//	// res.Context: the findings summarised for policy
 //
 // # Detectors
 //

@@ -119,9 +119,11 @@ func (r Result) RedactParts(parts []string, sep string) []string {
 	return out
 }
 
-// Context is the flat summary of a Result that the gateway puts in the
-// Cedar context under "semantic". Scores are integers in per-mille
-// (0–1000) because Cedar has no floating-point type.
+// Context is the flat summary of a Result, ready for a policy context.
+// Scores are integers in per-mille (0–1000) because Cedar has no
+// floating-point type. (The MCP gateway passes Kinds and Scores on to its
+// policies as context.findings {kinds, detectors, max_score}; see
+// docs/semantic.md.)
 type Context struct {
 	// Outcome is "allow", "challenge" or "block".
 	Outcome string `json:"outcome"`
