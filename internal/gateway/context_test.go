@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // contextPolicies are test rules on what the gateway tells policy about
@@ -82,24 +84,35 @@ func federate(t *testing.T, h *harness) {
 	}
 }
 
-// TestTaskContextThroughGateway: a task's purpose and time window, asked
-// for at the token endpoint, reach policy — the library's task-window
-// rule fires in the gateway.
-func TestTaskContextThroughGateway(t *testing.T) {
+// TestTokenContextThroughGateway: what a token carries about the task (its
+// purpose and time window, asked for at the token endpoint) and the user
+// (the groups of the user's token) reaches policy — the library's
+// task-window rule fires in the gateway.
+func TestTokenContextThroughGateway(t *testing.T) {
 	dir, extra := execConfig(t)
 	writePolicy(t, dir, "task.cedar", `
 // Audit tasks only read: nothing leaves.
 @id("audit-tasks-read-only")
 forbid (principal, action == Gatehouse::Action::"call_tool", resource)
 when { context has task && context.task.purpose like "audit*" && resource.labels.contains("external_sink") };
+
+// On a user's behalf, balances only for the finance group.
+@id("balances-for-finance")
+forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__get_balance")
+when { context has user && !(context.user in Gatehouse::Group::"finance") };
 `)
-	h, workload, _ := identityGateway(t, extra)
+	h, workload, users := identityGateway(t, extra)
 	federate(t, h)
 	base := strings.TrimSuffix(h.url, "/mcp")
 	taskToken := func(form url.Values) string {
 		t.Helper()
 		form.Set("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
 		form.Set("subject_token", workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil))
+		if sub := form.Get("subject_token_override"); sub != "" {
+			// Delegation: the user's token is the subject.
+			form.Set("subject_token", sub)
+			form.Del("subject_token_override")
+		}
 		form.Set("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
 		form.Set("resource", h.url)
 		tok, code, msg := exchange(t, base, form)
@@ -138,6 +151,23 @@ when { context has task && context.task.purpose like "audit*" && resource.labels
 		}
 		if _, e := callErr(t, h.connectToken(taskToken(report), "", ""), "workspace__send_email", mail); e != nil {
 			t.Errorf("sending mail in a reporting task: %v", e)
+		}
+	})
+	t.Run("user groups from the user's token", func(t *testing.T) {
+		onBehalf := func(groups []string) *sdk.ClientSession {
+			t.Helper()
+			var extra map[string]any
+			if groups != nil {
+				extra = map[string]any{"groups": groups}
+			}
+			return h.connectToken(taskToken(url.Values{"actor_token": {workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil)},
+				"actor_token_type": {"urn:ietf:params:oauth:token-type:jwt"}, "subject_token_override": {users.token(t, "carol", "gatehouse", extra)}}), "", "")
+		}
+		if _, e := callErr(t, onBehalf([]string{"staff", "finance"}), "bank__get_balance", balance); e != nil {
+			t.Errorf("for a member of finance: %v", e)
+		}
+		if _, e := callErr(t, onBehalf([]string{"staff"}), "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "balances-for-finance") {
+			t.Errorf("for a user outside finance: %v", e)
 		}
 	})
 }

@@ -303,7 +303,7 @@ func (g *Gateway) authenticate(r *http.Request) (*pipeline.Caller, error) {
 	}
 	c := &pipeline.Caller{Agent: p.Agent.ID, Owner: p.Agent.Owner, User: p.User, Task: p.Task, Method: p.Method, TokenID: p.TokenID,
 		TokenExpiry: p.Expiry, Tools: p.Tools, AgentTools: p.Agent.Tools,
-		TaskPurpose: p.TaskPurpose, TaskNotBefore: p.TaskNotBefore, TaskNotAfter: p.TaskNotAfter}
+		TaskPurpose: p.TaskPurpose, TaskNotBefore: p.TaskNotBefore, TaskNotAfter: p.TaskNotAfter, UserGroups: p.UserGroups}
 	for _, s := range p.Agent.Servers {
 		if p.MayUseServer(s) {
 			c.Servers = append(c.Servers, s)

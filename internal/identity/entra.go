@@ -177,5 +177,10 @@ func (v *EntraVerifier) Verify(ctx context.Context, token string) (*Identity, er
 	if id.Attributes["agent_blueprint"] != "" {
 		id.Attributes["entra_agent_id"] = "true"
 	}
+	if user {
+		if id.Groups, err = c.groups(); err != nil {
+			return nil, err
+		}
+	}
 	return id, nil
 }

@@ -255,6 +255,23 @@ func TestExchangeDelegated(t *testing.T) {
 	if ev.User == nil || ev.User.Subject != "alice" || !slices.Equal(ev.Act, wantAct) {
 		t.Errorf("audit event act chain = %+v", ev.Act)
 	}
+	if p.UserGroups != nil {
+		t.Errorf("user groups without a groups claim: %v", p.UserGroups)
+	}
+	// The user's groups claim travels in the token (RFC 9068 groups).
+	now := e.clock()
+	grouped := e.idp.sign(t, map[string]any{"iss": e.idp.URL, "sub": "alice", "aud": "gatehouse", "iat": now.Unix(),
+		"exp": now.Add(10 * time.Minute).Unix(), "groups": []string{"finance", "approvers"}})
+	r = e.exchange(t, url.Values{"subject_token": {grouped}, "subject_token_type": {identity.TokenTypeJWT},
+		"actor_token": {e.wlToken(t, wlSub)}, "actor_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, "")
+	if p, err = e.call(t, "/mcp", "Bearer", r.token, ""); err != nil || !slices.Equal(p.UserGroups, []string{"finance", "approvers"}) {
+		t.Errorf("delegated token with groups: %+v, %v", p, err)
+	}
+	// An autonomous token names no user, hence no user groups.
+	r = e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}, "")
+	if p, err = e.call(t, "/mcp", "Bearer", r.token, ""); err != nil || p.UserGroups != nil {
+		t.Errorf("autonomous token: %+v, %v", p, err)
+	}
 	// A workload cannot stand in for the user, nor a user for the agent.
 	r = e.exchange(t, url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT},
 		"actor_token": {e.wlToken(t, wlSub)}, "actor_token_type": {identity.TokenTypeJWT}}, "")

@@ -146,8 +146,10 @@ type Principal struct {
 	Method string
 
 	// User is the human the agent acts for ("" when autonomous), as
-	// "<issuer>#<subject>" of the verified user token.
-	User string
+	// "<issuer>#<subject>" of the verified user token; UserGroups are the
+	// user's groups from that token's groups claim.
+	User       string
+	UserGroups []string
 	// Task is the task (transaction) id the token was minted for;
 	// TaskPurpose and the window [TaskNotBefore, TaskNotAfter) describe it
 	// when the token carries them (tctx; zero: not given).

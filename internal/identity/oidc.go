@@ -69,6 +69,11 @@ func (v *OIDCVerifier) Verify(ctx context.Context, token string) (*Identity, err
 	if act, ok := c.raw["act"]; ok {
 		id.Act = parseAct(act)
 	}
+	if id.User {
+		if id.Groups, err = c.groups(); err != nil {
+			return nil, err
+		}
+	}
 	return id, nil
 }
 

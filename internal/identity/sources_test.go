@@ -242,8 +242,30 @@ func TestEntraVerifier(t *testing.T) {
 	// With users allowed, a delegated token is a user identity.
 	is2, vu := entraSetup(t, true)
 	id, err = vu.Verify(ctx, is2.sign(t, with(entraV2(is2, tenantA), "idtyp", "user", "scp", "Agent.Invoke", "oid", "u-oid")))
-	if err != nil || !id.User || id.Subject != "u-oid" {
+	if err != nil || !id.User || id.Subject != "u-oid" || id.Groups != nil {
 		t.Fatalf("user token: %+v, %v", id, err)
+	}
+	// A user's groups come from the groups claim (object ids); a token
+	// whose groups are elsewhere (overage) is refused, not read as none.
+	user := with(entraV2(is2, tenantA), "idtyp", "user", "scp", "Agent.Invoke", "oid", "u-oid")
+	id, err = vu.Verify(ctx, is2.sign(t, with(user, "groups", []string{"0b1c-finance", "7f2e-staff"})))
+	if err != nil || strings.Join(id.Groups, ",") != "0b1c-finance,7f2e-staff" {
+		t.Errorf("user token with groups: %+v, %v", id, err)
+	}
+	for name, claims := range map[string]map[string]any{
+		"distributed claims": with(user, "_claim_names", map[string]string{"groups": "src1"}),
+		"hasgroups":          with(user, "hasgroups", true),
+		"not an array":       with(user, "groups", "finance"),
+		"an empty name":      with(user, "groups", []string{""}),
+	} {
+		if _, err := vu.Verify(ctx, is2.sign(t, claims)); identity.ErrorCode(err) != identity.CodeClaims {
+			t.Errorf("%s: %v, want %s", name, err, identity.CodeClaims)
+		}
+	}
+	// A workload's groups claim is not read.
+	id, err = v.Verify(ctx, is.sign(t, with(entraV2(is, tenantA), "groups", "not-an-array")))
+	if err != nil || id.Groups != nil {
+		t.Errorf("workload token with groups: %+v, %v", id, err)
 	}
 }
 

@@ -111,6 +111,9 @@ type Claims struct {
 	Request  *ReqContext   `json:"rctx,omitempty"`
 	Act      *ActClaim     `json:"act,omitempty"`
 	Cnf      *Confirmation `json:"cnf,omitempty"`
+	// Groups are the groups of the subject when it is a user (delegated
+	// tokens), from the user's token (RFC 9068 §2.2.3.1).
+	Groups []string `json:"groups,omitempty"`
 }
 
 // TxnContext is the tctx claim: what the task may do, and what the task
@@ -346,6 +349,9 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*Principal, e
 	}
 	if cl.Request != nil {
 		p.Source, p.User = cl.Request.Workload, cl.Request.User
+		if p.User != "" {
+			p.UserGroups = cl.Groups
+		}
 		if p.Source != nil && !agent.TenantAllowed(p.Source.Tenant) {
 			return nil, fail(CodeTenant, "the token's source tenant is no longer allowed for the agent", nil)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -40,6 +41,9 @@ type Identity struct {
 	Attributes map[string]string
 	// Act is the delegation chain the credential itself carried.
 	Act []Actor
+	// Groups are a user's groups from the token's groups claim (RFC 9068
+	// §2.2.3.1; Entra: group object ids), for policy. Read for users only.
+	Groups []string
 }
 
 // Source returns the identity as a token's source record.
@@ -155,6 +159,42 @@ func (c *rawClaims) str(name string) string {
 		_ = json.Unmarshal(b, &s)
 	}
 	return s
+}
+
+// Bounds of a user's groups claim.
+const (
+	maxGroups     = 256
+	maxGroupBytes = 256
+)
+
+// groups reads the groups claim: absent is no groups; anything but an
+// array of at most maxGroups non-empty strings of at most maxGroupBytes
+// refuses the token, so that policy never sees a partial or garbled list.
+// A token that says its groups are elsewhere (the OIDC distributed-claims
+// form _claim_names.groups, or Entra's hasgroups when there are too many)
+// is refused for the same reason.
+func (c *rawClaims) groups() ([]string, error) {
+	var names map[string]json.RawMessage
+	if b, ok := c.raw["_claim_names"]; ok && json.Unmarshal(b, &names) == nil && names["groups"] != nil || c.raw["hasgroups"] != nil {
+		return nil, fail(CodeClaims, "the user's groups are not in the token (group overage); configure the identity provider to emit them, or fewer", nil)
+	}
+	b, ok := c.raw["groups"]
+	if !ok {
+		return nil, nil
+	}
+	var gs []string
+	if err := json.Unmarshal(b, &gs); err != nil {
+		return nil, fail(CodeClaims, "the groups claim must be an array of strings", err)
+	}
+	if len(gs) > maxGroups {
+		return nil, fail(CodeClaims, fmt.Sprintf("the groups claim lists more than %d groups", maxGroups), nil)
+	}
+	for _, g := range gs {
+		if g == "" || len(g) > maxGroupBytes {
+			return nil, fail(CodeClaims, fmt.Sprintf("a group name in the groups claim is empty or longer than %d bytes", maxGroupBytes), nil)
+		}
+	}
+	return gs, nil
 }
 
 // peekClaims decodes a compact JWT's payload without verifying it, for

@@ -62,11 +62,13 @@ const (
 
 // Caller is the authenticated principal behind a request.
 type Caller struct {
-	Agent  string
-	Owner  string
-	User   string // on whose behalf, when known
-	Task   string
-	Method string // how the agent authenticated
+	Agent string
+	Owner string
+	User  string // on whose behalf, when known
+	// UserGroups are User's groups, when the token carries them.
+	UserGroups []string
+	Task       string
+	Method     string // how the agent authenticated
 	// TaskPurpose and the window [TaskNotBefore, TaskNotAfter) describe
 	// Task when the token carries them (zero: not given).
 	TaskPurpose                 string
