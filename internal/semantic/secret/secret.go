@@ -74,9 +74,16 @@ type rule struct {
 	// quickWindow bounds the input of the pre-check (0: no bound); see
 	// endsAtText.
 	quickWindow int
-	prefix      *syntax.Regexp // the stripped prefix class
-	prefixMax   int
-	maxLen      int // maximum match length in bytes; -1 if unbounded
+	// head is an automaton for a bounded opening of the expression (see
+	// head and head.go): every match of the rule at a keyword starts with
+	// a match of head there, so a keyword occurrence where head fails is
+	// rejected after a few dozen bytes, before quick runs Go's
+	// backtracking matcher over a longer window. nil when the rule has no
+	// such opening.
+	head      *headDFA
+	prefix    *syntax.Regexp // the stripped prefix class
+	prefixMax int
+	maxLen    int // maximum match length in bytes; -1 if unbounded
 }
 
 var (
@@ -193,6 +200,11 @@ func compile(r config.Rule) (rule, error) {
 		cr.quickWindow = quickWindow
 		if w := truncationWindow(core); w > 0 && w < quickWindow {
 			cr.quickWindow = w
+		}
+	}
+	if h := head(core); h != nil {
+		if n := maxLength(h); cr.maxLen < 0 || n < cr.maxLen {
+			cr.head = compileHead(h)
 		}
 	}
 	if rel := relax(core); rel != nil {
@@ -359,6 +371,74 @@ func relax(re *syntax.Regexp) *syntax.Regexp {
 		return nil
 	}
 	return out
+}
+
+// head returns a bounded expression that matches an opening of every
+// match of re, or nil when it cannot make one that is shorter than re.
+// Elements of a concatenation are kept while their length is bounded; the
+// first unbounded one is cut to its shortest form (x{n,m} and x{n,}
+// become x{n}, x* and x? vanish, x+ becomes x, an alternation cuts each
+// branch) and the rest is dropped. Any string that re matches begins
+// with a string that the result matches, so the result is a sound
+// necessary condition, and it needs only a short window.
+func head(re *syntax.Regexp) *syntax.Regexp {
+	if re.Op != syntax.OpConcat {
+		return nil
+	}
+	for i, s := range re.Sub {
+		if maxLength(s) >= 0 {
+			continue
+		}
+		sub := make([]*syntax.Regexp, 0, i+1)
+		sub = append(sub, re.Sub[:i]...)
+		if c := shortest(s); c != nil {
+			sub = append(sub, c)
+		}
+		return &syntax.Regexp{Op: syntax.OpConcat, Flags: re.Flags, Sub: sub}
+	}
+	return nil
+}
+
+// shortest returns an expression of bounded length that matches an opening
+// of every match of re, cutting repetitions to their minimum (x{n,m} and
+// x{n,} become x{n}, x* and x? vanish, x+ becomes x, an alternation cuts
+// each branch), or nil for the empty expression.
+func shortest(re *syntax.Regexp) *syntax.Regexp {
+	switch re.Op {
+	case syntax.OpCapture:
+		return shortest(re.Sub[0])
+	case syntax.OpStar, syntax.OpQuest:
+		return nil
+	case syntax.OpPlus:
+		return shortest(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min == 0 {
+			return nil
+		}
+		if maxLength(re.Sub[0]) >= 0 {
+			return &syntax.Regexp{Op: syntax.OpRepeat, Flags: re.Flags, Min: re.Min, Max: re.Min, Sub: re.Sub}
+		}
+		return shortest(re.Sub[0])
+	case syntax.OpConcat:
+		if h := head(re); h != nil {
+			return h
+		}
+		return re // bounded
+	case syntax.OpAlternate:
+		alt := &syntax.Regexp{Op: syntax.OpAlternate, Flags: re.Flags}
+		for _, s := range re.Sub {
+			c := shortest(s)
+			if c == nil {
+				return nil // a branch may match the empty string
+			}
+			alt.Sub = append(alt.Sub, c)
+		}
+		return alt
+	}
+	if maxLength(re) >= 0 {
+		return re
+	}
+	return nil
 }
 
 // startsWithKeyword reports whether every match of re begins with one of
@@ -616,6 +696,9 @@ func (s *Scanner) scanRule(r *rule, text string, starts []int, lines *lineIndex,
 			limit := len(text)
 			if r.maxLen >= 0 {
 				limit = min(len(text), p+r.maxLen+1)
+			}
+			if r.head != nil && !r.head.match(text[:limit], p) {
+				continue
 			}
 			if r.quick != nil {
 				qlimit := limit
