@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 )
 
 // sseEvent is one server-sent event.
@@ -25,9 +26,32 @@ type sseReader struct {
 	maxSize int
 }
 
+// sseBufferSize is the read buffer of an event stream.
+const sseBufferSize = 16 << 10
+
 func newSSEReader(r io.Reader, maxSize int) *sseReader {
-	return &sseReader{r: bufio.NewReaderSize(r, 16<<10), maxSize: maxSize}
+	return &sseReader{r: bufio.NewReaderSize(r, sseBufferSize), maxSize: maxSize}
 }
+
+// sseBuffers holds the read buffers of response streams, which live for one
+// upstream call each: a fresh 16 KiB buffer per call was the largest
+// allocation on the tool-call path.
+var sseBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, sseBufferSize) }}
+
+// pooledSSEReader returns a reader with a pooled buffer, to be pointed at
+// a stream with reset, and the function that returns the buffer to the
+// pool. Nothing the reader returned may point into the buffer (Next copies
+// every event out of it).
+func pooledSSEReader(maxSize int) (*sseReader, func()) {
+	br := sseBuffers.Get().(*bufio.Reader)
+	return &sseReader{r: br, maxSize: maxSize}, func() {
+		br.Reset(nil)
+		sseBuffers.Put(br)
+	}
+}
+
+// reset discards buffered data and reads from r.
+func (s *sseReader) reset(r io.Reader) { s.r.Reset(r) }
 
 var errEventTooLarge = errors.New("server-sent event too large")
 

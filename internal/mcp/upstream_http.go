@@ -207,8 +207,10 @@ func (c *httpConn) parse(b []byte) (*Message, error) {
 func (c *httpConn) readStream(ctx context.Context, body io.ReadCloser, id json.RawMessage, o *callOpts) (*Message, error) {
 	lastID := ""
 	retry := time.Duration(0)
+	rd, release := pooledSSEReader(maxUpstreamMessage)
+	defer release()
 	for attempt := 0; ; attempt++ {
-		rd := newSSEReader(body, maxUpstreamMessage)
+		rd.reset(body)
 		for {
 			ev, err := rd.Next()
 			if err != nil {
