@@ -61,6 +61,19 @@ type Backend interface {
 	Size(ctx context.Context) (int64, error)
 }
 
+// Tidier is an optional Backend method: upkeep that the log's single
+// writer does between commits, never while a commit is in progress, at
+// most once per Config.TidyInterval, preferably when no record is waiting.
+// SQLite's backend moves its write-ahead log into the database there, so
+// that the next commit rewrites the log from its start (overwriting is
+// much cheaper to sync than growing the file) instead of appending to a
+// log that concurrent commits never let a background checkpoint finish.
+// Tidy must not change what the backend stores; an error is logged and
+// does not affect appends.
+type Tidier interface {
+	Tidy(ctx context.Context) error
+}
+
 // Checkpoint is a signed tree head.
 type Checkpoint struct {
 	Size int64

@@ -64,6 +64,10 @@ type Config struct {
 	QueueSize int
 	// CommitTimeout bounds one backend append. Default 10 s.
 	CommitTimeout time.Duration
+	// TidyInterval is how often the writer lets a backend that implements
+	// Tidier do its upkeep, after a commit: when no record is waiting, or
+	// after four intervals in any case. Default 1 s.
+	TidyInterval time.Duration
 }
 
 // Receipt identifies a durable record.
@@ -100,6 +104,9 @@ type Log struct {
 	edge    edge
 	healthy bool
 	last    Checkpoint
+	// tidied is when the backend last tidied, at log size tidySize.
+	tidied   time.Time
+	tidySize int64
 }
 
 type request struct {
@@ -165,6 +172,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if cfg.CommitTimeout <= 0 {
 		cfg.CommitTimeout = 10 * time.Second
 	}
+	if cfg.TidyInterval <= 0 {
+		cfg.TidyInterval = time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -212,6 +222,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		}
 		l.last = c
 	}
+	l.tidied, l.tidySize = time.Now(), l.size
 	l.metrics = newMetrics(cfg.Registerer, l)
 	for _, s := range cfg.CheckpointSinks {
 		l.sinks = append(l.sinks, newSinkQueue(s, logger, l.metrics))
@@ -424,6 +435,7 @@ func (l *Log) writer() {
 			}
 			if eager || len(pending)+len(got) >= l.cfg.MaxBatch {
 				flush(append([]*request(nil), got...))
+				l.tidy()
 				continue
 			}
 			if len(pending) == 0 {
@@ -432,6 +444,7 @@ func (l *Log) writer() {
 			pending = append(pending, got...)
 		case <-lazyTimer.C:
 			flush(nil)
+			l.tidy()
 		case reply := <-l.ckptReq:
 			flush(nil)
 			c, err := l.issue()
@@ -462,6 +475,27 @@ func (l *Log) writer() {
 			return
 		}
 	}
+}
+
+// tidy lets a Tidier backend do its upkeep (writer only), between
+// commits: once TidyInterval has passed since the last time and the log
+// has grown, when no record waits, or after four intervals even when
+// records wait (they are delayed by the upkeep, once).
+func (l *Log) tidy() {
+	t, ok := l.b.(Tidier)
+	if !ok || l.size == l.tidySize || !l.healthy {
+		return
+	}
+	since := time.Since(l.tidied)
+	if since < l.cfg.TidyInterval || (len(l.queue) > 0 && since < 4*l.cfg.TidyInterval) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CommitTimeout)
+	defer cancel()
+	if err := t.Tidy(ctx); err != nil {
+		l.logger.Warn("audit store upkeep failed", "err", err)
+	}
+	l.tidied, l.tidySize = time.Now(), l.size
 }
 
 // gather adds queued requests to batch, waiting up to MaxDelay for more.

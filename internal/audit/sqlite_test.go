@@ -249,6 +249,38 @@ func TestSQLiteOutage(t *testing.T) {
 	}
 }
 
+// TestSQLiteWALRestarts checks that the writer lets SQLite's backend
+// checkpoint between commits (audit.Tidier), so that later commits rewrite
+// the write-ahead log from its start instead of growing it: back-to-back
+// commits leave a background checkpoint no moment to finish.
+func TestSQLiteWALRestarts(t *testing.T) {
+	ctx := context.Background()
+	signer, _, _ := audittest.Keys(t)
+	path := filepath.Join(t.TempDir(), "audit.db")
+	db, a := openSQLite(t, path)
+	defer db.Close()
+	l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: -1, TidyInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const n = 400
+	for range n {
+		if _, err := l.Append(ctx, audittest.Event("a", "t", "c", verdict.Allow)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := os.Stat(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every commit writes at least two 4 KiB pages (the table's and an
+	// index's): a WAL that only grew would hold n of them at least.
+	if limit := int64(n * 4096 / 4); fi.Size() > limit {
+		t.Errorf("WAL is %d bytes after %d commits, want at most %d: it is not restarted", fi.Size(), n, limit)
+	}
+}
+
 func metricValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()

@@ -30,11 +30,19 @@ import (
 // serialises appends from several replicas with an advisory lock.
 type AuditLog struct {
 	db *DB
-	// Statements of the append path, prepared once.
+	// Statements of the append path, prepared once (PostgreSQL).
 	prepOnce sync.Once
 	prepErr  error
 	sizeStmt *sql.Stmt
 	insStmt  *sql.Stmt
+
+	// On SQLite the writer appends on a connection of its own (see
+	// appendSQLite), opened on first use and closed with the database.
+	mu     sync.Mutex
+	closed bool
+	wconn  *sql.Conn
+	wsize  *sql.Stmt
+	wins   *sql.Stmt
 }
 
 func (a *AuditLog) prepare(ctx context.Context) error {
@@ -99,16 +107,69 @@ func OpenAuditLog(ctx context.Context, db *DB) (*AuditLog, error) {
 	if err := db.Migrate(ctx, "audit", auditSchema[db.Dialect]); err != nil {
 		return nil, err
 	}
-	return &AuditLog{db: db}, nil
+	a := &AuditLog{db: db}
+	if db.Dialect == SQLite {
+		db.onClose(func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.closed = true
+			a.dropConn()
+		})
+	}
+	return a, nil
+}
+
+// writerConn opens the writer's connection and its statements (a.mu held).
+func (a *AuditLog) writerConn(ctx context.Context) error {
+	if a.closed {
+		return errors.New("sql: database is closed")
+	}
+	if a.wconn != nil {
+		return nil
+	}
+	c, err := a.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	size, err := c.PrepareContext(ctx, `SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries`)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	ins, err := c.PrepareContext(ctx, `INSERT INTO audit_entries (idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation, tree) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`)
+	if err != nil {
+		size.Close()
+		c.Close()
+		return err
+	}
+	a.wconn, a.wsize, a.wins = c, size, ins
+	return nil
+}
+
+// dropConn closes the writer's connection (a.mu held); the next append
+// opens a new one.
+func (a *AuditLog) dropConn() {
+	if a.wconn == nil {
+		return
+	}
+	a.wsize.Close()
+	a.wins.Close()
+	a.wconn.Close()
+	a.wconn, a.wsize, a.wins = nil, nil, nil
 }
 
 // auditChunk bounds the parameters of one query (IN lists).
 const auditChunk = 500
 
-// Append implements audit.Backend.
+// Append implements audit.Backend. On SQLite see appendSQLite; on
+// PostgreSQL it appends in a transaction that holds an advisory lock, so
+// that replicas append one at a time.
 func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 	if len(b.Entries) == 0 {
 		return nil
+	}
+	if a.db.Dialect == SQLite {
+		return a.appendSQLite(ctx, b)
 	}
 	if err := a.prepare(ctx); err != nil {
 		return fmt.Errorf("preparing audit statements: %w", err)
@@ -118,10 +179,8 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 		return fmt.Errorf("appending audit batch: %w", err)
 	}
 	defer tx.Rollback()
-	if a.db.Dialect == Postgres {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('gatehouse.audit.append'))`); err != nil {
-			return fmt.Errorf("locking audit log: %w", err)
-		}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('gatehouse.audit.append'))`); err != nil {
+		return fmt.Errorf("locking audit log: %w", err)
 	}
 	var size int64
 	if err := tx.StmtContext(ctx, a.sizeStmt).QueryRowContext(ctx).Scan(&size); err != nil {
@@ -130,17 +189,72 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 	if size != b.Entries[0].Index {
 		return fmt.Errorf("%w: batch starts at %d, size is %d", audit.ErrConflict, b.Entries[0].Index, size)
 	}
-	// One prepared single-row statement per table: SQLite parses it once
-	// per batch, which costs far less than a multi-row VALUES list. The
-	// row inserts run without ctx's deadline: modernc.org/sqlite starts a
-	// watcher goroutine per statement for a cancellable context, which
-	// dominated the cost; the transaction as a whole still honours ctx.
-	rowCtx := ctx
-	if a.db.Dialect == SQLite {
-		rowCtx = context.WithoutCancel(ctx)
-	}
+	// One prepared single-row statement per table, which costs far less
+	// than a multi-row VALUES list.
 	ins := tx.StmtContext(ctx, a.insStmt)
 	defer ins.Close()
+	if err := insertEntries(ctx, ins, b); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing audit batch: %w", err)
+	}
+	return nil
+}
+
+// appendSQLite appends b on the writer's own connection, in a transaction
+// it begins (BEGIN IMMEDIATE) and commits itself: the same statements, and
+// the same durability (the connection has the pool's pragmas, WAL and
+// synchronous=FULL), as a database/sql transaction. It avoids what that
+// would add on a path taken once per write-ahead intent: database/sql starts
+// a goroutine per transaction to watch ctx, and the driver one per statement
+// run with a cancellable context, and their start and wake-up cost more
+// than the statements. The statements therefore run without ctx's deadline:
+// SQLite cannot interrupt a write that is in progress anyway, and a wait for
+// another writer's lock is bounded by busy_timeout. A batch whose ctx has
+// ended before it starts is not appended.
+func (a *AuditLog) appendSQLite(ctx context.Context, b audit.Batch) (err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("appending audit batch: %w", err)
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := a.writerConn(ctx); err != nil {
+		return fmt.Errorf("appending audit batch: %w", err)
+	}
+	if _, err := a.wconn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		a.dropConn()
+		return fmt.Errorf("appending audit batch: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			// A failed COMMIT may have ended the transaction already; a
+			// connection in an unknown state is replaced.
+			if _, rerr := a.wconn.ExecContext(ctx, `ROLLBACK`); rerr != nil {
+				a.dropConn()
+			}
+		}
+	}()
+	var size int64
+	if err := a.wsize.QueryRowContext(ctx).Scan(&size); err != nil {
+		return fmt.Errorf("reading audit log size: %w", err)
+	}
+	if size != b.Entries[0].Index {
+		return fmt.Errorf("%w: batch starts at %d, size is %d", audit.ErrConflict, b.Entries[0].Index, size)
+	}
+	if err := insertEntries(ctx, a.wins, b); err != nil {
+		return err
+	}
+	if _, err := a.wconn.ExecContext(ctx, `COMMIT`); err != nil {
+		return fmt.Errorf("committing audit batch: %w", err)
+	}
+	return nil
+}
+
+// insertEntries inserts b's entries with ins, each with the tlog hashes
+// its append added.
+func insertEntries(ctx context.Context, ins *sql.Stmt, b audit.Batch) error {
 	var tree []byte
 	for _, e := range b.Entries {
 		lo, hi := tlog.StoredHashIndex(0, e.Index)-b.HashStart, tlog.StoredHashIndex(0, e.Index+1)-b.HashStart
@@ -151,12 +265,32 @@ func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 		for _, h := range b.Hashes[lo:hi] {
 			tree = append(tree, h[:]...)
 		}
-		if _, err := ins.ExecContext(rowCtx, e.Index, e.Data, e.Hash[:], e.Time, e.Class, e.Agent, e.Tool, e.Outcome, e.Correlation, tree); err != nil {
+		if _, err := ins.ExecContext(ctx, e.Index, e.Data, e.Hash[:], e.Time, e.Class, e.Agent, e.Tool, e.Outcome, e.Correlation, tree); err != nil {
 			return fmt.Errorf("inserting audit entry %d: %w", e.Index, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing audit batch: %w", err)
+	return nil
+}
+
+// Tidy implements audit.Tidier. On SQLite it checkpoints the write-ahead
+// log (PASSIVE: it never waits for readers or writers). The log's writer
+// calls it between commits, so the checkpoint usually copies every frame,
+// and the next commit then rewrites the WAL from its start: the file stops
+// growing, and syncing a commit no longer has to journal a larger file
+// size. The background checkpointer (DB.checkpoint) alone rarely finishes
+// while commits keep arriving. On PostgreSQL it does nothing.
+func (a *AuditLog) Tidy(ctx context.Context) error {
+	if a.db.Dialect != SQLite {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.writerConn(ctx); err != nil {
+		return fmt.Errorf("checkpointing the write-ahead log: %w", err)
+	}
+	if _, err := a.wconn.ExecContext(context.WithoutCancel(ctx), `PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+		a.dropConn()
+		return fmt.Errorf("checkpointing the write-ahead log: %w", err)
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -44,16 +45,35 @@ type DB struct {
 	// stop ends the SQLite checkpointer.
 	stop chan struct{}
 	done chan struct{}
+
+	// closers release connections held outside the pool (the audit
+	// writer's) before the database closes.
+	closersMu sync.Mutex
+	closers   []func()
 }
 
 // Close stops background work and closes the database.
 func (db *DB) Close() error {
+	db.closersMu.Lock()
+	closers := db.closers
+	db.closers = nil
+	db.closersMu.Unlock()
+	for _, c := range closers {
+		c()
+	}
 	if db.stop != nil {
 		close(db.stop)
 		<-db.done
 		db.stop = nil
 	}
 	return db.DB.Close()
+}
+
+// onClose registers f to run when the database closes.
+func (db *DB) onClose(f func()) {
+	db.closersMu.Lock()
+	defer db.closersMu.Unlock()
+	db.closers = append(db.closers, f)
 }
 
 // checkpoint moves the SQLite write-ahead log into the database file in
