@@ -16,7 +16,7 @@ package textnorm
 
 import (
 	"strings"
-	"sync"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -55,6 +55,14 @@ func Normalize(s string) Result {
 		r.Changed = true
 	}
 	var b, hidden strings.Builder
+	if !hasFormat(s) {
+		// nothing to remove: skip the copy
+		t := nfkc(mapCompat(s))
+		t, r.Confusables = mapConfusables(t)
+		r.Text = t
+		r.Changed = r.Changed || t != s
+		return r
+	}
 	b.Grow(len(s))
 	for _, c := range s {
 		switch {
@@ -73,12 +81,87 @@ func Normalize(s string) Result {
 		}
 		b.WriteRune(c)
 	}
-	t := norm.NFKC.String(b.String())
+	t := nfkc(mapCompat(b.String()))
 	t, r.Confusables = mapConfusables(t)
 	r.Text = t
 	r.Hidden = hidden.String()
 	r.Changed = r.Changed || t != s
 	return r
+}
+
+// compatBlocks caches, in blocks of 128 runes filled on first use, the
+// ASCII character that NFKC makes of a rune on its own (0: none), for the
+// planes below U+20000.
+var compatBlocks [0x20000 / 128]atomic.Pointer[[128]byte]
+
+func compatASCII(c rune) byte {
+	if c < utf8.RuneSelf || c >= 0x20000 {
+		return 0
+	}
+	blk := compatBlocks[c/128].Load()
+	if blk == nil {
+		blk = new([128]byte)
+		base := c &^ 127
+		for i := range blk {
+			r := base + rune(i)
+			if r < utf8.RuneSelf || !utf8.ValidRune(r) {
+				continue
+			}
+			if t := norm.NFKC.String(string(r)); len(t) == 1 && t[0] >= 0x20 && t[0] < 0x7F {
+				blk[i] = t[0]
+			}
+		}
+		// racing fillers compute the same block; either may win
+		compatBlocks[c/128].Store(blk)
+	}
+	return blk[c%128]
+}
+
+// mapCompat replaces each rune that NFKC turns into one printable ASCII
+// character on its own (fullwidth forms, mathematical alphanumerics,
+// circled letters, the ideographic space, …) by that character. NFKC of
+// the result equals NFKC of s — a rune is replaced by its own
+// compatibility decomposition — but the normaliser's slow decomposition
+// path then no longer runs over text written in such characters.
+func mapCompat(s string) string {
+	var b strings.Builder
+	for i, c := range s {
+		a := byte(0)
+		if c >= utf8.RuneSelf {
+			a = compatASCII(c)
+		}
+		switch {
+		case a != 0 && b.Cap() == 0:
+			b.Grow(len(s))
+			b.WriteString(s[:i])
+			b.WriteByte(a)
+		case a != 0:
+			b.WriteByte(a)
+		case b.Cap() > 0:
+			b.WriteRune(c)
+		}
+	}
+	if b.Cap() == 0 {
+		return s
+	}
+	return b.String()
+}
+
+func nfkc(s string) string {
+	if isPrintableASCII(s) {
+		return s
+	}
+	return norm.NFKC.String(s)
+}
+
+// hasFormat reports whether s holds a tag, bidi or invisible character.
+func hasFormat(s string) bool {
+	for _, c := range s {
+		if c >= utf8.RuneSelf && (c >= 0xE0000 && c <= 0xE007F || isBidi(c) || isInvisible(c)) {
+			return true
+		}
+	}
+	return false
 }
 
 func isPrintableASCII(s string) bool {
@@ -117,11 +200,16 @@ func isInvisible(c rune) bool {
 		return true
 	case c >= 0xFE00 && c <= 0xFE0F, c >= 0xE0100 && c <= 0xE01EF:
 		return true
+	case c < 0x0600, c >= 0x0900 && c < 0x180E, c > 0x180E && c < 0x200B, c >= 0x2070 && c < 0xFEFF:
+		return false // no format characters there: skip the table
 	}
 	return unicode.Is(unicode.Cf, c)
 }
 
-var confusableCache sync.Map // rune -> string ("" when not mapped)
+// confusableBlocks caches confusableOf's answers in blocks of 128 runes,
+// each filled the first time one of its runes is looked up, for the
+// planes that hold confusables (below U+20000).
+var confusableBlocks [0x20000 / 128]atomic.Pointer[[128]string]
 
 // mapConfusables maps each non-ASCII rune whose TS #39 prototype is ASCII to
 // that prototype. ASCII runes are kept: the table maps some ASCII characters
@@ -149,16 +237,30 @@ func mapConfusables(s string) (string, int) {
 }
 
 func confusableOf(c rune) string {
-	if v, ok := confusableCache.Load(c); ok {
-		return v.(string)
+	if c >= 0x20000 {
+		return skeletonOf(c)
 	}
-	m := ""
+	blk := confusableBlocks[c/128].Load()
+	if blk == nil {
+		blk = new([128]string)
+		base := c &^ 127
+		for i := range blk {
+			blk[i] = skeletonOf(base + rune(i))
+		}
+		// racing fillers compute the same block; either may win
+		confusableBlocks[c/128].Store(blk)
+	}
+	return blk[c%128]
+}
+
+// skeletonOf returns the ASCII prototype of c, or "" when it has none.
+func skeletonOf(c rune) string {
+	if c < utf8.RuneSelf || !utf8.ValidRune(c) {
+		return ""
+	}
 	sk := norm.NFC.String(confusables.Skeleton(string(c)))
 	if sk != string(c) && isPrintableASCII(sk) && sk != "" {
-		m = sk
+		return sk
 	}
-	if c < 0x20000 { // the planes that hold confusables; bounds the cache
-		confusableCache.Store(c, m)
-	}
-	return m
+	return ""
 }
