@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/gatehouse/gatehouse/internal/semantic"
 	"github.com/gatehouse/gatehouse/internal/semantic/injection"
@@ -17,7 +18,7 @@ func init() {
 	commands["eval"] = command{summary: "evaluate detectors on labelled data (eval semantic --data FILE)", run: runEval}
 }
 
-const evalUsage = `usage: gatehouse eval semantic --data FILE.jsonl [--json] [--weights FILE]`
+const evalUsage = `usage: gatehouse eval semantic --data FILE.jsonl [--json] [--misses] [--weights FILE]`
 
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "semantic" {
@@ -33,6 +34,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	data := fs.String("data", "", "labelled rows, one JSON object per line")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	weights := fs.String("weights", "", "classifier weight file (default: the shipped weights)")
+	misses := fs.Bool("misses", false, "also list the rows judged wrongly (missed attacks, flagged benign rows)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -65,6 +67,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if !*misses {
+		rep.Misses = nil
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -78,6 +83,20 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	printMetrics(stdout, "overall", map[string]*semantic.Metrics{"all": rep.Overall})
 	fmt.Fprintf(stdout, "\nlatency per row: p50 %.0f µs, p99 %.0f µs, mean %.0f µs, max %.0f µs\n",
 		rep.LatencyUS.P50, rep.LatencyUS.P99, rep.LatencyUS.Mean, rep.LatencyUS.Max)
+	if *misses {
+		fmt.Fprintf(stdout, "\n%d rows judged wrongly:\n", len(rep.Misses))
+		for _, m := range rep.Misses {
+			what := "missed"
+			if m.Label == 0 {
+				what = "flagged"
+			}
+			text := strings.Join(strings.Fields(m.Text), " ")
+			if len(text) > 160 {
+				text = text[:157] + "..."
+			}
+			fmt.Fprintf(stdout, "  %-7s %-13s %-11s risk %.2f %-9s %s %q\n", what, m.Category, m.Surface, m.Risk, m.Outcome, m.ID, text)
+		}
+	}
 	return nil
 }
 

@@ -42,6 +42,22 @@ type Report struct {
 	PerSurface  map[string]*Metrics `json:"per_surface"`
 	Overall     *Metrics            `json:"overall"`
 	LatencyUS   Latency             `json:"latency_us"`
+	// Misses lists the rows judged wrongly (missed attacks and flagged
+	// benign rows), in input order.
+	Misses []Miss `json:"misses,omitempty"`
+}
+
+// Miss is a row that Evaluate judged wrongly.
+type Miss struct {
+	ID       string  `json:"id"`
+	Category string  `json:"category"`
+	Surface  string  `json:"surface"`
+	Label    int     `json:"label"`
+	Risk     float64 `json:"risk"`
+	Outcome  string  `json:"outcome"`
+	// Kinds are the finding kinds that fired, sorted.
+	Kinds []string `json:"kinds,omitempty"`
+	Text  string   `json:"text"`
 }
 
 // Flagged reports whether a Result counts as a detection in evaluation:
@@ -69,6 +85,10 @@ func Evaluate(ctx context.Context, e *Engine, rows []injection.Row) (*Report, er
 			return nil, fmt.Errorf("row %d (%s): %w", i+1, row.ID, err)
 		}
 		flag := Flagged(res)
+		if flag != (row.Label == 1) {
+			rep.Misses = append(rep.Misses, Miss{ID: row.ID, Category: row.Category, Surface: string(s), Label: row.Label,
+				Risk: res.Risk, Outcome: string(res.Verdict.Outcome), Kinds: res.Context.Kinds, Text: row.Text})
+		}
 		for _, m := range []*Metrics{bucket(rep.PerCategory, row.Category), bucket(rep.PerSurface, string(s)), rep.Overall} {
 			m.count(row.Label == 1, flag)
 		}
