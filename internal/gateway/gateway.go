@@ -198,9 +198,7 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		OnTool:           g.toolsSeen,
 		AwaitApproval:    g.awaitApproval,
 	}
-	if on, set := cfg.Semantic.Detectors["canary"]; g.semantic != nil && (!set || on) {
-		pcfg.Instructions = g.canaryInstructions
-	}
+	pcfg.Instructions = g.sessionInstructions()
 	if cfg.Pinning.Mode == "enforce" {
 		pcfg.Pins = g.pins
 	}

@@ -308,6 +308,31 @@ func (s screener) ScreenOutput(ctx context.Context, r *pipeline.Request, o *pipe
 	return res.Verdict, nil
 }
 
+// sessionInstructions returns what the semantic layer adds to a new
+// session's instructions: the session's canary (unless the canary
+// detector is off) and, with spotlighting on, the preamble that explains
+// the session's datamark. It returns nil when there is nothing to add.
+func (g *Gateway) sessionInstructions() func(session string) string {
+	if g.semantic == nil {
+		return nil
+	}
+	on, set := g.cfg.Semantic.Detectors["canary"]
+	canary, datamark := !set || on, g.cfg.Semantic.Datamark
+	if !canary && !datamark {
+		return nil
+	}
+	return func(session string) string {
+		var parts []string
+		if canary {
+			parts = append(parts, g.canaryInstructions(session))
+		}
+		if datamark {
+			parts = append(parts, semantic.Preamble(g.semantic.Marker(session)))
+		}
+		return strings.Join(parts, "\n")
+	}
+}
+
 // canaryInstructions plants the session's canary in its instructions: a
 // marker no legitimate tool call or answer contains, so its appearance in
 // a tool's arguments shows the agent's context leaking out.

@@ -518,3 +518,80 @@ when { context.findings.kinds.contains("instruction_override") && context.findin
 		t.Errorf("refusal on record: %v", evs)
 	}
 }
+
+// TestSpotlighting: with semantic.datamark on, the text of tool results
+// and documents reaches the agent datamarked with the session's marker,
+// which the session's instructions explain; structured content and prompt
+// templates are not marked. Off by default.
+func TestSpotlighting(t *testing.T) {
+	preamble := regexp.MustCompile(`interleaved with the symbol (\S+) between its words`)
+	record := "Record 7: the deploy credentials are on file."
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprint("datamark=", on), func(t *testing.T) {
+			cfg := "policy: {dir: " + recordsPolicies(t) + "}\n"
+			if on {
+				cfg += "semantic: {datamark: true}\n"
+			}
+			h := start(t, cfg, recordsServer(t))
+			ctx := context.Background()
+			cs := h.connect("assistant", nil, "")
+			instr := cs.InitializeResult().Instructions
+			if !strings.Contains(instr, "session marker GHC") {
+				t.Errorf("the canary is missing from the instructions: %q", instr)
+			}
+			m := preamble.FindStringSubmatch(instr)
+			if (m != nil) != on {
+				t.Fatalf("datamark %v, instructions %q", on, instr)
+			}
+			mark := func(s string) string {
+				if !on {
+					return s
+				}
+				return strings.ReplaceAll(s, " ", m[1])
+			}
+			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "records__fetch_record"})
+			if err != nil || res.IsError {
+				t.Fatalf("fetch_record: %+v %v", res, err)
+			}
+			if got := res.Content[0].(*sdk.TextContent).Text; got != mark(record) {
+				t.Errorf("tool result text %q, want %q", got, mark(record))
+			}
+			if data := res.StructuredContent.(map[string]any)["data"]; data != "ci token [REDACTED:github-pat] (rotate monthly)" {
+				t.Errorf("structuredContent.data = %q", data)
+			}
+			var uri string
+			for r, err := range cs.Resources(ctx, nil) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Name == "policy" {
+					uri = r.URI
+				}
+			}
+			rr, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: uri})
+			if err != nil || len(rr.Contents) != 1 {
+				t.Fatalf("read policy: %+v %v", rr, err)
+			}
+			if want := mark("Travel policy: book economy for flights under six hours."); rr.Contents[0].Text != want {
+				t.Errorf("document %q, want %q", rr.Contents[0].Text, want)
+			}
+			pr, err := cs.GetPrompt(ctx, &sdk.GetPromptParams{Name: "records__weekly_summary"})
+			if err != nil || pr.Messages[0].Content.(*sdk.TextContent).Text != "Summarise this week's expense reports for the finance team, grouped by department." {
+				t.Errorf("prompt: %+v %v", pr, err)
+			}
+			if !on {
+				return
+			}
+			// Another session may have another marker; its results carry
+			// the one its own instructions name.
+			for i := 0; i < 4; i++ {
+				other := h.connect("assistant", nil, "")
+				om := preamble.FindStringSubmatch(other.InitializeResult().Instructions)
+				res, err := other.CallTool(ctx, &sdk.CallToolParams{Name: "records__fetch_record"})
+				if om == nil || err != nil || res.Content[0].(*sdk.TextContent).Text != strings.ReplaceAll(record, " ", om[1]) {
+					t.Errorf("session %d: marker %v, result %+v %v", i, om, res, err)
+				}
+			}
+		})
+	}
+}
