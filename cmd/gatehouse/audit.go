@@ -29,6 +29,8 @@ const auditUsage = `usage: gatehouse audit <subcommand> [flags]
   query       list records by agent, tool, verdict, time or correlation id
   export      write a range of the log as a self-verifying bundle
   checkpoint  print the latest signed checkpoint
+  prove       print the inclusion proof of one record (RFC 6962) for a witness
+  consistency print the consistency proof between two tree sizes (RFC 6962)
   keygen      create a checkpoint signing key and its verifier key
 
 The store is opened directly (--db FILE for SQLite, --dsn URL for PostgreSQL):
@@ -49,6 +51,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return auditExport(ctx, args, stdout, stderr)
 	case "checkpoint":
 		return auditCheckpoint(ctx, args, stdout, stderr)
+	case "prove":
+		return auditProve(ctx, args, stdout, stderr)
+	case "consistency":
+		return auditConsistency(ctx, args, stdout, stderr)
 	case "keygen":
 		return auditKeygen(args, stdout, stderr)
 	}
@@ -140,10 +146,14 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	from := fs.Int64("from", 0, "first `index` to check")
 	to := fs.Int64("to", 0, "check up to this `index` (exclusive; default: the end)")
 	bundle := fs.String("bundle", "", "verify an exported bundle `file` instead of a store")
+	proof := fs.String("proof", "", "check a proof `file` printed by prove or consistency (- for stdin) instead of a store")
 	key := fs.String("key", "", "trusted checkpoint verifier `key` (name+hash+base64, or @file)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *proof != "" {
+		return verifyProof(*proof, *key, stdout)
 	}
 	var rep *audit.Report
 	if *bundle != "" {

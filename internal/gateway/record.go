@@ -394,6 +394,7 @@ var _ pipeline.Recorder = (*recorder)(nil)
 
 // auditRoutes adds the audit API to the admin mux.
 func (g *Gateway) auditRoutes(mux *http.ServeMux) {
+	g.proofRoutes(mux)
 	mux.HandleFunc("POST /v1/audit/checkpoint", func(w http.ResponseWriter, r *http.Request) {
 		c, err := g.recorder.log.Checkpoint(r.Context())
 		if err != nil {
