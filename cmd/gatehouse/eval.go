@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/gateway"
 	"github.com/gatehouse/gatehouse/internal/semantic"
 	"github.com/gatehouse/gatehouse/internal/semantic/injection"
 )
@@ -18,7 +20,7 @@ func init() {
 	commands["eval"] = command{summary: "evaluate detectors on labelled data (eval semantic --data FILE)", run: runEval}
 }
 
-const evalUsage = `usage: gatehouse eval semantic --data FILE.jsonl [--json] [--misses] [--weights FILE]`
+const evalUsage = `usage: gatehouse eval semantic --data FILE.jsonl [--config FILE] [--json] [--misses] [--weights FILE]`
 
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "semantic" {
@@ -34,6 +36,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	data := fs.String("data", "", "labelled rows, one JSON object per line")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	weights := fs.String("weights", "", "classifier weight file (default: the shipped weights)")
+	cfgPath := fs.String("config", "", "gateway configuration whose semantic section (detectors, thresholds, actions, remotes) to evaluate (default: the engine's defaults)")
 	misses := fs.Bool("misses", false, "also list the rows judged wrongly (missed attacks, flagged benign rows)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -52,6 +55,18 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("reading %s: %w", *data, err)
 	}
 	var cfg semantic.Config
+	if *cfgPath != "" {
+		file, err := config.Load(*cfgPath)
+		if err != nil {
+			return err
+		}
+		if file.Semantic.Disabled {
+			return fmt.Errorf("%s: the semantic layer is disabled", *cfgPath)
+		}
+		if cfg, err = gateway.SemanticConfig(file); err != nil {
+			return fmt.Errorf("%s: %w", *cfgPath, err)
+		}
+	}
 	if *weights != "" {
 		m, err := loadWeights(*weights)
 		if err != nil {
@@ -75,12 +90,19 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	fmt.Fprintf(stdout, "%d rows from %s\n\n", rep.Overall.Rows, *data)
+	source := "the engine's defaults"
+	if *cfgPath != "" {
+		source = "the semantic section of " + *cfgPath
+	}
+	fmt.Fprintf(stdout, "%d rows from %s, screened with %s\n\n", rep.Overall.Rows, *data, source)
 	printMetrics(stdout, "category", rep.PerCategory)
 	fmt.Fprintln(stdout)
 	printMetrics(stdout, "surface", rep.PerSurface)
 	fmt.Fprintln(stdout)
 	printMetrics(stdout, "overall", map[string]*semantic.Metrics{"all": rep.Overall})
+	if m := rep.PerCategory[semantic.HardNegative]; m != nil && rep.HardNegativeFPR != nil {
+		fmt.Fprintf(stdout, "\nhard negatives: FPR %.1f%% (%d of %d flagged)\n", 100**rep.HardNegativeFPR, m.FP, m.Benign)
+	}
 	fmt.Fprintf(stdout, "\nlatency per row: p50 %.0f µs, p99 %.0f µs, mean %.0f µs, max %.0f µs\n",
 		rep.LatencyUS.P50, rep.LatencyUS.P99, rep.LatencyUS.Mean, rep.LatencyUS.Max)
 	if *misses {

@@ -16,6 +16,17 @@ import (
 	"github.com/gatehouse/gatehouse/internal/verdict"
 )
 
+// SemanticConfig translates the semantic section of cfg into the engine
+// configuration a gateway runs: detectors, fail modes, thresholds (with
+// the gateway's label-only defaults for tool_output and document),
+// secret and PII actions, exfiltration settings, datamarking and remote
+// adapters, whose secrets it reads through cfg.ReadSecret. Every problem
+// is reported at once. CanaryKey and Logger are left to the caller (the
+// gateway reads the key from semantic.canary_key_file).
+func SemanticConfig(cfg *config.File) (semantic.Config, error) {
+	return semanticConfig(cfg, cfg.ReadSecret)
+}
+
 // semanticConfig translates the semantic section into the engine's
 // configuration; every problem is reported at once.
 func semanticConfig(cfg *config.File, readSecret func(string) (string, error)) (semantic.Config, error) {

@@ -42,6 +42,10 @@ type Report struct {
 	PerSurface  map[string]*Metrics `json:"per_surface"`
 	Overall     *Metrics            `json:"overall"`
 	LatencyUS   Latency             `json:"latency_us"`
+	// HardNegativeFPR is the false-positive rate on the rows of category
+	// "hard_negative" (benign text full of trigger words), kept apart
+	// from the benign FPR it is also counted in; nil without such rows.
+	HardNegativeFPR *float64 `json:"hard_negative_fpr,omitempty"`
 	// Misses lists the rows judged wrongly (missed attacks and flagged
 	// benign rows), in input order.
 	Misses []Miss `json:"misses,omitempty"`
@@ -59,6 +63,9 @@ type Miss struct {
 	Kinds []string `json:"kinds,omitempty"`
 	Text  string   `json:"text"`
 }
+
+// HardNegative is the category of benign rows full of trigger words.
+const HardNegative = "hard_negative"
 
 // Flagged reports whether a Result counts as a detection in evaluation:
 // the verdict is challenge or block, or the untrusted_content label is
@@ -100,6 +107,9 @@ func Evaluate(ctx context.Context, e *Engine, rows []injection.Row) (*Report, er
 		m.finish()
 	}
 	rep.Overall.finish()
+	if m := rep.PerCategory[HardNegative]; m != nil {
+		rep.HardNegativeFPR = m.FPR
+	}
 	rep.LatencyUS = summariseLatency(lat)
 	return rep, nil
 }
