@@ -309,6 +309,28 @@ type Policy struct {
 	// ShadowDir holds a candidate policy set evaluated beside the enforced
 	// one; differences are recorded in the audit log.
 	ShadowDir string `yaml:"shadow_dir"`
+	// Totals declares the running totals policies read as
+	// context.totals.NAME, each one of the limits' value rules' totals.
+	// Default none.
+	Totals []PolicyTotal `yaml:"totals"`
+}
+
+// PolicyTotal makes one running total of a value rule (limits.values)
+// visible to policy: context.totals.<Name> is the rule's total counted per
+// Per (the request's agent, user or task) in the current window, calls in
+// flight included, before the call being decided, in the rule's unit.
+type PolicyTotal struct {
+	// Name is the Cedar attribute: a letter or _, then letters, digits or
+	// _. Required, unique.
+	Name string `yaml:"name"`
+	// Value names the value rule (its name, default "SERVER/TOOL").
+	// Required.
+	Value string `yaml:"value"`
+	// Per is agent, user or task: which of the rule's totals. Required.
+	Per string `yaml:"per"`
+	// Window picks among the rule's totals with the same per; optional
+	// when there is one.
+	Window Duration `yaml:"window"`
 }
 
 // Telemetry configures Prometheus metrics and OpenTelemetry traces.
@@ -1172,6 +1194,27 @@ func (f *File) validateExecution(add func(string, ...any), servers map[string]bo
 	if f.Policy.ShadowDir != "" && f.Policy.Dir == "" {
 		add("policy.shadow_dir: needs policy.dir")
 	}
+	if len(f.Policy.Totals) > 0 && f.Policy.Dir == "" {
+		add("policy.totals: needs policy.dir")
+	}
+	totalNames := map[string]bool{}
+	for i, t := range f.Policy.Totals {
+		if !cedarIdent.MatchString(t.Name) {
+			add("policy.totals[%d].name: %q must be a letter or _ followed by letters, digits or _", i, t.Name)
+		} else if totalNames[t.Name] {
+			add("policy.totals[%d].name: %q is declared twice", i, t.Name)
+		}
+		totalNames[t.Name] = true
+		if t.Value == "" {
+			add("policy.totals[%d].value: required (the name of a limits.values rule)", i)
+		}
+		if t.Per != "agent" && t.Per != "user" && t.Per != "task" {
+			add("policy.totals[%d].per: %q is not agent, user or task", i, t.Per)
+		}
+		if t.Window < 0 {
+			add("policy.totals[%d].window: must not be negative", i)
+		}
+	}
 	if fm := f.Locks.FailMode; fm != "" && fm != "closed" && fm != "open" {
 		add("locks.fail_mode: %q is not closed or open", fm)
 	}
@@ -1191,6 +1234,9 @@ func (f *File) validateExecution(add func(string, ...any), servers map[string]bo
 		}
 	}
 }
+
+// cedarIdent is a Cedar identifier, usable as context.totals.NAME.
+var cedarIdent = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // ParseTime parses an RFC 3339 time or a YYYY-MM-DD date (midnight UTC).
 func ParseTime(s string) (time.Time, error) {

@@ -80,6 +80,14 @@ agents: [{id: conf, owner: me}]
 identity: {anonymous_agent: conf}
 `, []string{"anonymous_agent: refused"}},
 		{"bad duration", "identity: {max_token_ttl: soon}\n", []string{"invalid duration"}},
+		{"policy totals", `
+policy:
+  totals:
+    - {name: payments-today, value: payments, per: agent}
+    - {name: ok, value: "", per: day}
+    - {name: ok, value: payments, per: agent, window: -1h}
+`, []string{"policy.totals: needs policy.dir", `policy.totals[0].name: "payments-today"`, "policy.totals[1].value: required",
+			`policy.totals[1].per: "day"`, `policy.totals[2].name: "ok" is declared twice`, "policy.totals[2].window"}},
 		{"missing secret file", "servers: [{id: a, url: 'http://a/', header_files: {X-Key: /nonexistent/key}}]\n", []string{"header_files[X-Key]"}},
 		{"credentials in url", "servers: [{id: a, url: 'http://u:p@a/'}]\n", []string{"credentials in the URL"}},
 		{"governance problems", `

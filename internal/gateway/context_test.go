@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -10,6 +12,10 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/gateway"
+	"github.com/gatehouse/gatehouse/policies"
 )
 
 // contextPolicies are test rules on what the gateway tells policy about
@@ -170,4 +176,90 @@ when { context has user && !(context.user in Gatehouse::Group::"finance") };
 			t.Errorf("for a user outside finance: %v", e)
 		}
 	})
+}
+
+// TestPolicyTotals: policy.totals makes a value rule's running total
+// visible to policy; a payment past the day's total waits for approval.
+func TestPolicyTotals(t *testing.T) {
+	dir, extra := execConfig(t)
+	writePolicy(t, dir, "totals.cedar", `
+@id("payments-daily-total")
+@challenge("finance-approvers")
+@risk("financial")
+forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__send_money")
+when { context.totals.payments_today.greaterThan(decimal("1500.0")) };
+`)
+	extra = strings.Replace(extra, "policy: {dir: "+dir+"}", "policy: {dir: "+dir+", totals: [{name: payments_today, value: payments, per: agent}]}", 1)
+	h := start(t, extra)
+	cs := h.connect("assistant", nil, "")
+	pay := func(amount float64) *jsonrpcErr {
+		_, e := callErr(t, cs, "bank__send_money", map[string]any{"from_account": "acc-savings", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": amount})
+		return e
+	}
+	before := h.demo.Bank.Balance("acc-savings")
+	for i := range 2 {
+		if e := pay(900); e != nil {
+			t.Fatalf("payment %d within the day's total: %v", i+1, e)
+		}
+	}
+	// 1,800 EUR paid today: the next payment waits for finance.
+	if e := pay(900); e == nil || e.Code != -32052 || !strings.Contains(e.Message, "payments-daily-total") {
+		t.Errorf("payment past the day's total: %v", e)
+	}
+	// Another agent's day is its own.
+	if code := adminDo(t, h, "POST", "/v1/agents", map[string]any{"id": "treasury-bot", "owner": "dana@harlowpike.example", "servers": []string{"bank"},
+		"groups": []string{"operators"}, "by": "ops", "reason": "test"}, nil); code != http.StatusCreated {
+		t.Fatalf("adding treasury-bot: HTTP %d", code)
+	}
+	writePolicy(t, dir, "context.cedar", contextPolicies)
+	if code := adminDo(t, h, "POST", "/v1/policy/reload", nil, nil); code != http.StatusOK {
+		t.Fatalf("policy reload: HTTP %d", code)
+	}
+	if _, e := callErr(t, h.connect("treasury-bot", nil, ""), "bank__send_money", map[string]any{"from_account": "acc-savings",
+		"to_iban": "DE89 3704 0044 0532 0130 00", "amount": 900}); e != nil {
+		t.Errorf("another agent's first payment: %v", e)
+	}
+	if got := h.demo.Bank.Balance("acc-savings"); got != before-2700 {
+		t.Errorf("savings balance %v, want %v", got, before-2700)
+	}
+}
+
+// TestFinancialTemplateLoads: the shipped financial-threshold template
+// loads in the gateway once its running total is declared, and the check
+// says what is missing when it is not.
+func TestFinancialTemplateLoads(t *testing.T) {
+	dir := t.TempDir()
+	tmpl, err := fs.ReadFile(policies.Templates, "templates/financial-threshold.cedar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePolicy(t, dir, "financial-threshold.cedar", string(tmpl))
+	base := fmt.Sprintf(`servers: [{id: payments, url: "http://127.0.0.1:1/mcp"}]
+limits:
+  values:
+    - {name: transfers, server: payments, tool: transfer, argument: amount, decimals: 2, totals: [{per: agent, window: 24h, limit: "100000"}]}
+policy:
+  dir: %s
+`, dir)
+	for _, tc := range []struct {
+		name, totals, want string
+	}{
+		{"declared", "  totals: [{name: payments_today, value: transfers, per: agent}]\n", ""},
+		{"not declared", "", "payments_today"},
+		{"no such total", "  totals: [{name: payments_today, value: transfers, per: user}]\n", "policy.totals[0] (payments_today): value rule transfers has no running total per user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte(base+tc.totals), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = gateway.Validate(cfg)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Validate: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Validate = %v, want an error naming %q", err, tc.want)
+			}
+		})
+	}
 }

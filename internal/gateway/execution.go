@@ -86,7 +86,9 @@ func Validate(cfg *config.File) error {
 		errs = append(errs, err)
 	}
 	lc.Ledger = limits.NewMemoryLedger()
-	if _, err := limits.New(lc); err != nil {
+	if l, err := limits.New(lc); err != nil {
+		errs = append(errs, err)
+	} else if _, err := policyTotals(cfg, l); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := limits.NewBreakers(bc); err != nil {
@@ -105,6 +107,28 @@ func Validate(cfg *config.File) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// policyTotal is a running total policy reads as context.totals.<name>.
+type policyTotal struct {
+	name string
+	view *limits.TotalView
+}
+
+// policyTotals resolves policy.totals against the limiter's value rules;
+// the error names every entry that names no total, or several.
+func policyTotals(cfg *config.File, l *limits.Limiter) ([]policyTotal, error) {
+	var out []policyTotal
+	var errs []error
+	for i, t := range cfg.Policy.Totals {
+		v, err := l.View(limits.TotalRef{Value: t.Value, Per: limits.Dimension(t.Per), Window: t.Window.Std()})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy.totals[%d] (%s): %w", i, t.Name, err))
+			continue
+		}
+		out = append(out, policyTotal{name: t.Name, view: v})
+	}
+	return out, errors.Join(errs...)
 }
 
 // openExecution builds the execution layer's stages: locks, policy,
@@ -170,7 +194,11 @@ func (g *Gateway) openExecution(ctx context.Context) ([]pipeline.Stage, error) {
 				return nil, fmt.Errorf("shadow policies: %w", err)
 			}
 		}
-		stages = append(stages, &policyStage{e: x.policy, agents: g.agentInfo, now: g.now})
+		totals, err := policyTotals(cfg, x.limiter)
+		if err != nil {
+			return nil, err
+		}
+		stages = append(stages, &policyStage{e: x.policy, agents: g.agentInfo, totals: totals, now: g.now})
 	}
 	// Governance settles challenges before single-use tokens are spent and
 	// before limits reserve anything: a held call consumes nothing.
@@ -217,6 +245,8 @@ func (g *Gateway) agentInfo(ctx context.Context, id string) (agentMeta, error) {
 type policyStage struct {
 	e      *policy.Engine
 	agents func(ctx context.Context, id string) (agentMeta, error)
+	// totals are read from the limits ledger for every decision.
+	totals []policyTotal
 	now    func() time.Time
 }
 
@@ -259,6 +289,14 @@ func (s *policyStage) Check(ctx context.Context, r *pipeline.Request) (verdict.V
 	if c := r.Caller; c.Task != "" {
 		req.Task = &policy.Task{ID: c.Task, Purpose: c.TaskPurpose, NotBefore: c.TaskNotBefore, NotAfter: c.TaskNotAfter}
 	}
+	if len(s.totals) > 0 {
+		req.Totals = make(map[string]float64, len(s.totals))
+		for _, t := range s.totals {
+			if req.Totals[t.name], err = t.view.Used(ctx, r); err != nil {
+				return verdict.Verdict{}, err
+			}
+		}
+	}
 	if r.Findings != nil && r.Phase == pipeline.PhaseCall {
 		req.Findings = &policy.Findings{Scores: r.Findings.Scores, Kinds: r.Findings.Kinds}
 	}
@@ -291,12 +329,17 @@ type toolSchemas struct {
 	mu    sync.Mutex
 	cfg   map[string]map[string]config.Tool // server → tool → config
 	known map[string]map[string]json.RawMessage
+	// totals are the names of policy.totals (context.totals).
+	totals []string
 }
 
 func newToolSchemas(cfg *config.File) *toolSchemas {
 	t := &toolSchemas{cfg: map[string]map[string]config.Tool{}, known: map[string]map[string]json.RawMessage{}}
 	for _, s := range cfg.Servers {
 		t.cfg[s.ID] = s.Tools
+	}
+	for _, pt := range cfg.Policy.Totals {
+		t.totals = append(t.totals, pt.Name)
 	}
 	return t
 }
@@ -355,7 +398,7 @@ func (t *toolSchemas) schema() (*policy.Schema, error) {
 	sort.Slice(tools, func(i, j int) bool {
 		return tools[i].Server+"/"+tools[i].Name < tools[j].Server+"/"+tools[j].Name
 	})
-	return policy.SchemaFor(tools, policy.SchemaOptions{})
+	return policy.SchemaFor(tools, policy.SchemaOptions{Totals: t.totals})
 }
 
 // toolsSeen is the MCP proxy's hook: a server presented tool definitions.

@@ -38,6 +38,14 @@ type Ledger interface {
 	Settle(ctx context.Context, amount int64, buckets []Bucket, commit bool) error
 }
 
+// TotalReader is implemented by ledgers that can report a bucket's use,
+// for policy (Limiter.Used). Used returns the bucket's committed plus
+// reserved amount as the ledger holds it now (0 for a bucket it does not
+// hold); an error means the use is unknown.
+type TotalReader interface {
+	Used(ctx context.Context, b Bucket) (int64, error)
+}
+
 // Pruner is implemented by ledgers that can drop buckets whose window ended
 // before a time (Unix seconds); Limiter.Run calls it.
 type Pruner interface {
@@ -119,6 +127,20 @@ func (l *MemoryLedger) Settle(_ context.Context, amount int64, buckets []Bucket,
 		}
 	}
 	return nil
+}
+
+// Used implements TotalReader.
+func (l *MemoryLedger) Used(_ context.Context, b Bucket) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return 0, l.err
+	}
+	c := l.m[bucketKey{b.Rule, b.Key, b.Start}]
+	if c == nil {
+		return 0, nil
+	}
+	return c.committed + c.reserved, nil
 }
 
 // Prune implements Pruner.

@@ -666,6 +666,83 @@ func RetryAfterSeconds(r verdict.Reason) (string, bool) {
 	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10), true
 }
 
+// TotalRef names one running total of a value rule, for policy: the
+// rule's name, the dimension the total is counted per, and its window
+// (zero: the rule's only total per that dimension).
+type TotalRef struct {
+	Value  string
+	Per    Dimension
+	Window time.Duration
+}
+
+// TotalView reads one running total for policy (context.totals).
+type TotalView struct {
+	l  *Limiter
+	vr *valueRule
+	t  *totalRule
+}
+
+// View resolves ref to exactly one running total; the error says why it
+// names none or several.
+func (l *Limiter) View(ref TotalRef) (*TotalView, error) {
+	var vr *valueRule
+	for _, m := range l.values {
+		for _, v := range m {
+			if v.Name == ref.Value {
+				vr = v
+			}
+		}
+	}
+	if vr == nil {
+		return nil, fmt.Errorf("no value rule is named %q", ref.Value)
+	}
+	var found *totalRule
+	for i := range vr.totals {
+		t := &vr.totals[i]
+		if t.per != ref.Per || ref.Window != 0 && time.Duration(t.window)*time.Second != ref.Window {
+			continue
+		}
+		if found != nil {
+			return nil, fmt.Errorf("value rule %s has several totals per %s: name the window", vr.Name, ref.Per)
+		}
+		found = t
+	}
+	if found == nil {
+		what := string(ref.Per)
+		if ref.Window != 0 {
+			what += " over " + ref.Window.String()
+		}
+		return nil, fmt.Errorf("value rule %s has no running total per %s", vr.Name, what)
+	}
+	if _, ok := l.cfg.Ledger.(TotalReader); !ok {
+		return nil, errors.New("the running totals' ledger cannot report them")
+	}
+	return &TotalView{l: l, vr: vr, t: found}, nil
+}
+
+// Used returns the total for r's agent, user or task in the current
+// window, in the value's units: what was committed plus what calls in
+// flight reserved — before r itself, which the limits stage reserves only
+// later. An error means the total is unknown (the ledger is unavailable).
+func (v *TotalView) Used(ctx context.Context, r *pipeline.Request) (float64, error) {
+	if r.Caller == nil {
+		return 0, errors.New("limits: request without a caller")
+	}
+	now := v.l.cfg.Now().Unix()
+	rv := requestView{agent: r.Caller.Agent, user: r.Caller.User, task: r.Caller.Task}
+	key := rv.dim(v.t.per)
+	if key == "" {
+		key = "-"
+	}
+	start := now - mod(now, v.t.window)
+	used, err := v.l.cfg.Ledger.(TotalReader).Used(ctx, Bucket{Rule: v.t.name, Key: key, Start: start, End: start + v.t.window, Limit: v.t.limit})
+	if err != nil {
+		v.l.met.failures.WithLabelValues("limits.total:"+v.t.name, FailClosed.String()).Inc()
+		return 0, fmt.Errorf("reading running total %s: %w", v.t.name, err)
+	}
+	return float64(used) / math.Pow10(v.vr.Decimals), nil
+}
+
 // Finish implements pipeline.Finisher: it frees the call's concurrency
 // slots and settles its reservation. A value is committed when the call may
 // have taken effect: status "ok", and also "upstream_error" and "cancelled"

@@ -395,6 +395,80 @@ func TestRunningTotals(t *testing.T) {
 	finish(l, r8, "ok")
 }
 
+// TestTotalView: policy reads a running total for the request's subject,
+// calls in flight included, in the value's units; a reference that names no
+// total, or several, is refused; an unavailable ledger is an error.
+func TestTotalView(t *testing.T) {
+	clk := newClock()
+	ledger := limits.NewMemoryLedger()
+	l := valueLimiter(t, clk, ledger, limits.FailClosed, nil)
+	for _, tc := range []struct {
+		ref  limits.TotalRef
+		want string
+	}{
+		{limits.TotalRef{Value: "bank/payments", Per: limits.PerAgent}, `no value rule is named "bank/payments"`},
+		{limits.TotalRef{Value: "bank/transfer", Per: limits.PerTask}, "no running total per task"},
+		{limits.TotalRef{Value: "bank/transfer", Per: limits.PerAgent, Window: time.Hour}, "no running total per agent over 1h0m0s"},
+	} {
+		if _, err := l.View(tc.ref); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("View(%+v) = %v, want %q", tc.ref, err, tc.want)
+		}
+	}
+	two, err := limits.New(limits.Config{Ledger: ledger, Values: []limits.Value{{Server: "bank", Tool: "transfer", Argument: "amount",
+		Totals: []limits.Total{{Per: limits.PerAgent, Window: time.Hour, Limit: "10"}, {Per: limits.PerAgent, Window: 24 * time.Hour, Limit: "100"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := two.View(limits.TotalRef{Value: "bank/transfer", Per: limits.PerAgent}); err == nil || !strings.Contains(err.Error(), "name the window") {
+		t.Errorf("ambiguous reference: %v", err)
+	}
+	if _, err := two.View(limits.TotalRef{Value: "bank/transfer", Per: limits.PerAgent, Window: 24 * time.Hour}); err != nil {
+		t.Errorf("reference with a window: %v", err)
+	}
+
+	agentDay, err := l.View(limits.TotalRef{Value: "bank/transfer", Per: limits.PerAgent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userHour, err := l.View(limits.TotalRef{Value: "bank/transfer", Per: limits.PerUser, Window: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := func(v *limits.TotalView, r *pipeline.Request) float64 {
+		t.Helper()
+		f, err := v.Used(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	r1 := transfer("a1", "u1", "1200.50")
+	if got := used(agentDay, r1); got != 0 {
+		t.Errorf("before any payment: %v", got)
+	}
+	wantAllow(t, check(t, l, r1))
+	// In flight counts.
+	if got := used(agentDay, transfer("a1", "u1", "1")); got != 1200.5 {
+		t.Errorf("with a payment in flight: %v, want 1200.5", got)
+	}
+	finish(l, r1, "ok")
+	r2 := transfer("a2", "u1", "99.99")
+	wantAllow(t, check(t, l, r2))
+	finish(l, r2, "ok")
+	if a1, a2, u1 := used(agentDay, transfer("a1", "", "1")), used(agentDay, transfer("a2", "", "1")), used(userHour, transfer("a3", "u1", "1")); a1 != 1200.5 || a2 != 99.99 || u1 != 1300.49 {
+		t.Errorf("per agent %v and %v, per user %v; want 1200.5, 99.99, 1300.49", a1, a2, u1)
+	}
+	// The next hour starts the user's total afresh; the agent's day goes on.
+	clk.Add(time.Hour)
+	if a1, u1 := used(agentDay, transfer("a1", "u1", "1")), used(userHour, transfer("a1", "u1", "1")); a1 != 1200.5 || u1 != 0 {
+		t.Errorf("an hour later: agent %v, user %v", a1, u1)
+	}
+	ledger.SetError(errors.New("database down"))
+	if _, err := agentDay.Used(context.Background(), transfer("a1", "u1", "1")); err == nil {
+		t.Error("an unavailable ledger reported a total")
+	}
+}
+
 // TestConcurrentCallsCannotOverrun races many calls against one total.
 func TestConcurrentCallsCannotOverrun(t *testing.T) {
 	ledger := limits.NewMemoryLedger()

@@ -10,8 +10,8 @@ import (
 	"github.com/gatehouse/gatehouse/internal/limits"
 )
 
-// Totals is the durable ledger of running totals (implements limits.Ledger
-// and limits.Pruner).
+// Totals is the durable ledger of running totals (implements limits.Ledger,
+// limits.TotalReader and limits.Pruner).
 //
 // One row per bucket (rule, subject, window) holds the committed and the
 // reserved amounts. Reserve runs one conditional upsert per bucket inside a
@@ -130,6 +130,20 @@ func (s *Totals) Settle(ctx context.Context, amount int64, buckets []limits.Buck
 		return fmt.Errorf("committing settlement: %w", err)
 	}
 	return nil
+}
+
+// Used implements limits.TotalReader.
+func (s *Totals) Used(ctx context.Context, b limits.Bucket) (int64, error) {
+	var used int64
+	err := s.db.QueryRowContext(ctx, `SELECT committed + reserved FROM limit_totals WHERE rule = $1 AND subject = $2 AND window_start = $3`,
+		b.Rule, b.Key, b.Start).Scan(&used)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading running total %s: %w", b.Rule, err)
+	}
+	return used, nil
 }
 
 // Prune implements limits.Pruner.

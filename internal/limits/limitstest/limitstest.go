@@ -38,10 +38,25 @@ func TestLedger(t *testing.T, l1, l2 limits.Ledger) {
 		}
 	}
 
+	// A ledger that reports use (limits.TotalReader, for policy) reports
+	// committed + reserved, seen from the other replica; nothing is 0.
+	wantUsed := func(b limits.Bucket, want int64) {
+		t.Helper()
+		r, ok := l2.(limits.TotalReader)
+		if !ok {
+			return
+		}
+		if got, err := r.Used(ctx, b); err != nil || got != want {
+			t.Errorf("Used(%s/%s) = %d, %v; want %d", b.Rule, b.Key, got, err, want)
+		}
+	}
+	wantUsed(agent, 0)
+
 	// In-flight reservations count against the limit.
 	if full, _ := reserve(l1, 6000, both); full != -1 {
 		t.Fatalf("first reservation refused by bucket %d", full)
 	}
+	wantUsed(agent, 6000)
 	if full, used := reserve(l2, 6000, both); full != 0 || used != 6000 {
 		t.Fatalf("second reservation: full=%d used=%d, want bucket 0 with 6000 used", full, used)
 	}
@@ -59,6 +74,8 @@ func TestLedger(t *testing.T, l1, l2 limits.Ledger) {
 	if full, used := reserve(l1, 1, both); full != 0 || used != 10000 {
 		t.Fatalf("after commit: full=%d used=%d", full, used)
 	}
+	wantUsed(agent, 10000)
+	wantUsed(limits.Bucket{Rule: agent.Rule, Key: "a1", Start: start + day, End: start + 2*day, Limit: 10000}, 0)
 	// The second bucket can be the one that is full.
 	if full, used := reserve(l1, 5001, []limits.Bucket{{Rule: agent.Rule, Key: "a2", Start: start, End: start + day, Limit: 10000}, user}); full != 1 || used != 10000 {
 		t.Fatalf("user bucket: full=%d used=%d, want 1, 10000", full, used)
