@@ -514,7 +514,8 @@ func (r *reply) finish() {
 		r.sse.start(http.StatusOK)
 	}
 	if r.sse != nil {
-		_ = r.sse.write("", encode(final))
+		// finish is the last write of the handler.
+		_ = r.sse.writeLast("", encode(final))
 		return
 	}
 	r.applyHeaders()

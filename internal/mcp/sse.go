@@ -166,6 +166,18 @@ func (s *sseWriter) start(status int) {
 
 // write sends one event with the given id (may be empty) and data.
 func (s *sseWriter) write(id string, data []byte) error {
+	if err := s.writeLast(id, data); err != nil {
+		return err
+	}
+	s.flush()
+	return nil
+}
+
+// writeLast writes the stream's last event without flushing it: the
+// handler returns right after, and net/http then sends the event together
+// with the end of the response in one write (a stream that was not flushed
+// before goes out whole, with a Content-Length) instead of two.
+func (s *sseWriter) writeLast(id string, data []byte) error {
 	s.start(http.StatusOK)
 	var buf bytes.Buffer
 	buf.Grow(len(data) + 32)
@@ -179,11 +191,8 @@ func (s *sseWriter) write(id string, data []byte) error {
 		buf.WriteByte('\n')
 	}
 	buf.WriteByte('\n')
-	if _, err := s.w.Write(buf.Bytes()); err != nil {
-		return err
-	}
-	s.flush()
-	return nil
+	_, err := s.w.Write(buf.Bytes())
+	return err
 }
 
 // comment writes an SSE comment (a keep-alive).
