@@ -919,9 +919,17 @@ func (f *File) validate() []string {
 			if len(ts.Tenants) == 0 {
 				add("%s.tenants: required for entra", key)
 			}
+			for _, t := range ts.Tenants {
+				if t == "" || strings.ContainsAny(t, "/?#") || t == "common" || t == "organizations" || t == "consumers" {
+					add("%s.tenants: %q is not a tenant id (multi-tenant authorities would admit any tenant)", key, t)
+				}
+			}
 		case "aws":
 			if len(ts.Endpoints) == 0 {
 				add("%s.endpoints: required for aws", key)
+			}
+			if ts.Audience == "" {
+				add("%s.audience: required for aws (the signed audience header binds requests to this gateway)", key)
 			}
 		case "spiffe":
 			if ts.TrustDomain == "" || (ts.BundleFile == "" && ts.WorkloadAPI == "") {

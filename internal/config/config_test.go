@@ -90,6 +90,16 @@ policy:
 			`policy.totals[1].per: "day"`, `policy.totals[2].name: "ok" is declared twice`, "policy.totals[2].window"}},
 		{"missing secret file", "servers: [{id: a, url: 'http://a/', header_files: {X-Key: /nonexistent/key}}]\n", []string{"header_files[X-Key]"}},
 		{"credentials in url", "servers: [{id: a, url: 'http://u:p@a/'}]\n", []string{"credentials in the URL"}},
+		{"trust source problems", `
+identity:
+  trust_sources:
+    - {name: contoso, kind: entra, tenants: [common], audience: "api://gatehouse"}
+    - {name: aws-prod, kind: aws, endpoints: ["https://sts.amazonaws.com"], accounts: ["123456789012"]}
+agents:
+  - id: a
+    owner: me
+    credentials: [{source: aws-prod, tenant: "999999999999", subject: "arn:aws:iam::999999999999:role/x"}]
+`, []string{`tenants: "common" is not a tenant id`, "trust_sources[1].audience: required for aws"}},
 		{"governance problems", `
 governance:
   hold_timeout: 1h
