@@ -1,8 +1,8 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
-	"maps"
 	"slices"
 	"strings"
 
@@ -85,7 +85,7 @@ type mcpDoc struct {
 // decodeMCP decodes raw, keeping numbers exact so that a rewritten
 // document changes nothing but its strings.
 func decodeMCP(shape textShape, raw json.RawMessage) (*mcpDoc, error) {
-	d := json.NewDecoder(strings.NewReader(string(raw)))
+	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	var v any
 	if err := d.Decode(&v); err != nil {
@@ -112,15 +112,15 @@ func (d *mcpDoc) walk(f textFunc) {
 	w := walker{f: f}
 	switch d.shape {
 	case shapeToolResult:
-		d.v = w.object(d.v, map[string]func(any) any{"content": w.blocks, "structuredContent": w.data}, "_meta", "resultType", "cacheScope")
+		d.v = w.object(d.v, toolResultMember)
 	case shapeResourceResult:
-		d.v = w.object(d.v, map[string]func(any) any{"contents": w.each(w.resourceContents)}, "_meta", "resultType", "cacheScope")
+		d.v = w.object(d.v, resourceResultMember)
 	case shapePromptResult:
-		d.v = w.object(d.v, map[string]func(any) any{"messages": w.each(w.message)}, "_meta", "resultType", "cacheScope")
+		d.v = w.object(d.v, promptResultMember)
 	case shapeSampling:
-		d.v = w.object(d.v, map[string]func(any) any{"messages": w.each(w.message)}, "_meta", "includeContext")
+		d.v = w.object(d.v, samplingMember)
 	case shapeElicitation:
-		d.v = w.object(d.v, nil, "_meta", "mode")
+		d.v = w.object(d.v, elicitationMember)
 	default:
 		d.v = w.data(d.v)
 	}
@@ -138,109 +138,204 @@ func (d *mcpDoc) marshal() (json.RawMessage, error) {
 	return json.RawMessage(strings.TrimSuffix(b.String(), "\n")), nil
 }
 
-type walker struct{ f textFunc }
+// how says how a member of a protocol object is walked.
+type how uint8
 
-// object walks a protocol object: members in known are walked by their
-// function, members in skip are protocol fields, any other member is data.
-// Member names are the protocol's and are not screened. A value that is
-// not an object is data.
-func (w walker) object(v any, known map[string]func(any) any, skip ...string) any {
+const (
+	asData      how = iota // data throughout: every string and key
+	asSkip                 // a protocol field
+	asText                 // content text (a string)
+	asBlocks               // a content block or an array of them
+	asResource             // resource contents
+	asResources            // an array of resource contents
+	asMessages             // an array of prompt or sampling messages
+)
+
+// The members of each protocol object, by name; any other member is data.
+// (typ is the object's "type" when it is a string, for content blocks.)
+func toolResultMember(k, _ string) how {
+	switch k {
+	case "content":
+		return asBlocks
+	case "_meta", "resultType", "cacheScope":
+		return asSkip
+	}
+	return asData // structuredContent, and members the protocol does not define
+}
+
+func resourceResultMember(k, _ string) how {
+	switch k {
+	case "contents":
+		return asResources
+	case "_meta", "resultType", "cacheScope":
+		return asSkip
+	}
+	return asData
+}
+
+func promptResultMember(k, _ string) how {
+	switch k {
+	case "messages":
+		return asMessages
+	case "_meta", "resultType", "cacheScope":
+		return asSkip
+	}
+	return asData
+}
+
+func samplingMember(k, _ string) how {
+	switch k {
+	case "messages":
+		return asMessages
+	case "_meta", "includeContext":
+		return asSkip
+	}
+	return asData
+}
+
+func elicitationMember(k, _ string) how {
+	if k == "_meta" || k == "mode" {
+		return asSkip
+	}
+	return asData
+}
+
+func messageMember(k, _ string) how {
+	switch k {
+	case "content":
+		return asBlocks
+	case "_meta", "role":
+		return asSkip
+	}
+	return asData
+}
+
+func resourceContentsMember(k, _ string) how {
+	switch k {
+	case "text":
+		return asText
+	case "_meta", "mimeType", "blob": // blob: base64
+		return asSkip
+	}
+	return asData
+}
+
+// blockMember: a content block's type says which members are binary.
+func blockMember(k, typ string) how {
+	switch k {
+	case "type":
+		if typ != "" {
+			return asSkip
+		}
+	case "_meta", "annotations", "mimeType":
+		return asSkip
+	case "text":
+		if typ == "text" {
+			return asText
+		}
+	case "data":
+		if typ == "image" || typ == "audio" { // base64
+			return asSkip
+		}
+	case "resource":
+		if typ == "resource" {
+			return asResource
+		}
+	case "icons":
+		if typ == "resource_link" { // for the client's interface
+			return asSkip
+		}
+	case "content":
+		if typ == "tool_result" {
+			return asBlocks
+		}
+	}
+	return asData
+}
+
+type walker struct {
+	f textFunc
+	// keys holds one buffer of sorted member names per nesting depth.
+	keys  [][]string
+	depth int
+}
+
+// sortedKeys returns m's keys in order, in a buffer reused at this depth.
+func (w *walker) sortedKeys(m map[string]any) []string {
+	for len(w.keys) <= w.depth {
+		w.keys = append(w.keys, nil)
+	}
+	ks := w.keys[w.depth][:0]
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	w.keys[w.depth] = ks
+	return ks
+}
+
+// object walks a protocol object whose members member classifies; member
+// names are the protocol's and are not screened. A value that is not an
+// object is data.
+func (w *walker) object(v any, member func(k, typ string) how) any {
 	m, ok := v.(map[string]any)
 	if !ok {
 		return w.data(v)
 	}
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		switch fn, isKnown := known[k]; {
-		case slices.Contains(skip, k):
-		case isKnown:
-			m[k] = fn(m[k])
-		default:
-			m[k] = w.data(m[k])
+	typ, _ := m["type"].(string)
+	ks := w.sortedKeys(m)
+	w.depth++
+	for _, k := range ks {
+		if h := member(k, typ); h != asSkip {
+			m[k] = w.as(h, m[k])
 		}
 	}
+	w.depth--
 	return m
 }
 
-// each walks every element of an array with fn (a single value as one
-// element).
-func (w walker) each(fn func(any) any) func(any) any {
-	return func(v any) any {
-		a, ok := v.([]any)
-		if !ok {
-			return fn(v)
-		}
-		for i := range a {
-			a[i] = fn(a[i])
-		}
-		return a
-	}
-}
-
-// blocks walks a content block or an array of them.
-func (w walker) blocks(v any) any { return w.each(w.block)(v) }
-
-// block walks one content block; its type says which members are binary.
-func (w walker) block(v any) any {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return w.data(v)
-	}
-	skip := []string{"_meta", "annotations", "mimeType"}
-	t, isString := m["type"].(string)
-	if isString {
-		skip = append(skip, "type")
-	}
-	known := map[string]func(any) any{}
-	switch t {
-	case "text":
-		known["text"] = w.str(contentText)
-	case "image", "audio":
-		skip = append(skip, "data") // base64
-	case "resource":
-		known["resource"] = w.resourceContents
-	case "resource_link":
-		skip = append(skip, "icons") // for the client's interface
-	case "tool_result":
-		known["content"] = w.blocks
-	}
-	return w.object(m, known, skip...)
-}
-
-// resourceContents walks text or blob resource contents.
-func (w walker) resourceContents(v any) any {
-	return w.object(v, map[string]func(any) any{"text": w.str(contentText)}, "_meta", "mimeType", "blob")
-}
-
-// message walks a prompt or sampling message.
-func (w walker) message(v any) any {
-	skip := []string{"_meta"}
-	if m, ok := v.(map[string]any); ok {
-		if _, ok := m["role"].(string); ok {
-			skip = append(skip, "role")
-		}
-	}
-	return w.object(v, map[string]func(any) any{"content": w.blocks}, skip...)
-}
-
-// str walks a member that should be a string of the given role.
-func (w walker) str(role textRole) func(any) any {
-	return func(v any) any {
+func (w *walker) as(h how, v any) any {
+	switch h {
+	case asText:
 		if s, ok := v.(string); ok {
 			if s == "" {
 				return s
 			}
-			return w.f(s, role)
+			return w.f(s, contentText)
 		}
-		return w.data(v)
+	case asBlocks:
+		return w.each(v, blockMember)
+	case asResource:
+		return w.object(v, resourceContentsMember)
+	case asResources:
+		return w.each(v, resourceContentsMember)
+	case asMessages:
+		return w.each(v, messageMember)
 	}
+	return w.data(v)
+}
+
+// each walks every element of an array as an object of member (a single
+// value as one element).
+func (w *walker) each(v any, member func(k, typ string) how) any {
+	a, ok := v.([]any)
+	if !ok {
+		return w.object(v, member)
+	}
+	for i := range a {
+		a[i] = w.object(a[i], member)
+	}
+	return a
 }
 
 // data walks a value that is data throughout: every string and every
 // object key is screened.
-func (w walker) data(v any) any {
+func (w *walker) data(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
-		for _, k := range slices.Sorted(maps.Keys(x)) {
+		ks := w.sortedKeys(x)
+		w.depth++
+		for _, k := range ks {
 			val := w.data(x[k])
 			nk := k
 			if k != "" {
@@ -254,6 +349,7 @@ func (w walker) data(v any) any {
 			}
 			x[nk] = val
 		}
+		w.depth--
 		return x
 	case []any:
 		for i := range x {
