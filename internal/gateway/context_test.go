@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4/jwt"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/gateway"
+	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/policies"
 )
 
@@ -90,6 +93,25 @@ func federate(t *testing.T, h *harness) {
 	}
 }
 
+// exchangeFor exchanges the test CI workload's token (or, with
+// subject_token_override, a user's token with the workload as actor) at
+// the gateway's token endpoint.
+func exchangeFor(t *testing.T, h *harness, workload *issuer, form url.Values) (string, int, string) {
+	t.Helper()
+	form.Set("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+	form.Set("subject_token", workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil))
+	if sub := form.Get("subject_token_override"); sub != "" {
+		// Delegation: the user's token is the subject.
+		form.Set("subject_token", sub)
+		form.Del("subject_token_override")
+	}
+	form.Set("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
+	if form.Get("resource") == "" {
+		form.Set("resource", h.url)
+	}
+	return exchange(t, strings.TrimSuffix(h.url, "/mcp"), form)
+}
+
 // TestTokenContextThroughGateway: what a token carries about the task (its
 // purpose and time window, asked for at the token endpoint) and the user
 // (the groups of the user's token) reaches policy — the library's
@@ -109,19 +131,9 @@ when { context has user && !(context.user in Gatehouse::Group::"finance") };
 `)
 	h, workload, users := identityGateway(t, extra)
 	federate(t, h)
-	base := strings.TrimSuffix(h.url, "/mcp")
 	taskToken := func(form url.Values) string {
 		t.Helper()
-		form.Set("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
-		form.Set("subject_token", workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil))
-		if sub := form.Get("subject_token_override"); sub != "" {
-			// Delegation: the user's token is the subject.
-			form.Set("subject_token", sub)
-			form.Del("subject_token_override")
-		}
-		form.Set("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
-		form.Set("resource", h.url)
-		tok, code, msg := exchange(t, base, form)
+		tok, code, msg := exchangeFor(t, h, workload, form)
 		if code != http.StatusOK {
 			t.Fatalf("exchange: %d %s", code, msg)
 		}
@@ -132,9 +144,21 @@ when { context has user && !(context.user in Gatehouse::Group::"finance") };
 	now := time.Now().UTC()
 
 	t.Run("outside the task's window", func(t *testing.T) {
-		cs := h.connectToken(taskToken(url.Values{"task": {"month-end"},
-			"task_not_before": {now.Add(time.Hour).Format(time.RFC3339)}, "task_not_after": {now.Add(2 * time.Hour).Format(time.RFC3339)}}), "", "")
-		if _, e := callErr(t, cs, "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "policy.forbid (task-window)") {
+		// No token before the window opens (request_token meets
+		// task-window)...
+		_, code, msg := exchangeFor(t, h, workload, url.Values{"task": {"month-end"},
+			"task_not_before": {now.Add(time.Hour).Format(time.RFC3339)}, "task_not_after": {now.Add(2 * time.Hour).Format(time.RFC3339)}})
+		if code != http.StatusForbidden || !strings.Contains(msg, "access_denied") {
+			t.Errorf("exchange before the window opens: %d %s", code, msg)
+		}
+		// ...and a token naming a window that is not open is refused call
+		// by call (as one minted before a policy change would be).
+		tok, _, err := h.g.Minter().MintClaims(identity.Claims{Claims: jwt.Claims{Subject: "assistant"}, ClientID: "assistant", Txn: "month-end",
+			Context: &identity.TxnContext{NotBefore: jwt.NewNumericDate(now.Add(time.Hour)), NotAfter: jwt.NewNumericDate(now.Add(2 * time.Hour))}}, 5*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, e := callErr(t, h.connectToken(tok, "", ""), "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "policy.forbid (task-window)") {
 			t.Errorf("before the window opens: %v", e)
 		}
 	})
@@ -261,5 +285,72 @@ policy:
 				t.Errorf("Validate = %v, want an error naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestTokenExchangePolicy: the token endpoint asks policy (request_token)
+// before it mints: per server, with the token's tools, lifetime, user and
+// task in the context; an agent whose policies permit no token gets none
+// whatever the registry allows.
+func TestTokenExchangePolicy(t *testing.T) {
+	dir, extra := execConfig(t)
+	writePolicy(t, dir, "tokens.cedar", `
+// The bank only on a user's behalf.
+@id("bank-for-users-only")
+forbid (principal, action == Gatehouse::Action::"request_token", resource == Gatehouse::Server::"bank")
+unless { context has user };
+
+// Wildcard scopes live ten minutes at most.
+@id("short-wildcards")
+forbid (principal, action == Gatehouse::Action::"request_token", resource)
+when { context.tools.contains("workspace/*") && context.lifetime > 600 };
+`)
+	h, workload, users := identityGateway(t, extra)
+	federate(t, h)
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		code int
+	}{
+		{"autonomous, reaching the bank", url.Values{}, http.StatusForbidden},
+		{"autonomous, workspace only", url.Values{"scope": {"workspace/read_inbox workspace/send_email"}}, http.StatusOK},
+		{"on a user's behalf", url.Values{"actor_token": {workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil)},
+			"actor_token_type": {"urn:ietf:params:oauth:token-type:jwt"}, "subject_token_override": {users.token(t, "carol", "gatehouse", nil)}}, http.StatusOK},
+		{"a short wildcard", url.Values{"scope": {"workspace/*"}, "lifetime": {"600"}}, http.StatusOK},
+		{"a long wildcard", url.Values{"scope": {"workspace/*"}, "lifetime": {"1800"}}, http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, code, msg := exchangeFor(t, h, workload, tc.form)
+			if code != tc.code || (code == http.StatusOK) != (tok != "") {
+				t.Fatalf("exchange: %d %s, want %d", code, msg, tc.code)
+			}
+			if code == http.StatusForbidden && !strings.Contains(msg, "access_denied") {
+				t.Errorf("refusal: %s", msg)
+			}
+		})
+	}
+	// The refusal is on record with the deciding policy.
+	evs := h.events(audit.Filter{Agent: "assistant"}, 1)
+	found := false
+	for _, ev := range evs {
+		found = found || strings.Contains(fmt.Sprint(ev), "bank-for-users-only")
+	}
+	if !found {
+		t.Errorf("no audit record names the deciding policy")
+	}
+
+	// An agent the registry knows but no policy lets obtain tokens gets
+	// none: intern-bot's policies permit listing and calling only.
+	var a map[string]any
+	adminDo(t, h, "GET", "/v1/agents/intern-bot", nil, &a)
+	a["credentials"] = []map[string]string{{"source": "ci", "subject": "repo:acme/intern"}}
+	a["by"], a["reason"] = "ops", "test"
+	if code := adminDo(t, h, "PUT", "/v1/agents/intern-bot", a, nil); code != http.StatusOK {
+		t.Fatalf("federating intern-bot: HTTP %d", code)
+	}
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {workload.token(t, "repo:acme/intern", "gatehouse", nil)},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"}, "resource": {h.url}}
+	if _, code, msg := exchange(t, strings.TrimSuffix(h.url, "/mcp"), form); code != http.StatusForbidden {
+		t.Errorf("intern-bot: %d %s, want 403", code, msg)
 	}
 }

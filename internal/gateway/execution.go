@@ -28,6 +28,8 @@ type execution struct {
 	breakers *limits.Breakers
 	policy   *policy.Engine // nil without policy.dir
 	tools    *toolSchemas
+	// totals are the running totals policy reads (policy.totals).
+	totals []policyTotal
 }
 
 // limitsConfig translates the limits section into the limits package's
@@ -194,11 +196,10 @@ func (g *Gateway) openExecution(ctx context.Context) ([]pipeline.Stage, error) {
 				return nil, fmt.Errorf("shadow policies: %w", err)
 			}
 		}
-		totals, err := policyTotals(cfg, x.limiter)
-		if err != nil {
+		if x.totals, err = policyTotals(cfg, x.limiter); err != nil {
 			return nil, err
 		}
-		stages = append(stages, &policyStage{e: x.policy, agents: g.agentInfo, totals: totals, now: g.now})
+		stages = append(stages, &policyStage{e: x.policy, agents: g.agentInfo, totals: x.totals, now: g.now})
 	}
 	// Governance settles challenges before single-use tokens are spent and
 	// before limits reserve anything: a held call consumes nothing.

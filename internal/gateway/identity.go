@@ -20,6 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/lock"
 	"github.com/gatehouse/gatehouse/internal/pipeline"
+	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/store"
 	"github.com/gatehouse/gatehouse/internal/verdict"
 )
@@ -111,7 +112,7 @@ func (g *Gateway) openIdentity(ctx context.Context) error {
 	if len(vs) > 0 {
 		if g.tokens, err = identity.NewTokenService(identity.TokenServiceConfig{Minter: g.minter, Sources: sources, Registry: agents,
 			Resources: resources, DefaultTTL: cfg.Identity.DefaultTokenTTL.Std(), TokenURL: base + "/oauth/token", DPoP: dpop,
-			RequireDPoP: cfg.Identity.DPoP == "required", Audit: g.auditIdentity, Logger: g.log, Now: g.now,
+			RequireDPoP: cfg.Identity.DPoP == "required", Audit: g.auditIdentity, Logger: g.log, Now: g.now, Authorize: g.authorizeToken,
 			Locked: func(ctx context.Context, agent string) error {
 				return g.lockedPrincipal(ctx, &identity.Principal{Agent: &identity.Agent{ID: agent}})
 			}}); err != nil {
@@ -217,6 +218,56 @@ func (g *Gateway) lockedPrincipal(_ context.Context, p *identity.Principal) erro
 	return nil
 }
 
+// authorizeToken is the token service's policy check. The registry (the
+// agent is active, unexpired and its credential registered), the agent's
+// baseline (the scope) and the kill switch were checked before; with a
+// policy directory, the Cedar action request_token must then allow a token
+// reaching each of its servers — any other outcome refuses the exchange
+// (a token cannot wait for approval). Deciding fails closed.
+func (g *Gateway) authorizeToken(ctx context.Context, r *identity.ExchangeRequest) (*identity.Grant, error) {
+	if g.exec == nil || g.exec.policy == nil {
+		return nil, nil
+	}
+	a := r.Agent
+	req := policy.Request{Action: policy.RequestToken, Agent: policy.Agent{ID: a.ID, Owner: a.Owner, Hosting: a.Hosting, Groups: a.Groups},
+		TokenLifetime: r.TTL, Now: g.now()}
+	caller := &pipeline.Caller{Agent: a.ID, Task: r.Task}
+	if u := r.User; u != nil {
+		caller.User = u.Issuer + "#" + u.Subject
+		req.User = &policy.User{ID: caller.User, Groups: u.Groups}
+	}
+	if r.Task != "" {
+		req.Task = &policy.Task{ID: r.Task, Purpose: r.TaskPurpose, NotBefore: r.TaskNotBefore, NotAfter: r.TaskNotAfter}
+	}
+	if len(g.exec.totals) > 0 {
+		req.Totals = make(map[string]float64, len(g.exec.totals))
+		pr := &pipeline.Request{Caller: caller}
+		for _, t := range g.exec.totals {
+			v, err := t.view.Used(ctx, pr)
+			if err != nil {
+				return nil, err
+			}
+			req.Totals[t.name] = v
+		}
+	}
+	for _, srv := range r.Servers {
+		req.Server, req.TokenTools = srv, nil
+		for _, t := range r.Tools {
+			if strings.HasPrefix(t, srv+"/") {
+				req.TokenTools = append(req.TokenTools, t)
+			}
+		}
+		d := g.exec.policy.Decide(req)
+		if d.Outcome != verdict.Allow {
+			if len(d.Diagnostics) > 0 {
+				g.log.Warn("token policy could not decide", "agent", a.ID, "server", srv, "diagnostics", d.Diagnostics)
+			}
+			return nil, fmt.Errorf("%s for a token reaching server %s (policies %s, version %s)", d.Code(), srv, strings.Join(d.Policies, ", "), d.Version)
+		}
+	}
+	return nil, nil
+}
+
 // auditIdentity records authentications and token exchanges.
 func (g *Gateway) auditIdentity(ctx context.Context, e identity.Event) error {
 	s := audit.Subject{Agent: e.Agent, Task: e.Task}
@@ -242,7 +293,13 @@ func (g *Gateway) auditIdentity(ctx context.Context, e identity.Event) error {
 		if e.Workload != nil {
 			issuer = e.Workload.Issuer
 		}
-		ev = audit.Authentication(s, audit.Auth{Issuer: issuer, Method: method, Failed: !e.Success, Detail: e.Code}, v)
+		detail := e.Code
+		if e.Code == identity.CodePolicy && e.Detail != "" {
+			// Which policies refused the token (internal detail: the agent
+			// is told only policy_denied).
+			detail = e.Detail
+		}
+		ev = audit.Authentication(s, audit.Auth{Issuer: issuer, Method: method, Failed: !e.Success, Detail: detail}, v)
 	}
 	u := ev.Unmapped
 	for _, a := range e.Act {

@@ -74,12 +74,10 @@ type ExchangeRequest struct {
 	TaskNotBefore, TaskNotAfter time.Time
 }
 
-// Grant is the policy hook's answer: it may narrow tools and lifetime and
-// attach limits.
+// Grant is the policy hook's answer: it may narrow tools and lifetime.
 type Grant struct {
-	Tools  []string // nil keeps the requested tools
-	TTL    time.Duration
-	Limits map[string]any
+	Tools []string // nil keeps the requested tools
+	TTL   time.Duration
 }
 
 // TokenServiceConfig configures the token endpoint.
@@ -101,7 +99,10 @@ type TokenServiceConfig struct {
 	// RequireDPoP refuses requests without a DPoP proof.
 	RequireDPoP bool
 	// Authorize, when set, is the policy check (e.g. Cedar) run before a
-	// token is minted. An error refuses the exchange.
+	// token is minted, after the registry, the agent's baseline and the
+	// kill switch allowed it. An error refuses the exchange (403
+	// policy_denied); a Grant may narrow the tools and the lifetime, never
+	// widen them.
 	Authorize func(ctx context.Context, r *ExchangeRequest) (*Grant, error)
 	// Audit records every exchange, granted or refused. Required: tokens
 	// are never issued without a record.
@@ -484,7 +485,6 @@ func (s *TokenService) exchange(ctx context.Context, r *http.Request, now time.T
 	}
 	ev.Task = task
 
-	var limits map[string]any
 	if s.cfg.Authorize != nil {
 		g, err := s.cfg.Authorize(ctx, &ExchangeRequest{Agent: agent, Workload: wl, User: user, Resource: resource,
 			Servers: slices.Clone(servers), Tools: slices.Clone(tools), TTL: ttl, Task: task,
@@ -505,13 +505,12 @@ func (s *TokenService) exchange(ctx context.Context, r *http.Request, now time.T
 			if g.TTL > 0 && g.TTL < ttl {
 				ttl = g.TTL
 			}
-			limits = g.Limits
 		}
 	}
 
 	c := Claims{Claims: jwt.Claims{Subject: agent.ID, Audience: jwt.Audience{resource}}, ClientID: agent.ID, Txn: task,
 		Purpose: strings.Join(tools, " "),
-		Context: &TxnContext{Servers: servers, Tools: tools, Limits: limits, Purpose: tr.TaskPurpose,
+		Context: &TxnContext{Servers: servers, Tools: tools, Purpose: tr.TaskPurpose,
 			NotBefore: numericDate(tr.TaskNotBefore), NotAfter: numericDate(tr.TaskNotAfter)},
 		Request: &ReqContext{Workload: wl.source()}}
 	if user != nil {

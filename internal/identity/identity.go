@@ -163,8 +163,6 @@ type Principal struct {
 	// Tools, when not nil, lists the permitted tools as "server/tool" or
 	// "server/*".
 	Tools []string
-	// Limits are the task's limits as minted (opaque to this package).
-	Limits map[string]any
 	// Act is the delegation chain, the current actor first (RFC 8693 §4.1).
 	Act []Actor
 	// Source is the verified workload identity the token was obtained with

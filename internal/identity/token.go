@@ -118,11 +118,11 @@ type Claims struct {
 
 // TxnContext is the tctx claim: what the task may do, and what the task
 // is. The Transaction Tokens draft leaves tctx's members to the
-// deployment; these are Gatehouse's.
+// deployment; these are Gatehouse's. (Value and rate limits are not
+// claims: the limits layer enforces them from configuration.)
 type TxnContext struct {
-	Servers []string       `json:"servers,omitempty"`
-	Tools   []string       `json:"tools,omitempty"`
-	Limits  map[string]any `json:"limits,omitempty"`
+	Servers []string `json:"servers,omitempty"`
+	Tools   []string `json:"tools,omitempty"`
 	// Purpose is the task's purpose, as the agent stated it at the token
 	// endpoint (task_purpose).
 	Purpose string `json:"purpose,omitempty"`
@@ -338,7 +338,7 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*Principal, e
 		p.Task = cl.Task
 	}
 	if cl.Context != nil {
-		p.Servers, p.Tools, p.Limits = cl.Context.Servers, cl.Context.Tools, cl.Context.Limits
+		p.Servers, p.Tools = cl.Context.Servers, cl.Context.Tools
 		p.TaskPurpose = cl.Context.Purpose
 		if nb := cl.Context.NotBefore; nb != nil {
 			p.TaskNotBefore = nb.Time()

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"time"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -239,7 +240,7 @@ func (s *Schema) target(req Request) (targeted, error) {
 		if name == "" {
 			typ, name, nameAttr = TypeResource, req.Resource, "uri"
 		}
-	case Sample, Elicit:
+	case Sample, Elicit, RequestToken:
 		if req.Server == "" {
 			return t, fmt.Errorf("%s request names no server", req.Action)
 		}
@@ -302,6 +303,13 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need, sc *scratch)
 			return cedar.Request{}, err
 		}
 		ctx["findings"] = f
+	}
+	if req.Action == RequestToken {
+		if req.TokenLifetime < 0 {
+			return cedar.Request{}, fmt.Errorf("token lifetime %v is negative", req.TokenLifetime)
+		}
+		ctx["tools"] = stringSet(req.TokenTools)
+		ctx["lifetime"] = types.Long(req.TokenLifetime / time.Second)
 	}
 	if req.Action == CallTool && needs&(needAll|needArgs|needPaths) != 0 {
 		wantPaths := needs&(needAll|needPaths) != 0

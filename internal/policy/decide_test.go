@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/verdict"
@@ -289,5 +290,62 @@ func TestFindingsDetectorsFired(t *testing.T) {
 		if d := set.Decide(r); d.Code() != tt.want {
 			t.Errorf("score %v: %s, want %s", tt.score, d.Code(), tt.want)
 		}
+	}
+}
+
+// TestDecideRequestToken: token issuance is decided per server, with the
+// token's tools and lifetime in the context, and denied by default.
+func TestDecideRequestToken(t *testing.T) {
+	set := load(t, testSchema(t), `
+@id("finance-tokens")
+permit (principal in Gatehouse::Group::"finance", action == Gatehouse::Action::"request_token", resource);
+
+@id("bank-for-users-only")
+forbid (principal, action == Gatehouse::Action::"request_token", resource == Gatehouse::Server::"bank")
+unless { context has user };
+
+@id("short-wildcards")
+forbid (principal, action == Gatehouse::Action::"request_token", resource)
+when { context.tools.contains("crm/*") && context.lifetime > 300 };
+
+@id("task-window")
+forbid (principal, action, resource)
+when { context has task && context.task has not_after && context.now >= context.task.not_after };
+`)
+	token := func(server string, tools []string, lifetime time.Duration) policy.Request {
+		return policy.Request{Action: policy.RequestToken, Agent: policy.Agent{ID: "billing-bot", Owner: "alice", Groups: []string{"finance"}},
+			Server: server, TokenTools: tools, TokenLifetime: lifetime, Now: now}
+	}
+	tests := []struct {
+		name     string
+		req      policy.Request
+		outcome  verdict.Outcome
+		policies []string
+	}{
+		{"permitted", token("crm", []string{"crm/lookup"}, time.Hour), verdict.Allow, []string{"finance-tokens"}},
+		{"denied by default", func() policy.Request { r := token("crm", nil, time.Minute); r.Agent.Groups = nil; return r }(), verdict.Block, nil},
+		{"a server only for users", token("bank", nil, time.Minute), verdict.Block, []string{"bank-for-users-only"}},
+		{"on a user's behalf", func() policy.Request {
+			r := token("bank", nil, time.Minute)
+			r.User = &policy.User{ID: "carol"}
+			return r
+		}(),
+			verdict.Allow, []string{"finance-tokens"}},
+		{"a long wildcard", token("crm", []string{"crm/*"}, 10*time.Minute), verdict.Block, []string{"short-wildcards"}},
+		{"a short wildcard", token("crm", []string{"crm/*"}, 5*time.Minute), verdict.Allow, []string{"finance-tokens"}},
+		{"after the task's window", func() policy.Request {
+			r := token("crm", nil, time.Minute)
+			r.Task = &policy.Task{ID: "t1", NotAfter: now.Add(-time.Second)}
+			return r
+		}(), verdict.Block, []string{"task-window"}},
+		{"a negative lifetime is an error", token("crm", nil, -time.Second), verdict.Block, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := set.Decide(tt.req)
+			if d.Outcome != tt.outcome || !cmp.Equal(d.Policies, tt.policies, cmpopts.EquateEmpty()) {
+				t.Errorf("Decide = %v by %v (%v), want %v by %v", d.Outcome, d.Policies, d.Diagnostics, tt.outcome, tt.policies)
+			}
+		})
 	}
 }

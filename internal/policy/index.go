@@ -200,11 +200,13 @@ const (
 	needFindings
 	needArgs
 	needPaths
+	needToken // tools and lifetime (request_token): always built
 )
 
 var needByRoot = map[string]need{
 	"now": needNow, "session_labels": needSession, "user": needUser, "task": needTask,
 	"totals": needTotals, "findings": needFindings, "arguments": needArgs, "paths": needPaths,
+	"tools": needToken, "lifetime": needToken,
 }
 
 // needsOf returns what a policy reads from the context. A root it does not

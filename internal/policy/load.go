@@ -265,10 +265,11 @@ func LoadFiles(files []File, schema *Schema) (*Set, error) {
 }
 
 // callOnly are the context attributes that exist only in the call phase;
-// toolOnly, only for call_tool.
+// toolOnly, only for call_tool; tokenOnly, only for request_token.
 var (
-	callOnly = []string{"arguments", "paths", "findings"}
-	toolOnly = []string{"arguments", "paths"}
+	callOnly  = []string{"arguments", "paths", "findings"}
+	toolOnly  = []string{"arguments", "paths"}
+	tokenOnly = []string{"tools", "lifetime"}
 )
 
 // check validates one policy against the schema and returns its problems.
@@ -354,6 +355,10 @@ func explain(err error, tool string, ctxPaths []string, skipToolContext bool) []
 			kind = "optional"
 		case action.Phase() == List && slices.Contains(callOnly, root):
 			kind = "list"
+		case action.Phase() == Token && slices.Contains(callOnly, root):
+			kind = "token"
+		case action != RequestToken && slices.Contains(tokenOnly, root):
+			kind = "not-token"
 		case action != CallTool && slices.Contains(toolOnly, root):
 			kind = "not-tool"
 		case action == CallTool && slices.Contains(toolOnly, root) && tool != "":
@@ -388,6 +393,12 @@ func explain(err error, tool string, ctxPaths []string, skipToolContext bool) []
 		case "list":
 			msg = fmt.Sprintf("refers to context.%s, which the list phase (%s %s) cannot see; "+
 				"scope the policy to call-phase actions, e.g. action == %s::Action::\"call_tool\"", k.attr, word, list, Namespace)
+		case "token":
+			msg = fmt.Sprintf("refers to context.%s, which token issuance (action %s) cannot see; "+
+				"scope the policy to call-phase actions, e.g. action == %s::Action::\"call_tool\"", k.attr, list, Namespace)
+		case "not-token":
+			msg = fmt.Sprintf("refers to context.%s, which only token issuance has (not %s %s); "+
+				"scope the policy to action == %s::Action::\"request_token\"", k.attr, word, list, Namespace)
 		case "not-tool":
 			msg = fmt.Sprintf("refers to context.%s, which %s %s %s not have (only call_tool does); "+
 				"scope the policy to action == %s::Action::\"call_tool\"", k.attr, word, list, map[bool]string{true: "do", false: "does"}[len(acts) > 1], Namespace)

@@ -40,6 +40,16 @@ func TestLoadErrors(t *testing.T) {
 			wants: []string{"policy list-findings", "context.findings", "list phase", "list_prompts"},
 		},
 		{
+			name:  "a token's lifetime outside token issuance",
+			src:   `@id("call-lifetime") forbid (principal, action == Gatehouse::Action::"call_tool", resource) when { context.lifetime > 600 };`,
+			wants: []string{"policy call-lifetime", "context.lifetime", "only token issuance", "request_token"},
+		},
+		{
+			name:  "findings at token issuance",
+			src:   `@id("token-findings") forbid (principal, action == Gatehouse::Action::"request_token", resource) when { context.findings.kinds.contains("secret") };`,
+			wants: []string{"policy token-findings", "context.findings", "token issuance", "request_token"},
+		},
+		{
 			name:  "arguments on an action that has none",
 			src:   `@id("prompt-args") forbid (principal, action == Gatehouse::Action::"get_prompt", resource) when { context.arguments has x };`,
 			wants: []string{"policy prompt-args", "context.arguments", "get_prompt", "only call_tool"},
@@ -127,6 +137,7 @@ func TestLoadAccepts(t *testing.T) {
 		{"list-time session labels and totals", `forbid (principal, action == Gatehouse::Action::"list_tools", resource) when { context.session_labels.contains("private_data") && context.totals.spend_today.greaterThan(decimal("1.0")) };`},
 		{"findings at call time", `forbid (principal, action in [Gatehouse::Action::"call_tool", Gatehouse::Action::"read_resource"], resource) when { context.findings.kinds.contains("secret") };`},
 		{"user and task", `permit (principal in Gatehouse::Group::"finance", action, resource) when { context has user && context.user in Gatehouse::Group::"staff" && context.user.hasTag("accounts") && context has task && context.task.purpose == "billing" };`},
+		{"token issuance on servers", `forbid (principal, action == Gatehouse::Action::"request_token", resource == Gatehouse::Server::"bank") when { context.lifetime > 600 || context.tools.contains("bank/*") || !(context has user) || context.session_labels.contains("x") };`},
 		{"sample and elicit on servers", `permit (principal, action in [Gatehouse::Action::"sample", Gatehouse::Action::"elicit"], resource == Gatehouse::Server::"bank");`},
 		{"complete on prompts and resources", `permit (principal, action == Gatehouse::Action::"complete", resource) when { resource.server == "bank" };`},
 		{"other annotations are allowed", `@id("x") @description("anything") @risk("financial") @challenge("finance") forbid (principal, action, resource);`},

@@ -24,10 +24,13 @@ const (
 	Complete      Action = "complete"
 	Sample        Action = "sample"
 	Elicit        Action = "elicit"
+	// RequestToken is the token phase: may the agent obtain a task-scoped
+	// token that reaches a server (the resource)?
+	RequestToken Action = "request_token"
 )
 
 // Actions lists every action.
-var Actions = []Action{ListTools, ListResources, ListPrompts, CallTool, ReadResource, GetPrompt, Complete, Sample, Elicit}
+var Actions = []Action{ListTools, ListResources, ListPrompts, CallTool, ReadResource, GetPrompt, Complete, Sample, Elicit, RequestToken}
 
 // Phase is when a decision is taken: when the agent lists what exists, or
 // when it uses one thing. Arguments and findings exist only at call time.
@@ -36,8 +39,12 @@ type Phase uint8
 const (
 	// List is the list phase: tools/list, resources/list, prompts/list.
 	List Phase = iota + 1
-	// Call is the call phase: every other action.
+	// Call is the call phase: the actions on one target.
 	Call
+	// Token is the token phase: issuing a task-scoped token
+	// (RequestToken). Its context has no arguments or findings, and adds
+	// the token's tools and lifetime.
+	Token
 )
 
 func (p Phase) String() string {
@@ -46,6 +53,8 @@ func (p Phase) String() string {
 		return "list"
 	case Call:
 		return "call"
+	case Token:
+		return "token"
 	}
 	return fmt.Sprintf("phase(%d)", uint8(p))
 }
@@ -57,6 +66,8 @@ func (a Action) Phase() Phase {
 		return List
 	case CallTool, ReadResource, GetPrompt, Complete, Sample, Elicit:
 		return Call
+	case RequestToken:
+		return Token
 	}
 	return 0
 }
@@ -72,8 +83,8 @@ type Request struct {
 	Task *Task `json:"task,omitempty"`
 
 	// Server names the upstream server. With Tool, Resource or Prompt it
-	// forms the target's entity id (Server + "__" + name); for Sample and
-	// Elicit the target is the Server itself.
+	// forms the target's entity id (Server + "__" + name); for Sample,
+	// Elicit and RequestToken the target is the Server itself.
 	Server string `json:"server,omitempty"`
 	// Tool is the tool's name as its server publishes it (tool actions).
 	Tool string `json:"tool,omitempty"`
@@ -98,6 +109,12 @@ type Request struct {
 	// Totals are running totals from the limits layer, by name. Only names
 	// the schema declares are visible to policy; missing ones are zero.
 	Totals map[string]float64 `json:"totals,omitempty"`
+	// TokenTools are the tools a requested token grants on Server
+	// ("server/tool" or "server/*"; empty: the agent's baseline), and
+	// TokenLifetime its lifetime (RequestToken only: context.tools,
+	// context.lifetime in seconds).
+	TokenTools    []string      `json:"token_tools,omitempty"`
+	TokenLifetime time.Duration `json:"token_lifetime,omitempty"`
 	// Now is the time of the request; the zero time is an error.
 	Now time.Time `json:"now"`
 }

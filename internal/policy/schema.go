@@ -240,6 +240,9 @@ func (s *Schema) build(tt *toolType) *sast.Schema {
 		}}
 		return c
 	}
+	tokenCtx := listCtx()
+	tokenCtx["tools"] = sast.Attribute{Type: set}
+	tokenCtx["lifetime"] = sast.Attribute{Type: sast.Long()}
 	toolCtx := callCtx()
 	args, paths := sast.RecordType{}, sast.RecordType{}
 	if tt != nil {
@@ -269,6 +272,7 @@ func (s *Schema) build(tt *toolType) *sast.Schema {
 		types.String(Complete):      action(callCtx(), "Prompt", "Resource"),
 		types.String(Sample):        action(callCtx(), "Server"),
 		types.String(Elicit):        action(callCtx(), "Server"),
+		types.String(RequestToken):  action(tokenCtx, "Server"),
 	}
 	return &sast.Schema{Namespaces: sast.Namespaces{Namespace: {Entities: entities, Actions: actions}}}
 }
