@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,12 +17,29 @@ import (
 // Raising a label again only ever extends that time, so a label once
 // raised holds until the later of its deadlines. Expired rows are ignored
 // by Labels and deleted now and then by Raise.
+//
+// Each Flow remembers, until they expire, the labels it made durable and
+// until when: raising one again no later than that is already durable (a
+// row is never shortened, and only expired rows are deleted), so Raise
+// skips the write transaction that every tool call raising its tool's
+// labels would otherwise cost.
 type Flow struct {
 	db     *DB
 	now    func() time.Time
 	raises atomic.Int64
 	sweep  int64
+
+	mu     sync.Mutex
+	raised map[flowLabel]int64 // until_ns made durable by this Flow
 }
+
+type flowLabel struct {
+	key   string
+	label verdict.Label
+}
+
+// maxRaised bounds the labels a Flow remembers.
+const maxRaised = 1 << 16
 
 var flowMigrations = []string{`
 CREATE TABLE IF NOT EXISTS flow_labels (
@@ -40,7 +58,7 @@ func NewFlow(ctx context.Context, db *DB, now func() time.Time) (*Flow, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Flow{db: db, now: now, sweep: 1024}, nil
+	return &Flow{db: db, now: now, sweep: 1024, raised: map[flowLabel]int64{}}, nil
 }
 
 // Labels implements pipeline.FlowStore.
@@ -70,6 +88,11 @@ func (f *Flow) Raise(ctx context.Context, key string, labels []verdict.Label, un
 	if key == "" {
 		return fmt.Errorf("raising information-flow labels: empty key")
 	}
+	u := until.UnixNano()
+	labels = f.unraised(key, labels, u)
+	if len(labels) == 0 {
+		return nil
+	}
 	tx, err := f.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("raising information-flow labels: %w", err)
@@ -78,15 +101,51 @@ func (f *Flow) Raise(ctx context.Context, key string, labels []verdict.Label, un
 	for _, l := range labels {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO flow_labels (flow_key, label, until_ns) VALUES ($1, $2, $3)
 			ON CONFLICT (flow_key, label) DO UPDATE SET until_ns = excluded.until_ns WHERE flow_labels.until_ns < excluded.until_ns`,
-			key, string(l), until.UnixNano()); err != nil {
+			key, string(l), u); err != nil {
 			return fmt.Errorf("raising information-flow label %s: %w", l, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("raising information-flow labels: %w", err)
 	}
+	f.remember(key, labels, u)
 	if f.raises.Add(1)%f.sweep == 0 {
 		_, _ = f.db.ExecContext(ctx, `DELETE FROM flow_labels WHERE until_ns <= $1`, f.now().UnixNano())
 	}
 	return nil
+}
+
+// unraised returns the labels of key that this Flow has not made durable
+// until u or later.
+func (f *Flow) unraised(key string, labels []verdict.Label, u int64) []verdict.Label {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []verdict.Label
+	for _, l := range labels {
+		if f.raised[flowLabel{key, l}] < u {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// remember notes that labels of key are durable until u.
+func (f *Flow) remember(key string, labels []verdict.Label, u int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.raised) >= maxRaised {
+		now := f.now().UnixNano()
+		for k, v := range f.raised {
+			if v <= now {
+				delete(f.raised, k)
+			}
+		}
+		if len(f.raised) >= maxRaised {
+			clear(f.raised)
+		}
+	}
+	for _, l := range labels {
+		k := flowLabel{key, l}
+		f.raised[k] = max(f.raised[k], u)
+	}
 }
