@@ -286,6 +286,7 @@ func (m *Manager) Elevate(ctx context.Context, e Elevation, by Approver) (Approv
 		return Approval{}, fmt.Errorf("storing elevation: %w", err)
 	}
 	m.met.requests.WithLabelValues("elevation").Inc()
+	m.pendingChanged()
 	out, err := m.Decide(ctx, a.ID, by, Decision{Vote: Approve, Comment: e.Justification})
 	if err != nil {
 		return out, err

@@ -126,6 +126,13 @@ type Config struct {
 	// NotifyQueue bounds the notifications waiting for delivery. Default
 	// 1024; when full, the delivery is recorded as failed.
 	NotifyQueue int
+	// Pending, when set, receives the number of pending requests in the
+	// Store, all replicas' together (the gateway's
+	// gatehouse_approvals_pending): when Run starts, after every sweep —
+	// so on every replica it is right within SweepInterval, whichever
+	// replica made the change — and soon after this Manager creates or
+	// settles a request. Run makes the calls, from one goroutine.
+	Pending     func(n int)
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer
 	// Now is the clock. Default time.Now.
@@ -144,6 +151,8 @@ type Manager struct {
 	waiters   map[string]*waiter
 	queue     chan job
 	met       *metrics
+	// recount asks Run to count the pending requests (Config.Pending).
+	recount chan struct{}
 }
 
 type waiter struct {
@@ -203,7 +212,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
-	m := &Manager{cfg: cfg, log: cfg.Logger, waiters: map[string]*waiter{}, queue: make(chan job, cfg.NotifyQueue)}
+	m := &Manager{cfg: cfg, log: cfg.Logger, waiters: map[string]*waiter{}, queue: make(chan job, cfg.NotifyQueue), recount: make(chan struct{}, 1)}
 	m.met = newMetrics(cfg.Registerer)
 	return m, nil
 }
@@ -295,6 +304,7 @@ func (m *Manager) apply(ctx context.Context, id string, f func(a *Approval, now 
 // changed wakes waiters and sends notifications after a stored change.
 func (m *Manager) changed(a *Approval, ch *change) {
 	m.wake(a.ID)
+	m.pendingChanged()
 	if ch.notify != "" {
 		m.notify(ch.notify, a)
 	}
@@ -413,6 +423,7 @@ func (m *Manager) Request(ctx context.Context, ev Evidence) (Approval, error) {
 		return stored, nil
 	}
 	m.met.requests.WithLabelValues(strings.Join(a.Risks(), ",")).Inc()
+	m.pendingChanged()
 	m.notify(EventRequested, &a)
 	m.log.Info("approval requested", "approval", a.ID, "agent", ev.Agent, "server", ev.Server, "tool", ev.Tool, "correlation_id", ev.Correlation)
 	return a, nil
@@ -1181,6 +1192,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		t.Stop()
 		wg.Wait()
 	}()
+	m.countPending(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -1189,8 +1201,38 @@ func (m *Manager) Run(ctx context.Context) error {
 			if _, err := m.Sweep(ctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("sweeping approvals failed", "err", err)
 			}
+			m.countPending(ctx)
+		case <-m.recount:
+			m.countPending(ctx)
 		}
 	}
+}
+
+// pendingChanged asks Run to count the pending requests again.
+func (m *Manager) pendingChanged() {
+	if m.cfg.Pending == nil {
+		return
+	}
+	select {
+	case m.recount <- struct{}{}:
+	default: // a count is already due
+	}
+}
+
+// countPending reports the pending requests in the Store to
+// Config.Pending.
+func (m *Manager) countPending(ctx context.Context) {
+	if m.cfg.Pending == nil {
+		return
+	}
+	n, err := m.cfg.Store.Count(ctx, Query{Status: Pending})
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("counting pending approvals failed", "err", err)
+		}
+		return
+	}
+	m.cfg.Pending(n)
 }
 
 // notify queues event about a for every notifier that wants it.

@@ -43,6 +43,9 @@ type Store interface {
 	// List returns the approvals matching q, newest (Created, then ID)
 	// first.
 	List(ctx context.Context, q Query) ([]Approval, error)
+	// Count returns how many approvals match q's filters (its Limit does
+	// not apply).
+	Count(ctx context.Context, q Query) (int, error)
 	// Due returns up to limit open approvals whose deadline is at or before
 	// now: pending ones past Expires, approved ones past Grant.Expires.
 	Due(ctx context.Context, now time.Time, limit int) ([]Approval, error)
@@ -254,6 +257,22 @@ func (m *Memory) List(ctx context.Context, q Query) ([]Approval, error) {
 		out[i] = clone(out[i])
 	}
 	return out, nil
+}
+
+// Count implements Store.
+func (m *Memory) Count(ctx context.Context, q Query) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return 0, m.fail
+	}
+	n := 0
+	for _, id := range m.order {
+		if a := m.approvals[id]; q.Match(&a) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Due implements Store.

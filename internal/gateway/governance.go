@@ -44,6 +44,9 @@ func (g *Gateway) openGovernance(ctx context.Context) error {
 		SweepInterval: gc.SweepInterval.Std(), NotifyAttempts: gc.Notifications.Attempts,
 		NotifyBackoff: gc.Notifications.Backoff.Std(), NotifyMaxBackoff: gc.Notifications.MaxBackoff.Std(),
 		Logger: g.log, Registerer: g.registerer, Now: g.now,
+		// gatehouse_approvals_pending counts the store's pending requests
+		// (every replica's), recounted after each sweep.
+		Pending: g.tel.ApprovalsPending,
 	}
 	if bg := gc.BreakGlass; bg != nil {
 		mc.BreakGlass = approval.BreakGlass{Group: bg.Group, TTL: bg.TTL.Std(), MinJustification: bg.MinJustification}

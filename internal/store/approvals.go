@@ -250,6 +250,29 @@ func (s *Approvals) many(ctx context.Context, query string, args ...any) ([]appr
 
 // List implements approval.Store.
 func (s *Approvals) List(ctx context.Context, q approval.Query) ([]approval.Approval, error) {
+	where, args := approvalFilter(q)
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	args = append(args, limit)
+	query := `SELECT ` + approvalColumns + ` FROM approvals` + where + fmt.Sprintf(" ORDER BY created DESC, id DESC LIMIT $%d", len(args))
+	return s.many(ctx, query, args...)
+}
+
+// Count implements approval.Store.
+func (s *Approvals) Count(ctx context.Context, q approval.Query) (int, error) {
+	where, args := approvalFilter(q)
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM approvals`+where, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting approvals: %w", err)
+	}
+	return n, nil
+}
+
+// approvalFilter returns the WHERE clause (with a leading space, or
+// empty) and arguments of q's filters.
+func approvalFilter(q approval.Query) (string, []any) {
 	var where []string
 	var args []any
 	arg := func(v any) string {
@@ -268,16 +291,10 @@ func (s *Approvals) List(ctx context.Context, q approval.Query) ([]approval.Appr
 	if q.Open {
 		where = append(where, "status IN ('pending', 'approved')")
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100
+	if len(where) == 0 {
+		return "", nil
 	}
-	query := `SELECT ` + approvalColumns + ` FROM approvals`
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
-	}
-	query += " ORDER BY created DESC, id DESC LIMIT " + arg(limit)
-	return s.many(ctx, query, args...)
+	return " WHERE " + strings.Join(where, " AND "), args
 }
 
 // Due implements approval.Store.

@@ -291,6 +291,22 @@ func TestStore(t *testing.T, st approval.Store) {
 		if l, _ := st.List(ctx, approval.Query{Agent: "nobody"}); len(l) != 0 {
 			t.Errorf("List(other agent) = %d", len(l))
 		}
+		// Count counts what List lists, whatever the limit.
+		for _, q := range []approval.Query{{}, {Status: approval.Pending}, {Open: true, Agent: "agent-1"}, {Kind: approval.KindCall, Limit: 1}, {Agent: "nobody"}} {
+			n, err := st.Count(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lq := q
+			lq.Limit = 1000
+			l, _ := st.List(ctx, lq)
+			if n != len(l) {
+				t.Errorf("Count(%+v) = %d, List lists %d", q, n, len(l))
+			}
+		}
+		if n, _ := st.Count(ctx, approval.Query{Status: approval.Pending}); n == 0 {
+			t.Error("Count(pending) is 0")
+		}
 		due, err := st.Due(ctx, t0.Add(time.Hour), 1000)
 		if err != nil {
 			t.Fatal(err)
