@@ -132,9 +132,9 @@ type Config struct {
 	// so on every replica it is right within SweepInterval, whichever
 	// replica made the change — and soon after this Manager creates or
 	// settles a request. Run makes the calls, from one goroutine.
-	Pending     func(n int)
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	Pending    func(n int)
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
