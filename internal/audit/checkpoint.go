@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,14 @@ func OpenCheckpoint(msg []byte, v note.Verifier) (Checkpoint, error) {
 	n, err := note.Open(msg, note.VerifierList(v))
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("verifying checkpoint signature: %w", err)
+	}
+	// note decodes signatures leniently: a signature whose last base64
+	// character differs in the bits padding ignores verifies as the
+	// original. A checkpoint is evidence; only the canonical encoding is.
+	for _, s := range append(slices.Clip(n.Sigs), n.UnverifiedSigs...) {
+		if _, err := base64.StdEncoding.Strict().DecodeString(s.Base64); err != nil {
+			return Checkpoint{}, fmt.Errorf("checkpoint signature by %q is not canonical base64", s.Name)
+		}
 	}
 	c, err := parseCheckpointText(n.Text)
 	if err != nil {

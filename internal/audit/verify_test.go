@@ -255,3 +255,40 @@ func TestVerifyUnsignedTail(t *testing.T) {
 		t.Errorf("report %+v: want 1 unsigned entry and both checkpoints verified", rep)
 	}
 }
+
+// TestCheckpointCanonicalSignature changes a checkpoint signature's
+// base64 only in the bits that padding ignores: the decoded signature is
+// the same, but the evidence is not the one the log issued.
+func TestCheckpointCanonicalSignature(t *testing.T) {
+	ctx := context.Background()
+	signer, verifier, _ := audittest.Keys(t)
+	l, err := audit.Open(ctx, audit.Config{Backend: audit.NewMemory(), Signer: signer, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.Append(ctx, audittest.Event("agent", "tool", "c", verdict.Allow)); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.OpenCheckpoint(cp.Note, verifier); err != nil {
+		t.Fatalf("issued checkpoint: %v", err)
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	msg := string(cp.Note)
+	eq := strings.LastIndex(msg, "=\n")
+	if eq < 1 || strings.HasSuffix(msg[:eq], "=") {
+		t.Fatalf("want a signature with one padding character:\n%s", msg)
+	}
+	i := strings.IndexByte(alphabet, msg[eq-1])
+	forged := msg[:eq-1] + string(alphabet[i^1]) + msg[eq:]
+	if sig, _ := base64.StdEncoding.DecodeString(forged[strings.LastIndex(forged, " ")+1 : len(forged)-1]); sig == nil {
+		t.Fatal("forged signature does not decode leniently")
+	}
+	if _, err := audit.OpenCheckpoint([]byte(forged), verifier); err == nil || !strings.Contains(err.Error(), "canonical") {
+		t.Fatalf("non-canonical signature accepted: %v", err)
+	}
+}
