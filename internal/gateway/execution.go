@@ -176,7 +176,7 @@ func (g *Gateway) openExecution(ctx context.Context) ([]pipeline.Stage, error) {
 
 	stages := []pipeline.Stage{x.locks}
 	if g.semantic != nil {
-		stages = append(stages, semanticStage{e: g.semantic})
+		stages = append(stages, semanticStage{e: g.semantic, t: g.tel})
 	}
 	if cfg.Policy.Dir != "" {
 		schema, err := x.tools.schema()

@@ -170,7 +170,7 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 	}
 	pc := pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now, Tracer: observer{g.tel}}
 	if g.semantic != nil {
-		pc.Screener = screener{e: g.semantic}
+		pc.Screener = screener{e: g.semantic, t: g.tel}
 	}
 	if cfg.Policy.Dir != "" {
 		// Information-flow labels matter to policy: with policies they are
@@ -188,7 +188,7 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 		Mediator:         measured{p: g.pipeline, t: g.tel},
 		Observer:         observer{g.tel},
 		InjectHeaders:    g.tel.Inject,
-		Auth:             g.authenticate,
+		Auth:             g.authenticateTraced,
 		MaxBodyBytes:     cfg.Limits.MaxBodyBytes,
 		MaxSessions:      cfg.Limits.MaxSessions,
 		SessionIdle:      cfg.Limits.SessionIdleTimeout.Std(),

@@ -270,10 +270,7 @@ func (g *Gateway) authorizeToken(ctx context.Context, r *identity.ExchangeReques
 
 // auditIdentity records authentications and token exchanges.
 func (g *Gateway) auditIdentity(ctx context.Context, e identity.Event) error {
-	s := audit.Subject{Agent: e.Agent, Task: e.Task}
-	if e.User != nil {
-		s.User = e.User.Subject
-	}
+	s := identitySubject(ctx, e)
 	v := verdict.Verdict{}
 	if !e.Success {
 		v = verdict.Deny(verdict.Identity, "identity."+e.Code, e.Code)
@@ -421,7 +418,7 @@ func (s singleUse) Check(ctx context.Context, r *pipeline.Request) (verdict.Verd
 func (g *Gateway) identityRoutes(mux *http.ServeMux) {
 	base := g.publicURL
 	if g.tokens != nil {
-		mux.Handle("POST /oauth/token", g.tokens)
+		mux.Handle("POST /oauth/token", g.traced("token_exchange", g.tokens))
 	}
 	mux.Handle("GET /.well-known/jwks.json", g.ring)
 	mux.Handle("GET /.well-known/oauth-authorization-server", identity.NewAuthServerMetadata(g.cfg.Identity.Issuer, base, g.cfg.Identity.DPoP != "off"))

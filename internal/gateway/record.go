@@ -234,7 +234,7 @@ func readHeaderFiles(cfg interface {
 
 func (r *recorder) event(rec *pipeline.Record) *audit.Event {
 	q := rec.Request
-	s := audit.Subject{Correlation: q.ID, TraceID: q.TraceID}
+	s := audit.Subject{Correlation: q.ID, TraceID: q.TraceID, Instance: instanceOf(q)}
 	if q.Caller != nil {
 		s.Agent, s.User, s.Task = q.Caller.Agent, q.Caller.User, q.Caller.Task
 	}

@@ -10,9 +10,11 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/pipeline"
+	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/semantic"
 	"github.com/gatehouse/gatehouse/internal/semantic/guard"
 	"github.com/gatehouse/gatehouse/internal/semantic/pii"
+	"github.com/gatehouse/gatehouse/internal/telemetry"
 	"github.com/gatehouse/gatehouse/internal/verdict"
 )
 
@@ -225,8 +227,12 @@ func outputSurface(action string) (semantic.Surface, bool) {
 
 // semanticStage screens what an agent sends: tool arguments, prompt
 // arguments, and servers' sampling and elicitation requests. Its findings
-// go into the request for policy.
-type semanticStage struct{ e *semantic.Engine }
+// go into the request for policy; its hits into
+// gatehouse_detector_hits_total.
+type semanticStage struct {
+	e *semantic.Engine
+	t *telemetry.T
+}
 
 func (s semanticStage) Name() string { return "semantic" }
 
@@ -247,6 +253,7 @@ func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.
 	if err != nil {
 		return verdict.Verdict{}, err
 	}
+	observeDetections(s.t, surf, res)
 	r.Findings = findingsOf(res)
 	v := res.Verdict
 	if v.Outcome == verdict.Challenge {
@@ -255,6 +262,32 @@ func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.
 		v.Obligations = append(v.Obligations, verdict.Obligation{Kind: verdict.ObligationApproval, Detail: semanticRisk})
 	}
 	return v, nil
+}
+
+// observeDetections counts the detectors that fired on one screened text
+// in gatehouse_detector_hits_total: once per detector and finding kind,
+// for findings scoring at least policy.FiredScore (the rule by which
+// policy's context.findings.detectors says a detector fired). A detector
+// that failed is not a hit (its failure is the fail mode's business).
+func observeDetections(t *telemetry.T, surface semantic.Surface, res semantic.Result) {
+	if t == nil {
+		return
+	}
+	var seen [][2]string // few: the distinct detector and kind pairs
+next:
+	for _, f := range res.Findings {
+		if f.Kind == "detector_error" || f.Score < policy.FiredScore {
+			continue
+		}
+		hit := [2]string{f.Detector, f.Kind}
+		for _, s := range seen {
+			if s == hit {
+				continue next
+			}
+		}
+		seen = append(seen, hit)
+		t.ObserveDetection(f.Detector, f.Kind, string(surface))
+	}
 }
 
 // textSep joins the strings of a message into the one text screened.
@@ -271,8 +304,12 @@ func findingsOf(res semantic.Result) *pipeline.Findings {
 	return f
 }
 
-// screener screens upstream answers (tool results, resources, prompts).
-type screener struct{ e *semantic.Engine }
+// screener screens upstream answers (tool results, resources, prompts);
+// its hits go into gatehouse_detector_hits_total.
+type screener struct {
+	e *semantic.Engine
+	t *telemetry.T
+}
 
 // ScreenOutput implements pipeline.Screener: it screens every text of the
 // result together (see mcptext.go for which strings), raises the labels
@@ -297,6 +334,7 @@ func (s screener) ScreenOutput(ctx context.Context, r *pipeline.Request, o *pipe
 	if err != nil {
 		return verdict.Verdict{}, err
 	}
+	observeDetections(s.t, surf, res)
 	o.Raise = append(o.Raise, res.Labels...)
 	if len(res.Context.Kinds) > 0 {
 		o.Findings = findingsOf(res)

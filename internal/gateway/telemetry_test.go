@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -107,4 +108,90 @@ func TestMetricsAndTraces(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestMetricsApprovalsAndDetections checks the gauges and counters that
+// other layers feed: the pending-approvals gauge after a challenged call
+// (and after its approval), detector hits after reading a document that
+// carries an injection, and the authentication stage's latency.
+func TestMetricsApprovalsAndDetections(t *testing.T) {
+	h := start(t, labConfig(t), labServer(t))
+	cs := h.connect("assistant", nil, "")
+	ctx := context.Background()
+	scrape := func() string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", h.g.AdminURL()+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+h.g.AdminToken())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	// metric waits up to 5s for a sample line starting with prefix and
+	// returns its value.
+	metric := func(prefix string, want func(float64) bool) float64 {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var v float64
+			found := false
+			for _, line := range strings.Split(scrape(), "\n") {
+				if strings.HasPrefix(line, prefix+" ") {
+					fmt.Sscan(strings.TrimPrefix(line, prefix+" "), &v)
+					found = true
+				}
+			}
+			if found && want(v) {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s = %v (present: %v)", prefix, v, found)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	positive := func(v float64) bool { return v > 0 }
+
+	metric("gatehouse_approvals_pending", func(v float64) bool { return v == 0 })
+	if _, e := callErr(t, cs, "bank__send_money", payment(1500)); e == nil || e.Code != -32052 {
+		t.Fatalf("challenged call: %v", e)
+	}
+	metric("gatehouse_approvals_pending", func(v float64) bool { return v == 1 })
+	a := pendingFor(t, h, "send_money")
+	if code, _ := decide(t, h, a.ID, "approve", map[string]any{"approver": "alice", "comment": "ok"}); code != http.StatusOK {
+		t.Fatalf("approve: HTTP %d", code)
+	}
+	metric("gatehouse_approvals_pending", func(v float64) bool { return v == 0 })
+
+	if _, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "lab+lab://handbook"}); err != nil {
+		t.Fatal(err)
+	}
+	metric(`gatehouse_detector_hits_total{detector="heuristics",kind="instruction_override",surface="document"}`, positive)
+	// The demo inbox carries injected e-mails.
+	if _, e := callErr(t, cs, "workspace__read_inbox", map[string]any{}); e != nil {
+		t.Fatal(e)
+	}
+	text := scrape()
+	if !strings.Contains(text, `surface="tool_output"`) {
+		t.Errorf("no detector hit on tool output:\n%s", grepLines(text, "gatehouse_detector_hits_total"))
+	}
+	// Arguments are screened too (the call's fate does not matter here).
+	callErr(t, cs, "workspace__search_files", map[string]any{"query": injection})
+	if text := scrape(); !strings.Contains(text, `surface="tool_input"`) {
+		t.Errorf("no detector hit on tool input:\n%s", grepLines(text, "gatehouse_detector_hits_total"))
+	}
+	metric(`gatehouse_stage_duration_seconds_count{stage="authenticate"}`, positive)
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
