@@ -275,8 +275,10 @@ func TestSQLiteWALRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every commit writes at least two 4 KiB pages (the table's and an
-	// index's): a WAL that only grew would hold n of them at least.
-	if limit := int64(n * 4096 / 4); fi.Size() > limit {
+	// index's): a WAL that only grew would hold 2n of them at least. Half
+	// of that leaves room for stretches in which a loaded machine runs no
+	// checkpoint (the file keeps the largest extent it ever reached).
+	if limit := int64(n * 4096); fi.Size() > limit {
 		t.Errorf("WAL is %d bytes after %d commits, want at most %d: it is not restarted", fi.Size(), n, limit)
 	}
 }
