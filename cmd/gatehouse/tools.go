@@ -43,7 +43,9 @@ func runTools(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	admin := adminFlags(fs)
 	hash := fs.String("hash", "", "hash of the reviewed definition (approve)")
 	by := fs.String("by", os.Getenv("USER"), "who approves (recorded in the audit log)")
-	if err := fs.Parse(args[1:]); err != nil {
+	// Flags may follow SERVER TOOL, as in "tools approve SERVER TOOL --hash H".
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
 		return usageError(err)
 	}
 	c, err := admin()
@@ -61,11 +63,11 @@ func runTools(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return nil
 	case "diff", "approve":
-		if fs.NArg() != 2 {
+		if len(pos) != 2 {
 			fmt.Fprintln(stderr, toolsUsage)
 			return fmt.Errorf("%w: tools %s needs SERVER TOOL", errUsage, sub)
 		}
-		path := "/v1/tools/" + url.PathEscape(fs.Arg(0)) + "/" + url.PathEscape(fs.Arg(1))
+		path := "/v1/tools/" + url.PathEscape(pos[0]) + "/" + url.PathEscape(pos[1])
 		if sub == "approve" {
 			if *hash == "" {
 				return fmt.Errorf("%w: approve needs --hash (see tools diff)", errUsage)
