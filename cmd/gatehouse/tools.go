@@ -38,6 +38,10 @@ func runTools(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%w: tools needs a subcommand", errUsage)
 	}
 	sub := args[0]
+	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
+		fmt.Fprintln(stderr, toolsUsage)
+		return exitError{code: 0}
+	}
 	fs := flag.NewFlagSet("tools "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := adminFlags(fs)
