@@ -92,8 +92,9 @@ type Store struct {
 
 // Admin configures the admin API listener.
 type Admin struct {
-	// Listen is the admin API address. Default 127.0.0.1:8081. It must be a
-	// loopback address unless TokenFile is set.
+	// Listen is the admin API address. Default 127.0.0.1:8081. It is served
+	// over plain HTTP, and every request needs the admin credential (GET
+	// /metrics also accepts telemetry.metrics_token_file's).
 	Listen string `yaml:"listen"`
 	// TokenFile holds the admin bearer credential. Default
 	// <data_dir>/admin.token, generated on first start.
