@@ -78,11 +78,17 @@ func limitsConfig(cfg *config.File) (limits.Config, limits.BreakerConfig, error)
 	return lc, bc, errors.Join(errs...)
 }
 
-// Validate checks what config.Load cannot: that the limits, breakers and
-// policies of cfg build. It reads the policy directories but opens no
-// store or listener (serve --check).
+// Validate checks what config.Load cannot: that the limits, breakers,
+// policies and semantic settings of cfg build. It reads the policy
+// directories and the semantic remotes' secret files but opens no store or
+// listener and loads no classifier (serve --check).
 func Validate(cfg *config.File) error {
 	var errs []error
+	if !cfg.Semantic.Disabled {
+		if _, err := SemanticConfig(cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	lc, bc, err := limitsConfig(cfg)
 	if err != nil {
 		errs = append(errs, err)
