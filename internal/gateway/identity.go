@@ -49,8 +49,15 @@ func (g *Gateway) openIdentity(ctx context.Context) error {
 
 	// Keys: a rotating ring, or the single key of signing_key_file.
 	if k := cfg.Identity.Keys; k != nil {
+		// A superseded key verifies as long as a token it signed can live:
+		// unset, retain is the ring's default or max_token_ttl + clock_skew,
+		// whichever is longer.
+		retain := k.Retain.Std()
+		if retain == 0 {
+			retain = max(identity.DefaultRetain, cfg.Identity.MaxTokenTTL.Std()+cfg.Identity.ClockSkew.Std())
+		}
 		if g.ring, err = identity.NewKeyRing(identity.KeyRingConfig{Dir: cfg.Path(k.Dir), Algorithm: k.Algorithm, PublishDelay: k.PublishDelay.Std(),
-			Retain: k.Retain.Std(), RotateEvery: k.RotateEvery.Std(), ReloadInterval: k.ReloadInterval.Std(), Now: g.now}); err != nil {
+			Retain: retain, RotateEvery: k.RotateEvery.Std(), ReloadInterval: k.ReloadInterval.Std(), Now: g.now}); err != nil {
 			return err
 		}
 	} else {

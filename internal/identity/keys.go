@@ -83,6 +83,11 @@ type KeyRing struct {
 	lastMiss atomic.Int64
 }
 
+// DefaultRetain is how long a superseded key still verifies when
+// KeyRingConfig.Retain is unset: the longest token lifetime the gateway
+// mints by default (one hour) and five minutes of clock skew.
+const DefaultRetain = time.Hour + 5*time.Minute
+
 // NewKeyRing loads the keys in cfg.Dir, creating a first key when there is
 // none.
 func NewKeyRing(cfg KeyRingConfig) (*KeyRing, error) {
@@ -93,7 +98,7 @@ func NewKeyRing(cfg KeyRingConfig) (*KeyRing, error) {
 		return nil, fmt.Errorf("key ring: algorithm %q is not EdDSA or ES256", cfg.Algorithm)
 	}
 	if cfg.Retain <= 0 {
-		cfg.Retain = time.Hour + 5*time.Minute
+		cfg.Retain = DefaultRetain
 	}
 	r := &KeyRing{cfg: cfg}
 	empty := []*SigningKey{}
