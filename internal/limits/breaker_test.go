@@ -51,6 +51,8 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		if s := b.State("bank"); s != "open" {
 			t.Fatalf("state after 3 failures = %s", s)
 		}
+		wantState(t, reg, "bank", 2)
+		wantState(t, reg, "ws", -1) // not created before its first call
 		time.Sleep(4 * time.Second)
 		reason := wantBlock(t, attempt("ok"), "breaker.open")
 		if d, ok := limits.RetryAfter(reason); !ok || d != 6*time.Second {
@@ -66,6 +68,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		time.Sleep(6*time.Second + time.Millisecond)
 		probe := call("a", "", "", "bank", "transfer", `{}`)
 		wantAllow(t, check(t, b, probe))
+		wantState(t, reg, "bank", 1)
 		wantBlock(t, attempt("ok"), "breaker.open")
 		finish(b, probe, "upstream_error")
 		if s := b.State("bank"); s != "open" {
@@ -80,6 +83,8 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		if s := b.State("bank"); s != "closed" {
 			t.Fatalf("state after a successful probe = %s", s)
 		}
+		wantState(t, reg, "bank", 0)
+		wantState(t, reg, "ws", 0)
 		mu.Lock()
 		defer mu.Unlock()
 		want := []string{"bank:closed→open", "bank:open→half-open", "bank:half-open→open", "bank:open→half-open", "bank:half-open→closed"}
@@ -95,6 +100,30 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 			t.Fatalf("refusals metric = %v", got)
 		}
 	})
+}
+
+// wantState checks gatehouse_breaker_state{breaker=name} (0 closed, 1
+// half-open, 2 open; -1: no such series).
+func wantState(t *testing.T, reg *prometheus.Registry, name string, want float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() != "gatehouse_breaker_state" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == name {
+				got = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if got != want {
+		t.Errorf("gatehouse_breaker_state{breaker=%q} = %v, want %v", name, got, want)
+	}
 }
 
 func TestToolBreaker(t *testing.T) {
