@@ -73,8 +73,11 @@ type Gateway struct {
 	metricsToken string
 	// registerer receives every component's metrics.
 	registerer prometheus.Registerer
-	pipeline   *pipeline.Pipeline
-	proxy      *mcp.Proxy
+	// controlFailed counts a request a control could not decide
+	// (gatehouse_control_failures_total).
+	controlFailed func(control, failMode string)
+	pipeline      *pipeline.Pipeline
+	proxy         *mcp.Proxy
 	// approvals runs the governance workflow; approvers are the people
 	// who may decide with the admin credential.
 	approvals *approval.Manager
@@ -168,9 +171,9 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	pc := pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now, Tracer: observer{g.tel}}
+	pc := pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now, Tracer: observer{g.tel}, Failed: func(control string) { g.controlFailed(control, "closed") }}
 	if g.semantic != nil {
-		pc.Screener = screener{e: g.semantic, t: g.tel}
+		pc.Screener = screener{e: g.semantic, t: g.tel, failed: g.controlFailed}
 	}
 	if cfg.Policy.Dir != "" {
 		// Information-flow labels matter to policy: with policies they are

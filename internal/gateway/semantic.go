@@ -232,6 +232,9 @@ func outputSurface(action string) (semantic.Surface, bool) {
 type semanticStage struct {
 	e *semantic.Engine
 	t *telemetry.T
+	// failed counts failed detectors (Gateway.controlFailures); nil
+	// counts nothing.
+	failed func(control, failMode string)
 }
 
 func (s semanticStage) Name() string { return "semantic" }
@@ -254,6 +257,7 @@ func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.
 		return verdict.Verdict{}, err
 	}
 	observeDetections(s.t, surf, res)
+	observeDetectorFailures(s.failed, res)
 	r.Findings = findingsOf(res)
 	v := res.Verdict
 	if v.Outcome == verdict.Challenge {
@@ -262,6 +266,30 @@ func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.
 		v.Obligations = append(v.Obligations, verdict.Obligation{Kind: verdict.ObligationApproval, Detail: semanticRisk})
 	}
 	return v, nil
+}
+
+// observeDetectorFailures counts each detector that failed on one
+// screened text (its "detector_error" finding) in
+// gatehouse_control_failures_total{control="semantic:<detector>"}, with
+// the fail mode the finding's action shows: closed (blocked), challenge
+// (held for approval) or open (allowed).
+func observeDetectorFailures(failed func(control, failMode string), res semantic.Result) {
+	if failed == nil {
+		return
+	}
+	for _, f := range res.Findings {
+		if f.Kind != "detector_error" {
+			continue
+		}
+		mode := string(semantic.FailClosed)
+		switch f.Action {
+		case semantic.ActionReport:
+			mode = string(semantic.FailOpen)
+		case semantic.ActionChallenge:
+			mode = string(semantic.FailChallenge)
+		}
+		failed("semantic:"+f.Detector, mode)
+	}
 }
 
 // observeDetections counts the detectors that fired on one screened text
@@ -309,6 +337,9 @@ func findingsOf(res semantic.Result) *pipeline.Findings {
 type screener struct {
 	e *semantic.Engine
 	t *telemetry.T
+	// failed counts failed detectors (Gateway.controlFailures); nil
+	// counts nothing.
+	failed func(control, failMode string)
 }
 
 // ScreenOutput implements pipeline.Screener: it screens every text of the
@@ -335,6 +366,7 @@ func (s screener) ScreenOutput(ctx context.Context, r *pipeline.Request, o *pipe
 		return verdict.Verdict{}, err
 	}
 	observeDetections(s.t, surf, res)
+	observeDetectorFailures(s.failed, res)
 	o.Raise = append(o.Raise, res.Labels...)
 	if len(res.Context.Kinds) > 0 {
 		o.Findings = findingsOf(res)

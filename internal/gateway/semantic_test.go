@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -133,8 +134,31 @@ func TestSemanticAdapterTimeout(t *testing.T) {
 			if d := time.Since(start); d > 1500*time.Millisecond {
 				t.Errorf("the call waited %v for a 200ms adapter timeout", d)
 			}
+			// The failing control is named in the metrics, with its fail
+			// mode.
+			want := regexp.MustCompile(`(?m)^gatehouse_control_failures_total\{control="semantic:remote:[^"]+",fail_mode="` + tc.mode + `"\} 1$`)
+			if m := scrapeMetrics(t, h); !want.MatchString(m) {
+				t.Errorf("no control failure counted:\n%s", grepLines(m, "gatehouse_control_failures_total"))
+			}
 		})
 	}
+}
+
+// scrapeMetrics returns the gateway's /metrics page.
+func scrapeMetrics(t *testing.T, h *harness) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", h.g.AdminURL()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+h.g.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // A credential assembled at run time so that this file does not trip

@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/internal/pipeline"
 	"github.com/gatehouse/gatehouse/internal/telemetry"
@@ -30,6 +33,7 @@ func (g *Gateway) openTelemetry() error {
 	}
 	g.tel = t
 	g.registerer = t.Registerer()
+	g.controlFailed = g.controlFailures()
 	g.closers = append(g.closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -41,6 +45,39 @@ func (g *Gateway) openTelemetry() error {
 		}
 	}
 	return nil
+}
+
+// controlFailuresHelp is the help text of gatehouse_control_failures_total,
+// which the lock and limits packages register too (the first registration
+// wins, the others share it); it must be identical everywhere.
+const controlFailuresHelp = "Requests that a control could not decide because a dependency failed, by control and fail mode (closed: refused, open: allowed)."
+
+// controlFailures returns the function that counts a request a control
+// could not decide in gatehouse_control_failures_total{control, fail_mode}:
+// the pipeline's failures (a stage whose check failed, "flow", "screen";
+// always closed, pipeline.Config.Failed) and the semantic layer's failed
+// detectors ("semantic:<detector>", in the detector's fail mode). Locks
+// and limits count their own dependency failures there under their own
+// control names.
+func (g *Gateway) controlFailures() func(control, failMode string) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gatehouse_control_failures_total", Help: controlFailuresHelp},
+		[]string{"control", "fail_mode"})
+	if g.registerer != nil {
+		if err := g.registerer.Register(c); err != nil {
+			// Already registered by locks or limits: share theirs.
+			var are prometheus.AlreadyRegisteredError
+			ex, ok := c, false
+			if errors.As(err, &are) {
+				ex, ok = are.ExistingCollector.(*prometheus.CounterVec)
+			}
+			if !ok {
+				g.log.Warn("registering gatehouse_control_failures_total", "err", err)
+			} else {
+				c = ex
+			}
+		}
+	}
+	return func(control, failMode string) { c.WithLabelValues(control, failMode).Inc() }
 }
 
 // metricsHandler serves /metrics to the admin credential or, when one is

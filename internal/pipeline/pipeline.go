@@ -304,8 +304,18 @@ type Config struct {
 	// FlowTTL is how long task labels are kept after the last raise.
 	// Default DefaultFlowTTL.
 	FlowTTL time.Duration
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Failed, if not nil, is called with the name of a control each time
+	// the control could not decide and the request (or, for "screen" and
+	// "flow" after forwarding, its output) was refused for it: a stage
+	// whose Check or Resolve returned an error (the stage's Name),
+	// "flow" when the information-flow labels could not be read or
+	// recorded, "screen" when the screener failed. Every such failure fails
+	// closed. A request whose context has ended (the client went away, the
+	// kill switch cancelled it) is not reported. It is called on the
+	// request's goroutine and must not block.
+	Failed func(control string)
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Pipeline runs the stages.
@@ -326,6 +336,9 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	if cfg.FlowTTL <= 0 {
 		cfg.FlowTTL = DefaultFlowTTL
+	}
+	if cfg.Failed == nil {
+		cfg.Failed = func(string) {}
 	}
 	return &Pipeline{cfg: cfg}, nil
 }
@@ -366,6 +379,14 @@ func (p *Pipeline) Admit(ctx context.Context, r *Request) verdict.Verdict {
 	return v
 }
 
+// failed reports that control could not decide r (Config.Failed), unless
+// r's context ended: a cancelled request is no failing dependency.
+func (p *Pipeline) failed(ctx context.Context, control string) {
+	if ctx.Err() == nil {
+		p.cfg.Failed(control)
+	}
+}
+
 // finish tells the stages that admitted r how it ended.
 func (p *Pipeline) finish(ctx context.Context, r *Request, o *Outcome) {
 	stages := r.admitted
@@ -390,6 +411,7 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 	}
 	if err := p.readFlow(ctx, r); err != nil {
 		p.cfg.Logger.Error("reading information-flow labels failed; refusing", "correlation_id", r.ID, "err", err)
+		p.failed(ctx, "flow")
 		return verdict.Deny(verdict.Core, "flow.unavailable", "the task's information-flow labels are unavailable; the request was refused")
 	}
 	for _, s := range p.cfg.Stages {
@@ -406,6 +428,7 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 			end(err)
 			if err != nil && rv.Outcome != verdict.Block {
 				p.cfg.Logger.Error("pipeline stage failed; refusing", "stage", s.Name(), "correlation_id", r.ID, "err", err)
+				p.failed(ctx, s.Name())
 				return v.Combine(verdict.Deny(verdict.Core, "stage.error", "a control could not decide; the request was refused"))
 			}
 			if rv.Outcome != verdict.Allow {
@@ -419,6 +442,7 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 		end(err)
 		if err != nil {
 			p.cfg.Logger.Error("pipeline stage failed; refusing", "stage", s.Name(), "correlation_id", r.ID, "err", err)
+			p.failed(ctx, s.Name())
 			return v.Combine(verdict.Deny(verdict.Core, "stage.error", "a control could not decide; the request was refused"))
 		}
 		v = v.Combine(sv)
@@ -525,11 +549,13 @@ func (p *Pipeline) Screen(ctx context.Context, r *Request, o *Outcome) verdict.V
 		end(err)
 		if err != nil {
 			p.cfg.Logger.Error("screening the output failed; withholding it", "correlation_id", r.ID, "err", err)
+			p.failed(ctx, "screen")
 			v = verdict.Deny(verdict.Semantic, "semantic.error", "the output could not be screened")
 		}
 	}
 	if err := p.raiseFlow(ctx, r, o, v.Outcome == verdict.Allow); err != nil {
 		p.cfg.Logger.Error("recording information-flow labels failed; withholding the output", "correlation_id", r.ID, "err", err)
+		p.failed(ctx, "flow")
 		v = v.Combine(verdict.Deny(verdict.Core, "flow.unavailable", "the labels this output raises could not be recorded; it was withheld"))
 	}
 	o.Verdict = o.Verdict.Combine(v)

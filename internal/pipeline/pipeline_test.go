@@ -295,3 +295,75 @@ type screenFunc func(o *pipeline.Outcome) verdict.Verdict
 func (f screenFunc) ScreenOutput(_ context.Context, _ *pipeline.Request, o *pipeline.Outcome) (verdict.Verdict, error) {
 	return f(o), nil
 }
+
+// failingScreener fails every screening.
+type failingScreener struct{}
+
+func (failingScreener) ScreenOutput(context.Context, *pipeline.Request, *pipeline.Outcome) (verdict.Verdict, error) {
+	return verdict.Verdict{}, errors.New("classifier down")
+}
+
+// TestFailedNamesTheControl: each time a control cannot decide, the
+// request (or its output) is refused and Config.Failed is told which
+// control failed.
+func TestFailedNamesTheControl(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("registry down")
+	task := func() *pipeline.Request {
+		c := caller()
+		c.Task = "t1"
+		return &pipeline.Request{Caller: c, Server: "bank", Labels: []verdict.Label{verdict.ReadsPrivate}}
+	}
+	tests := []struct {
+		name   string
+		stages []pipeline.Stage
+		flow   func(*flowtest.Memory)
+		screen pipeline.Screener
+		// run returns whether the request or its output was refused.
+		run  func(p *pipeline.Pipeline) bool
+		want []string
+	}{
+		{"stage error at call time", []pipeline.Stage{&stage{name: "locks"}, &stage{name: "policy", err: boom}}, nil, nil,
+			func(p *pipeline.Pipeline) bool { return p.Admit(ctx, task()).Outcome == verdict.Block }, []string{"policy"}},
+		{"stage error at list time hides the item", []pipeline.Stage{&stage{name: "policy", err: boom}}, nil, nil,
+			func(p *pipeline.Pipeline) bool { return !p.Visible(ctx, task()) }, []string{"policy"}},
+		{"flow labels unreadable", []pipeline.Stage{&stage{name: "policy"}}, func(f *flowtest.Memory) { f.SetError(boom) }, nil,
+			func(p *pipeline.Pipeline) bool { return p.Admit(ctx, task()).Outcome == verdict.Block }, []string{"flow"}},
+		{"screener fails", nil, nil, failingScreener{},
+			func(p *pipeline.Pipeline) bool {
+				return p.Screen(ctx, task(), &pipeline.Outcome{Status: "ok", Result: []byte(`{}`)}).Outcome == verdict.Block
+			}, []string{"screen"}},
+		{"flow labels not recorded", nil, func(f *flowtest.Memory) { f.SetError(boom) }, nil,
+			func(p *pipeline.Pipeline) bool {
+				return p.Screen(ctx, task(), &pipeline.Outcome{Status: "ok", Result: []byte(`{}`)}).Outcome == verdict.Block
+			}, []string{"flow"}},
+		{"a cancelled request is no failure", []pipeline.Stage{&stage{name: "policy", err: context.Canceled}}, nil, nil,
+			func(p *pipeline.Pipeline) bool {
+				cctx, cancel := context.WithCancel(ctx)
+				cancel()
+				return p.Admit(cctx, task()).Outcome == verdict.Block
+			}, nil},
+		{"no failure, no report", []pipeline.Stage{&stage{name: "policy"}}, nil, nil,
+			func(p *pipeline.Pipeline) bool { return p.Admit(ctx, task()).Outcome == verdict.Block }, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			flow := &flowtest.Memory{}
+			var failed []string
+			p, err := pipeline.New(pipeline.Config{Stages: tt.stages, Recorder: &fakeRecorder{}, Flow: flow, Screener: tt.screen,
+				Failed: func(control string) { failed = append(failed, control) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.flow != nil {
+				tt.flow(flow)
+			}
+			if refused := tt.run(p); refused != (tt.name != "no failure, no report") {
+				t.Errorf("refused = %v", refused)
+			}
+			if diff := cmp.Diff(tt.want, failed); diff != "" {
+				t.Errorf("failed controls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
