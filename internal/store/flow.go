@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,9 @@ import (
 type Flow struct {
 	db     *DB
 	now    func() time.Time
+	// labels is the read of every admitted call, prepared once: parsing
+	// it again cost as much as running it.
+	labels *sql.Stmt
 	raises atomic.Int64
 	sweep  int64
 
@@ -58,7 +62,11 @@ func NewFlow(ctx context.Context, db *DB, now func() time.Time) (*Flow, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Flow{db: db, now: now, sweep: 1024, raised: map[flowLabel]int64{}}, nil
+	labels, err := db.PrepareContext(ctx, `SELECT label FROM flow_labels WHERE flow_key = $1 AND until_ns > $2 ORDER BY label`)
+	if err != nil {
+		return nil, fmt.Errorf("preparing the information-flow label read: %w", err)
+	}
+	return &Flow{db: db, now: now, labels: labels, sweep: 1024, raised: map[flowLabel]int64{}}, nil
 }
 
 // Labels implements pipeline.FlowStore.
@@ -72,8 +80,7 @@ func (f *Flow) Labels(ctx context.Context, key string) ([]verdict.Label, error) 
 		}
 		ctx = context.WithoutCancel(ctx)
 	}
-	rows, err := f.db.QueryContext(ctx, `SELECT label FROM flow_labels WHERE flow_key = $1 AND until_ns > $2 ORDER BY label`,
-		key, f.now().UnixNano())
+	rows, err := f.labels.QueryContext(ctx, key, f.now().UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("reading information-flow labels: %w", err)
 	}
