@@ -25,8 +25,8 @@ import (
 // skips the write transaction that every tool call raising its tool's
 // labels would otherwise cost.
 type Flow struct {
-	db     *DB
-	now    func() time.Time
+	db  *DB
+	now func() time.Time
 	// labels is the read of every admitted call, prepared once: parsing
 	// it again cost as much as running it.
 	labels *sql.Stmt
