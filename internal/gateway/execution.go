@@ -426,6 +426,13 @@ func (g *Gateway) toolsSeen(server, tool string, inputSchema json.RawMessage) {
 	}
 }
 
+// markFailed marks an administrative event whose change was refused or not
+// applied as an OCSF failure (EntityManagement records success), so that a
+// search on status_id finds it; detail is a stable code.
+func markFailed(ev *audit.Event, detail string) {
+	ev.StatusID, ev.Status, ev.StatusDetail = audit.StatusFailure, "Failure", detail
+}
+
 // auditLockChange records a kill-switch change (fail closed: the change is
 // refused when its record cannot be made).
 func (g *Gateway) auditLockChange(ctx context.Context, c lock.Change) error {
@@ -437,6 +444,9 @@ func (g *Gateway) auditLockChange(ctx context.Context, c lock.Change) error {
 		"expires": c.Lock.Expires, "failed": c.Failed, "error": c.Error})
 	ev := audit.EntityManagement(audit.Subject{User: c.By}, act,
 		audit.Entity{Type: "lock", UID: string(c.Lock.Scope) + ":" + c.Lock.Target, Name: c.Action, Data: data}, c.Lock.Reason)
+	if c.Failed {
+		markFailed(ev, "lock."+c.Action+"_not_applied")
+	}
 	_, err := g.recorder.log.Append(ctx, ev)
 	return err
 }
@@ -501,6 +511,9 @@ func (g *Gateway) recordPolicyReload(ctx context.Context, by string, err error) 
 		comment = "policy reload refused: " + err.Error()
 	}
 	ev := audit.EntityManagement(audit.Subject{User: by}, audit.EntityUpdate, audit.Entity{Type: "policy", UID: "policy-set", Version: version}, comment)
+	if err != nil {
+		markFailed(ev, "policy.reload_refused")
+	}
 	if _, aerr := g.recorder.log.Append(ctx, ev); aerr != nil {
 		g.log.Error("recording a policy reload failed", "err", aerr)
 	}
