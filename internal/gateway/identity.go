@@ -429,8 +429,19 @@ func (g *Gateway) identityRoutes(mux *http.ServeMux) {
 	}
 	mux.Handle("GET /.well-known/jwks.json", g.ring)
 	mux.Handle("GET /.well-known/oauth-authorization-server", identity.NewAuthServerMetadata(g.cfg.Identity.Issuer, base, g.cfg.Identity.DPoP != "off"))
+	// Metadata exists for the protected resources, the MCP endpoints: a
+	// document for any other path would name a resource whose tokens the
+	// gateway refuses (invalid_target).
+	endpoints := map[string]string{} // metadata path → endpoint path
+	for _, e := range g.cfg.Endpoints {
+		endpoints[identity.ResourceMetadataURL("", e.Path)] = e.Path
+	}
 	meta := func(w http.ResponseWriter, r *http.Request) {
-		path := strings.TrimPrefix(r.URL.Path, "/.well-known/oauth-protected-resource")
+		path, ok := endpoints[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
 		identity.ResourceMetadata{Resource: base + path, AuthorizationServers: []string{g.cfg.Identity.Issuer}, JWKSURI: base + "/.well-known/jwks.json",
 			DPoPBoundRequired: g.cfg.Identity.DPoP == "required"}.ServeHTTP(w, r)
 	}

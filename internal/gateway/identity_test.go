@@ -225,6 +225,10 @@ func TestIdentityThroughGateway(t *testing.T) {
 		if resp.StatusCode != 401 {
 			t.Errorf("DPoP token without proof: HTTP %d", resp.StatusCode)
 		}
+		// RFC 9449 §7.1: the challenge names the DPoP scheme.
+		if ch := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(ch, "DPoP ") || !strings.Contains(ch, `error="invalid_dpop_proof"`) {
+			t.Errorf("DPoP token without proof: WWW-Authenticate %q", ch)
+		}
 		// With its proof: accepted.
 		r, _ = http.NewRequest("POST", h.url, strings.NewReader(initBody))
 		r.Header.Set("Content-Type", "application/json")
@@ -545,5 +549,59 @@ func TestSingleUseTokens(t *testing.T) {
 	}
 	if evs := h.events(audit.Filter{Agent: "assistant", Tool: "send_money", Outcome: "block"}, 2); len(evs) < 2 {
 		t.Errorf("refusals on record: %d", len(evs))
+	}
+}
+
+// TestProtectedResourceMetadata: a 401 at each MCP endpoint points at that
+// endpoint's RFC 9728 metadata, whose resource is the endpoint's URL (the
+// resource tokens are minted for); other paths have no metadata.
+func TestProtectedResourceMetadata(t *testing.T) {
+	h := start(t, "endpoints:\n  - {path: /mcp, servers: [bank, workspace]}\n  - {path: /stateless, servers: [bank], stateless: true}\n")
+	base := strings.TrimSuffix(h.url, "/mcp")
+	get := func(u string) (int, map[string]any) {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	for _, path := range []string{"/mcp", "/stateless"} {
+		meta := base + "/.well-known/oauth-protected-resource" + path
+		for name, auth := range map[string]string{"no token": "", "bad token": "Bearer xyz"} {
+			req, _ := http.NewRequest("POST", base+path, strings.NewReader(initBody))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			ch := resp.Header.Get("WWW-Authenticate")
+			if resp.StatusCode != 401 || !strings.HasPrefix(ch, "Bearer ") || !strings.Contains(ch, `resource_metadata="`+meta+`"`) {
+				t.Errorf("%s %s: HTTP %d, WWW-Authenticate %q; want 401 pointing at %s", path, name, resp.StatusCode, ch, meta)
+			}
+			// RFC 6750 §3.1: no error code when the request had no token.
+			if hasErr := strings.Contains(ch, `error="invalid_token"`); hasErr != (auth != "") {
+				t.Errorf("%s %s: WWW-Authenticate %q", path, name, ch)
+			}
+		}
+		code, doc := get(meta)
+		if code != 200 || doc["resource"] != base+path {
+			t.Errorf("metadata of %s: HTTP %d %v, want resource %s", path, code, doc, base+path)
+		}
+		if as, _ := doc["authorization_servers"].([]any); len(as) != 1 || as[0] == "" {
+			t.Errorf("metadata of %s names authorization servers %v", path, doc["authorization_servers"])
+		}
+	}
+	for _, p := range []string{"", "/nope", "/mcp/x"} {
+		if code, doc := get(base + "/.well-known/oauth-protected-resource" + p); code != 404 {
+			t.Errorf("metadata for %q (not an endpoint): HTTP %d %v", p, code, doc)
+		}
 	}
 }

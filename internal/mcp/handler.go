@@ -124,9 +124,18 @@ func (p *Proxy) authenticate(w http.ResponseWriter, r *http.Request, ep *endpoin
 	if errors.As(err, &ae) {
 		code, msg = ae.PublicCode(), ae.PublicMessage()
 	}
-	challenge := fmt.Sprintf(`Bearer realm="gatehouse", error="invalid_token", error_description=%q`, code+": "+msg)
-	if p.cfg.ResourceMetadata != "" {
-		challenge += fmt.Sprintf(`, resource_metadata=%q`, p.cfg.ResourceMetadata)
+	meta := p.cfg.ResourceMetadata
+	if meta != "" && ep.path != "/" {
+		meta += ep.path
+	}
+	var challenge string
+	if p.cfg.Challenge != nil {
+		challenge = p.cfg.Challenge(err, meta)
+	} else {
+		challenge = fmt.Sprintf(`Bearer realm="gatehouse", error="invalid_token", error_description=%q`, code+": "+msg)
+		if meta != "" {
+			challenge += fmt.Sprintf(`, resource_metadata=%q`, meta)
+		}
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
 	p.cfg.Mediator.Refuse(r.Context(), &pipeline.Request{

@@ -122,9 +122,16 @@ type Config struct {
 	MaxSessions int
 	// SessionIdle closes sessions idle this long (default 30m).
 	SessionIdle time.Duration
-	// ResourceMetadata is the URL of the RFC 9728 protected resource
-	// metadata, announced in WWW-Authenticate on 401.
+	// ResourceMetadata is the RFC 9728 well-known metadata URL of the host
+	// (https://host/.well-known/oauth-protected-resource). A 401 announces
+	// it in WWW-Authenticate followed by the endpoint's path, the metadata
+	// URL of the resource the agent asked for (RFC 9728 §3.1); "" announces
+	// none.
 	ResourceMetadata string
+	// Challenge, when set, returns the WWW-Authenticate value of a 401 from
+	// the Authenticator's error and the endpoint's metadata URL. Nil means
+	// a Bearer challenge with error="invalid_token".
+	Challenge func(err error, resourceMetadata string) string
 	// AllowedOrigins lists Origin values accepted besides same-origin
 	// requests (DNS-rebinding protection).
 	AllowedOrigins []string
