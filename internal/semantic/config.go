@@ -127,7 +127,7 @@ const Never = 2.0
 // tainted session may still do; a near-certain injection is blocked.
 // It is read-only: set Config.Thresholds instead of changing it.
 var DefaultThresholds = map[Surface]Threshold{
-	SurfacePrompt:       {Label: Never, Challenge: 0.86, Block: 0.97},
+	SurfacePrompt:       {Label: Never, Challenge: 0.74, Block: 0.97},
 	SurfaceToolInput:    {Label: Never, Challenge: 0.86, Block: 0.97},
 	SurfaceToolOutput:   {Label: 0.8, Challenge: Never, Block: 0.97},
 	SurfaceDocument:     {Label: 0.8, Challenge: Never, Block: 0.97},

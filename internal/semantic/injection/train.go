@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/gatehouse/gatehouse/internal/semantic/textnorm"
 )
@@ -120,17 +121,42 @@ func stem(id string) string {
 	return strings.TrimSuffix(id, "-clean")
 }
 
-// inserted returns the text that was inserted into clean to give attacked:
-// what is left after removing their common prefix and suffix.
+// inserted returns the text that was inserted into clean to give attacked.
+// When the insertion borders on characters equal to its own first or last
+// ones, several alignments explain the difference equally well (the
+// common prefix eats the first letter of the instruction, say); the one
+// whose edges fall on separators (blanks, line breaks, table bars) is
+// taken, and the separators are trimmed. When attacked is not clean with
+// one insertion, the differing middle is widened to word boundaries.
 func inserted(clean, attacked string) string {
+	n := len(attacked) - len(clean)
 	p := 0
 	for p < len(clean) && p < len(attacked) && clean[p] == attacked[p] {
 		p++
 	}
 	s := 0
-	for s < len(clean)-p && s < len(attacked)-p && clean[len(clean)-1-s] == attacked[len(attacked)-1-s] {
+	for s < len(clean) && s < len(attacked) && clean[len(clean)-1-s] == attacked[len(attacked)-1-s] {
 		s++
 	}
+	if n > 0 && len(clean)-s <= p {
+		// every k in [len(clean)-s, p] is an insertion point
+		best, bestScore := p, -1
+		for k := p; k >= len(clean)-s; k-- {
+			score := 0
+			if k == 0 || isSeparator(attacked[k-1]) || isSeparator(attacked[k]) {
+				score++
+			}
+			if e := k + n; e == len(attacked) || isSeparator(attacked[e]) || isSeparator(attacked[e-1]) {
+				score++
+			}
+			if score > bestScore {
+				best, bestScore = k, score
+			}
+		}
+		return strings.Trim(attacked[best:best+n], " \t\r\n|")
+	}
+	p = min(p, len(clean), len(attacked))
+	s = min(s, len(clean)-p, len(attacked)-p)
 	// widen to word boundaries
 	for p > 0 && attacked[p-1] != ' ' && attacked[p-1] != '\n' {
 		p--
@@ -140,6 +166,14 @@ func inserted(clean, attacked string) string {
 		end++
 	}
 	return strings.TrimSpace(attacked[p:end])
+}
+
+func isSeparator(c byte) bool {
+	switch c {
+	case ' ', '\t', '\r', '\n', '|':
+		return true
+	}
+	return false
 }
 
 // corpus is the training material derived from rows.
@@ -165,11 +199,19 @@ func buildCorpus(rows []Row, rng *rand.Rand, augment int) corpus {
 		}
 	}
 	var seg []Segment
-	var instructions []string
+	var instructions, direct, prompts []string
 	for _, r := range rows {
 		t := norm(r.Text)
 		c.docs = append(c.docs, labelled{t, float32(r.Label)})
+		if r.Category == "direct" && len(t) <= maxInstr {
+			direct = append(direct, t)
+		}
+		if r.Label == 0 && r.Category == "benign" && RowContext(r) == Prompt && len(t) <= maxInstr {
+			prompts = append(prompts, t)
+		}
 		switch {
+		case r.Source == derivedSource:
+			// its instruction is already a segment positive
 		case r.Label == 0:
 			seg = segments(t, seg)
 			for _, g := range seg {
@@ -200,6 +242,18 @@ func buildCorpus(rows []Row, rng *rand.Rand, augment int) corpus {
 			for range augment {
 				doc := c.carrier[rng.IntN(len(c.carrier))]
 				c.docs = append(c.docs, labelled{plant(doc, ins, rng), 1})
+			}
+		}
+	}
+	// Direct injections ride along with a request as often as they come
+	// alone: join each to a benign prompt, before or after it.
+	if augment > 0 && len(prompts) > 0 {
+		for _, d := range direct {
+			p := prompts[rng.IntN(len(prompts))]
+			if rng.IntN(2) == 0 {
+				c.docs = append(c.docs, labelled{p + " " + d, 1})
+			} else {
+				c.docs = append(c.docs, labelled{d + " " + p, 1})
 			}
 		}
 	}
@@ -362,6 +416,51 @@ func trainOne(ctx context.Context, rows []Row, o TrainOptions) (*Model, error) {
 	return &Model{doc: doc, seg: seg, comb: [2][4]float32{{1, 1, 0, 0}, {1, 1, 0, 0}}}, nil
 }
 
+// derivedSource is the source of the rows that derivedDirect makes.
+const derivedSource = "derived: instruction from an attacked document, as a prompt"
+
+// derivedDirect returns a prompt row for each distinct instruction
+// recovered from an attacked document (see inserted) that speaks of the
+// assistant's own output — "your response", "your code": typed by a user,
+// the same instruction is a direct injection. Instructions without
+// "your" are left out: an off-task request planted in a document ("What is
+// the capital of Brazil?") is an ordinary question when a user asks it.
+// The rows take the attacked document's id with the suffix "-inj-direct",
+// so they share its cross-validation fold.
+func derivedDirect(rows []Row) []Row {
+	clean := map[string]string{}
+	for _, r := range rows {
+		if r.Label == 0 && strings.HasSuffix(r.ID, "-clean") {
+			clean[stem(r.ID)] = r.Text
+		}
+	}
+	seen := map[string]bool{}
+	var out []Row
+	for _, r := range rows {
+		cl, ok := clean[stem(r.ID)]
+		if r.Label != 1 || !ok {
+			continue
+		}
+		ins := inserted(cl, r.Text)
+		if ins == "" || seen[ins] || !addressesOutput(ins) {
+			continue
+		}
+		seen[ins] = true
+		out = append(out, Row{ID: stem(r.ID) + "-inj-direct", Text: ins, Label: 1, Category: "direct", Surface: "prompt", Source: derivedSource})
+	}
+	return out
+}
+
+// addressesOutput reports whether s contains the word "your".
+func addressesOutput(s string) bool {
+	for _, w := range strings.FieldsFunc(strings.ToLower(s), func(c rune) bool { return !unicode.IsLetter(c) && c != '\'' }) {
+		if w == "your" {
+			return true
+		}
+	}
+	return false
+}
+
 // RowContext is the context of a row by its surface: document,
 // tool_output and prompt_result are data; anything else is a prompt.
 func RowContext(r Row) Context {
@@ -378,27 +477,66 @@ type OOF struct {
 	Score float64
 }
 
-// folds assigns each row to a fold by its stem, so that an attacked
-// document and its clean twin never fall on different sides.
+// folds assigns each row to a fold by its group, so that rows that share
+// material never fall on different sides: an attacked document and its
+// clean twin share a stem, and documents attacked with the same
+// instruction (sources reuse their attack lists) share that instruction.
 func folds(rows []Row, k int, seed uint64) []int {
-	stems := map[string]int{}
-	var names []string
+	parent := map[string]string{}
+	var find func(string) string
+	find = func(x string) string {
+		p, ok := parent[x]
+		if !ok || p == x {
+			parent[x] = x
+			return x
+		}
+		r := find(p)
+		parent[x] = r
+		return r
+	}
+	union := func(a, b string) {
+		ra, rb := find(a), find(b)
+		if ra != rb {
+			parent[max(ra, rb)] = min(ra, rb)
+		}
+	}
+	clean := map[string]string{}
 	for _, r := range rows {
-		s := stem(r.ID)
-		if _, ok := stems[s]; !ok {
-			stems[s] = 0
-			names = append(names, s)
+		find("s:" + stem(r.ID))
+		if r.Label == 0 && strings.HasSuffix(r.ID, "-clean") {
+			clean[stem(r.ID)] = textnorm.Normalize(r.Text).Text
+		}
+	}
+	for _, r := range rows {
+		if r.Label != 1 {
+			continue
+		}
+		ins := textnorm.Normalize(r.Text).Text
+		if cl, ok := clean[stem(r.ID)]; ok {
+			ins = inserted(cl, ins)
+		}
+		if ins != "" {
+			union("s:"+stem(r.ID), "i:"+strings.ToLower(ins))
+		}
+	}
+	var names []string
+	seen := map[string]bool{}
+	for x := range parent {
+		if r := find(x); strings.HasPrefix(x, "s:") && !seen[r] {
+			seen[r] = true
+			names = append(names, r)
 		}
 	}
 	slices.Sort(names)
 	rng := rand.New(rand.NewPCG(seed, 0xf01d))
 	rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	group := map[string]int{}
 	for i, n := range names {
-		stems[n] = i % k
+		group[n] = i % k
 	}
 	out := make([]int, len(rows))
 	for i, r := range rows {
-		out[i] = stems[stem(r.ID)]
+		out[i] = group[find("s:"+stem(r.ID))]
 	}
 	return out
 }
@@ -486,6 +624,7 @@ func Train(ctx context.Context, rows []Row, opts TrainOptions) (*Model, []OOF, e
 	if len(rows) == 0 {
 		return nil, nil, fmt.Errorf("no training rows")
 	}
+	rows = append(slices.Clip(rows), derivedDirect(rows)...)
 	xs, err := crossLogits(ctx, rows, o)
 	if err != nil {
 		return nil, nil, err
