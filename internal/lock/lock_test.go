@@ -224,6 +224,55 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
+// TestActiveLocksMetric checks gatehouse_locks_active: it counts the locks
+// in force, drops on an unlock, and drops when a lock's TTL runs out
+// although the expired lock stays in the store.
+func TestActiveLocksMetric(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	reg := prometheus.NewRegistry()
+	m := newManager(t, lock.NewMemoryStore(), lock.Config{Now: clk.Now, MaxStale: 24 * time.Hour, Registerer: reg})
+	active := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "gatehouse_locks_active" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("gatehouse_locks_active is not registered")
+		return 0
+	}
+	if got := active(); got != 0 {
+		t.Fatalf("no lock: %v", got)
+	}
+	for _, l := range []lock.Lock{
+		{Scope: lock.Agent, Target: "a1", Reason: "r", By: "ops"},
+		{Scope: lock.Server, Target: "bank", Reason: "r", By: "ops", Expires: clk.Now().Add(time.Hour)},
+		{Scope: lock.Global, Reason: "r", By: "ops"},
+	} {
+		if _, err := m.Lock(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := active(); got != 3 {
+		t.Fatalf("three locks: %v", got)
+	}
+	if err := m.Unlock(ctx, lock.Global, "", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if got := active(); got != 2 {
+		t.Fatalf("after an unlock: %v", got)
+	}
+	clk.Add(time.Hour)
+	if got := active(); got != 1 {
+		t.Fatalf("after the server lock expired: %v", got)
+	}
+}
+
 func TestAuditFailureRefusesChange(t *testing.T) {
 	ctx := context.Background()
 	audit := &auditLog{}

@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		cfg.Now = time.Now
 	}
 	m := &Manager{cfg: cfg, kick: make(chan struct{}, 1), subs: map[int]func(Lock){}}
-	m.met = newMetrics(cfg.Registerer, cfg.Logger)
+	m.met = newMetrics(cfg.Registerer, cfg.Logger, m.activeLocks)
 	m.snap.Store(buildSnapshot(-1, nil))
 	if err := m.reload(ctx, true); err != nil {
 		if cfg.FailMode == FailClosed {
@@ -234,8 +234,23 @@ func (m *Manager) reloadLocked(ctx context.Context, force bool) ([]Lock, error) 
 	}
 	m.snap.Store(next)
 	m.okAt.Store(now.UnixNano())
-	m.met.active.Set(float64(len(next.all)))
 	return added, nil
+}
+
+// activeLocks counts the locks of the current snapshot in force now
+// (gatehouse_locks_active).
+func (m *Manager) activeLocks() float64 {
+	s := m.snap.Load()
+	if s == nil { // scraped while New runs
+		return 0
+	}
+	now, n := m.cfg.Now(), 0
+	for _, l := range s.all {
+		if l.Active(now) {
+			n++
+		}
+	}
+	return float64(n)
 }
 
 // Subscribe calls f for every lock that appears (set on this replica or

@@ -13,7 +13,6 @@ type metrics struct {
 	failures      *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
 	up            prometheus.Gauge
-	active        prometheus.Gauge
 	auditFailures prometheus.Counter
 }
 
@@ -22,7 +21,9 @@ type metrics struct {
 // share it); it must be identical everywhere.
 const controlFailuresHelp = "Requests that a control could not decide because a dependency failed, by control and fail mode (closed: refused, open: allowed)."
 
-func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
+// newMetrics creates the metrics; active is read at every scrape and
+// returns the number of locks in force.
+func newMetrics(reg prometheus.Registerer, log *slog.Logger, active func() float64) *metrics {
 	m := &metrics{
 		failures: register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_control_failures_total", Help: controlFailuresHelp}, []string{"control", "fail_mode"})),
@@ -30,11 +31,13 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 			Name: "gatehouse_locks_refusals_total", Help: "Requests refused by a kill-switch lock, by the lock's scope."}, []string{"scope"})),
 		up: register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gatehouse_locks_store_up", Help: "1 if the last refresh of the locks succeeded, 0 if the lock store is failing (alert)."})),
-		active: register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "gatehouse_locks_active", Help: "Locks in the current snapshot."})),
 		auditFailures: register(reg, log, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_locks_audit_failures_total", Help: "Lock changes refused because their audit record failed."})),
 	}
+	// Computed when scraped: a lock whose TTL has run out stops counting
+	// at once, although it stays in the store until someone removes it.
+	register(reg, log, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gatehouse_locks_active", Help: "Kill-switch locks in force (expired ones excluded)."}, active))
 	return m
 }
 
