@@ -2,6 +2,7 @@ package identity_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/gatehouse/gatehouse/internal/identity"
 )
@@ -681,5 +683,73 @@ func TestAuthenticationFailuresAudited(t *testing.T) {
 		if ev.Type != "authentication" || ev.Success || ev.Code != want[i] || strings.Contains(ev.Detail, "eyJ") {
 			t.Errorf("event %d = %+v", i, ev)
 		}
+	}
+}
+
+// TestTaskTokenClaims checks a delegated, DPoP-bound task token on the
+// wire: the claim names and shapes of the Transaction Tokens draft (txn,
+// purp, tctx, rctx.req_wl), RFC 8693 act, RFC 9449 cnf.jkt, RFC 9068
+// client_id, one audience, a jti and the default 5-minute lifetime.
+func TestTaskTokenClaims(t *testing.T) {
+	e := newExchangeEnv(t)
+	key := newDPoPKey(t)
+	r := e.exchange(t, url.Values{"subject_token": {e.userToken(t, "alice", nil)}, "subject_token_type": {identity.TokenTypeJWT},
+		"actor_token": {e.wlToken(t, wlSub)}, "actor_token_type": {identity.TokenTypeJWT},
+		"resource": {resMain}, "scope": {"bank/balance crm/*"}, "task": {"task-9"}, "task_purpose": {"monthly close"}},
+		key.proof(t, "POST", tokenURL, "", e.clock()))
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %v", r.status, r.body)
+	}
+	parts := strings.Split(r.token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a compact JWS: %q", r.token)
+	}
+	var hdr map[string]any
+	if b, err := base64.RawURLEncoding.DecodeString(parts[0]); err != nil || json.Unmarshal(b, &hdr) != nil {
+		t.Fatalf("header: %v", err)
+	}
+	if hdr["alg"] != "EdDSA" || hdr["kid"] == nil {
+		t.Errorf("header = %v, want alg EdDSA and a kid", hdr)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	jkt, err := (&jose.JSONWebKey{Key: &key.k.PublicKey}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"iss":       gwURL,
+		"sub":       "alice",
+		"client_id": "billing-bot",
+		"txn":       "task-9",
+		"purp":      "bank/balance crm/*",
+		"tctx":      map[string]any{"servers": []any{"bank", "crm"}, "tools": []any{"bank/balance", "crm/*"}, "purpose": "monthly close"},
+		"rctx": map[string]any{"req_wl": map[string]any{"src": "ci", "kind": "oidc", "sub": wlSub},
+			"user": e.idp.URL + "#alice"},
+		"act": map[string]any{"sub": "billing-bot", "iss": gwURL},
+		"cnf": map[string]any{"jkt": base64.RawURLEncoding.EncodeToString(jkt)},
+	}
+	for k, v := range want {
+		if diff := cmp.Diff(v, c[k]); diff != "" {
+			t.Errorf("claim %s (-want +got):\n%s", k, diff)
+		}
+	}
+	// Exactly one audience: the resource.
+	if aud := c["aud"]; aud != resMain && !cmp.Equal(aud, []any{resMain}) {
+		t.Errorf("aud = %v, want %s alone", aud, resMain)
+	}
+	if jti, _ := c["jti"].(string); len(jti) < 16 {
+		t.Errorf("jti = %v", c["jti"])
+	}
+	iat, _ := c["iat"].(float64)
+	exp, _ := c["exp"].(float64)
+	if nbf, _ := c["nbf"].(float64); nbf != iat || exp-iat < 299 || exp-iat > 300 {
+		t.Errorf("iat %v nbf %v exp %v: want a 5-minute token valid from issuance", iat, c["nbf"], exp)
 	}
 }
