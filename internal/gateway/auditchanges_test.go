@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/approval"
 	"github.com/gatehouse/gatehouse/internal/audit"
+	"github.com/gatehouse/gatehouse/internal/store"
 )
 
 // ocsfSchema compiles the OCSF 1.3.0 schema of the classes Gatehouse uses
@@ -96,14 +98,34 @@ func TestAuditEventPerStateChange(t *testing.T) {
 		t.Fatalf("broken reload: HTTP %d", code)
 	}
 
+	// Changes recorded but not applied: the store refuses the writes
+	// (SQLite triggers) after their records were made.
+	db, err := store.Open(context.Background(), filepath.Join(h.dataDir, "gatehouse.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"agents", "locks"} {
+		if _, err := db.Exec(`CREATE TRIGGER refuse_` + table + ` BEFORE UPDATE ON ` + table + ` BEGIN SELECT RAISE(ABORT, 'disk full'); END;
+			CREATE TRIGGER refuse_insert_` + table + ` BEFORE INSERT ON ` + table + ` BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	if code := adminDo(t, h, "POST", "/v1/agents/intern-bot/suspend", map[string]string{"by": "ops", "reason": "doomed"}, nil); code == http.StatusOK {
+		t.Fatal("a suspension the store refused succeeded")
+	}
+	if code := adminDo(t, h, "POST", "/v1/locks", map[string]string{"scope": "agent", "target": "assistant", "reason": "incident 43", "by": "ops"}, nil); code == http.StatusCreated {
+		t.Fatal("a lock the store refused succeeded")
+	}
+
 	all := h.events(audit.Filter{}, 1)
-	// matching returns the events of class with the given activity whose
-	// entity (or, for approvals, resource) has the given type and uid, and
-	// whose comment contains comment.
-	matching := func(class, activity int, typ, uid, comment string) []map[string]any {
+	// matching returns the events of class with the given activity and
+	// status whose entity (or, for approvals, resource) has the given type
+	// and uid, and whose comment contains comment.
+	matching := func(class, activity, status int, typ, uid, comment string) []map[string]any {
 		var out []map[string]any
 		for _, ev := range all {
-			if ev["class_uid"] != float64(class) || ev["activity_id"] != float64(activity) ||
+			if ev["class_uid"] != float64(class) || ev["activity_id"] != float64(activity) || ev["status_id"] != float64(status) ||
 				!strings.Contains(fmt.Sprint(ev["comment"]), comment) {
 				continue
 			}
@@ -144,10 +166,15 @@ func TestAuditEventPerStateChange(t *testing.T) {
 		{name: "agent resumed", class: audit.ClassEntityManagement, activity: audit.EntityResume, typ: "agent", uid: "intern-bot", by: "ops", comment: "review"},
 		{name: "policy reloaded", class: audit.ClassEntityManagement, activity: audit.EntityUpdate, typ: "policy", uid: "policy-set", by: "ops", comment: "policy set reloaded"},
 		{name: "policy reload refused", class: audit.ClassEntityManagement, activity: audit.EntityUpdate, typ: "policy", uid: "policy-set", by: "ops", comment: "policy reload refused: ", failed: true},
+		{name: "suspension attempted", class: audit.ClassEntityManagement, activity: audit.EntitySuspend, typ: "agent", uid: "intern-bot", by: "ops", comment: "doomed"},
+		{name: "suspension not applied", class: audit.ClassEntityManagement, activity: audit.EntitySuspend, typ: "agent", uid: "intern-bot", by: "ops", comment: "not applied: ", failed: true},
+		{name: "lock attempted", class: audit.ClassEntityManagement, activity: audit.EntityCreate, typ: "lock", uid: "agent:assistant", by: "ops", comment: "incident 43"},
+		{name: "lock not applied", class: audit.ClassEntityManagement, activity: audit.EntityCreate, typ: "lock", uid: "agent:assistant", by: "ops", comment: "incident 43", failed: true},
 	} {
-		evs := matching(tc.class, tc.activity, tc.typ, tc.uid, tc.comment)
+		status := map[bool]int{false: audit.StatusSuccess, true: audit.StatusFailure}[tc.failed]
+		evs := matching(tc.class, tc.activity, status, tc.typ, tc.uid, tc.comment)
 		if len(evs) != 1 {
-			t.Errorf("%s: %d events of class %d, activity %d, %s %s; want 1", tc.name, len(evs), tc.class, tc.activity, tc.typ, tc.uid)
+			t.Errorf("%s: %d events of class %d, activity %d, status %d, %s %s; want 1", tc.name, len(evs), tc.class, tc.activity, status, tc.typ, tc.uid)
 			continue
 		}
 		ev := evs[0]
@@ -160,8 +187,8 @@ func TestAuditEventPerStateChange(t *testing.T) {
 		if md, _ := ev["metadata"].(map[string]any); tc.correlatedApproval && md["correlation_uid"] != a.ID {
 			t.Errorf("%s: correlation_uid %v, want the approval id %s", tc.name, md["correlation_uid"], a.ID)
 		}
-		if want := map[bool]float64{false: audit.StatusSuccess, true: audit.StatusFailure}[tc.failed]; ev["status_id"] != want {
-			t.Errorf("%s: status_id %v (%v), want %v", tc.name, ev["status_id"], ev["status"], want)
+		if detail, _ := ev["status_detail"].(string); tc.failed && !strings.HasPrefix(detail, tc.typ+".") {
+			t.Errorf("%s: status_detail %q, want a %s.* code", tc.name, detail, tc.typ)
 		}
 		if e, _ := ev["entity"].(map[string]any); tc.typ == "policy" && e["version"] != reload.Version {
 			t.Errorf("%s: entity version %v, want %s", tc.name, e["version"], reload.Version)

@@ -345,6 +345,9 @@ func (g *Gateway) auditAgentChange(ctx context.Context, c identity.AgentChange) 
 		comment = c.Action + " not applied: " + c.Error
 	}
 	ev := audit.EntityManagement(audit.Subject{User: c.By}, act, audit.Entity{Type: "agent", UID: id, Name: id, Data: data}, comment)
+	if c.Failed {
+		markFailed(ev, "agent.not_applied")
+	}
 	_, err := g.recorder.log.Append(ctx, ev)
 	return err
 }
