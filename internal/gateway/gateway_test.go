@@ -51,6 +51,8 @@ type extraServer struct {
 	env     map[string]string
 	// tools, when set, is the server's tool settings (a YAML map).
 	tools string
+	// headerFiles, when set, is the url server's header_files (a YAML map).
+	headerFiles string
 }
 
 func start(t *testing.T, yamlExtra string, extra ...extraServer) *harness {
@@ -85,6 +87,9 @@ func startLabelled(t *testing.T, bank, workspace, yamlExtra string, extra ...ext
 			tools := ""
 			if e.tools != "" {
 				tools = ", tools: " + e.tools
+			}
+			if e.headerFiles != "" {
+				tools += ", header_files: " + e.headerFiles
 			}
 			fmt.Fprintf(&b, "  - {id: %s, url: %q, timeout: 5s%s}\n", e.id, e.url, tools)
 		} else {

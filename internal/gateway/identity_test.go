@@ -605,3 +605,57 @@ func TestProtectedResourceMetadata(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentTokenNotForwardedUpstream: an upstream server receives the
+// credential configured for it (header_files), never the agent's token or
+// DPoP proof.
+func TestAgentTokenNotForwardedUpstream(t *testing.T) {
+	srv := sdk.NewServer(&sdk.Implementation{Name: "vault", Version: "1"}, nil)
+	sdk.AddTool(srv, &sdk.Tool{Name: "peek", Description: "reads"}, func(context.Context, *sdk.CallToolRequest, struct{}) (*sdk.CallToolResult, struct{}, error) {
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "ok"}}}, struct{}{}, nil
+	})
+	inner := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv }, nil)
+	var mu sync.Mutex
+	var seen []http.Header
+	ln := listen(t)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		inner.ServeHTTP(w, r)
+	})}
+	go hs.Serve(ln)
+	defer hs.Close()
+	secret := filepath.Join(t.TempDir(), "vault.token")
+	if err := os.WriteFile(secret, []byte("Bearer upstream-credential\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, "", extraServer{id: "vault", url: "http://" + ln.Addr().String() + "/mcp", headerFiles: fmt.Sprintf("{Authorization: %q}", secret)})
+	tok := h.token("assistant")
+	c := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil)
+	cs, err := c.Connect(context.Background(), &sdk.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: bearer{tok}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if _, e := callErr(t, cs, "vault__peek", nil); e != nil {
+		t.Fatal(e)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) == 0 {
+		t.Fatal("the upstream server saw no request")
+	}
+	for i, hdr := range seen {
+		if got := hdr.Values("Authorization"); len(got) != 1 || got[0] != "Bearer upstream-credential" {
+			t.Errorf("upstream request %d: Authorization %q, want the configured credential", i, got)
+		}
+		for name, vs := range hdr {
+			for _, v := range vs {
+				if strings.Contains(v, tok) || (name == "Dpop" && v != "") {
+					t.Errorf("upstream request %d: header %s carries the agent's credential", i, name)
+				}
+			}
+		}
+	}
+}
