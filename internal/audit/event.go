@@ -380,7 +380,18 @@ func actor(s Subject) *Actor {
 }
 
 func agentUser(s Subject) *User {
-	return &User{Name: s.Agent, UID: s.Agent, Type: "Agent", TypeID: 99}
+	switch {
+	case s.Agent != "":
+		return &User{Name: s.Agent, UID: s.Agent, Type: "Agent", TypeID: 99}
+	case s.Instance != "":
+		// A credential that names no registered agent: the workload
+		// identity it proved.
+		return &User{UID: s.Instance, Type: "Agent", TypeID: 99}
+	default:
+		// Nothing identifies the caller (no credential, or an unreadable
+		// one). OCSF requires a name, uid or account.
+		return &User{Name: "unknown", Type: "Unknown"}
+	}
 }
 
 var apiActivityNames = map[int]string{APICreate: "Create", APIRead: "Read", APIUpdate: "Update", APIDelete: "Delete", ActivityOther: "Other", ActivityUnknown: "Unknown"}

@@ -30,7 +30,11 @@ func events() map[string]*audit.Event {
 			HTTP: &audit.HTTPRequest{HTTPMethod: "POST", URL: &audit.URL{Hostname: "api.openai.com", Path: "/v1/chat/completions", Scheme: "https"}}}, verdict.Verdict{}),
 		"logon":        audit.Authentication(s, audit.Auth{Issuer: "https://login.example.com", Method: "oidc"}, verdict.Verdict{}),
 		"logon failed": audit.Authentication(audit.Subject{Agent: "x"}, audit.Auth{Method: "spiffe", Failed: true, Detail: "identity.token_expired"}, block),
-		"session":      audit.AuthorizeSession(s, []string{"tools:crm/*"}, verdict.Verdict{}),
+		// A workload credential that names no registered agent, and a
+		// request without a readable credential.
+		"logon unregistered": audit.Authentication(audit.Subject{Instance: "ci:repo:evil/agents", Correlation: "c2"}, audit.Auth{Method: "oidc", Failed: true, Detail: "credential_not_registered"}, block),
+		"logon anonymous":    audit.Authentication(audit.Subject{Correlation: "c3"}, audit.Auth{Failed: true, Detail: "missing_token"}, block),
+		"session":            audit.AuthorizeSession(s, []string{"tools:crm/*"}, verdict.Verdict{}),
 		"lock": audit.EntityManagement(audit.Subject{User: "ops@example.com"}, audit.EntitySuspend,
 			audit.Entity{Type: "lock", UID: "agent/billing-bot", Data: []byte(`{"scope":"agent","api_key":"sk-abcdefghijklmnopqrstuv"}`)}, "incident 12"),
 		"policy":   audit.EntityManagement(audit.Subject{User: "ops"}, audit.EntityUpdate, audit.Entity{Type: "policy", UID: "finance", Version: "v4"}, ""),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -207,6 +208,75 @@ func TestAuditEventPerStateChange(t *testing.T) {
 	for _, c := range []int{audit.ClassAPIActivity, audit.ClassEntityManagement, audit.ClassUserAccessManagement} {
 		if classes[float64(c)] == 0 {
 			t.Errorf("no event of class %d among %d events: %v", c, len(all), classes)
+		}
+	}
+}
+
+// TestAuditTokenExchange checks the identity events of token exchange: an
+// issued token is an Authorize Session event naming the agent, its
+// workload, the user it acts for, the privileges granted and the token id;
+// a refused exchange is a failed Authentication event with the reason.
+func TestAuditTokenExchange(t *testing.T) {
+	h, workload, users := identityGateway(t, "")
+	base := strings.TrimSuffix(h.url, "/mcp")
+	var a map[string]any
+	adminDo(t, h, "GET", "/v1/agents/assistant", nil, &a)
+	a["credentials"] = []map[string]string{{"source": "ci", "subject": "repo:acme/agents:environment:prod"}}
+	a["by"], a["reason"] = "ops", "federate the CI workload"
+	if code := adminDo(t, h, "PUT", "/v1/agents/assistant", a, nil); code != http.StatusOK {
+		t.Fatalf("adding the credential: HTTP %d", code)
+	}
+	jwtType := "urn:ietf:params:oauth:token-type:jwt"
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {users.token(t, "carol", "gatehouse", nil)}, "subject_token_type": {jwtType},
+		"actor_token": {workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil)}, "actor_token_type": {jwtType},
+		"resource": {h.url}}
+	if _, code, msg := exchange(t, base, form); code != http.StatusOK {
+		t.Fatalf("exchange: %d %s", code, msg)
+	}
+	form.Set("actor_token", workload.token(t, "repo:evil/agents", "gatehouse", nil))
+	if _, code, _ := exchange(t, base, form); code == http.StatusOK {
+		t.Fatal("an exchange with an unknown workload succeeded")
+	}
+
+	sessions := h.events(audit.Filter{Class: audit.ClassAuthorizeSession}, 1)
+	if len(sessions) != 1 {
+		t.Fatalf("%d Authorize Session events, want 1: %v", len(sessions), sessions)
+	}
+	ev := sessions[0]
+	md, _ := ev["metadata"].(map[string]any)
+	for name, ok := range map[string]bool{
+		"agent":            ev["actor"].(map[string]any)["app_name"] == "assistant" && unmapped(ev, "agent") == "assistant",
+		"workload":         strings.Contains(fmt.Sprint(field(ev, "actor.app_uid")), "repo:acme/agents:environment:prod"),
+		"user":             strings.Contains(fmt.Sprint(unmapped(ev, "on_behalf_of")), "carol"),
+		"privileges":       strings.Contains(fmt.Sprint(ev["privileges"]), "server:bank"),
+		"token id":         unmapped(ev, "token_id") != nil,
+		"success":          ev["status_id"] == float64(audit.StatusSuccess),
+		"correlation id":   md["correlation_uid"] != nil && md["correlation_uid"] != "",
+		"activity":         ev["activity_id"] == float64(audit.AuthorizeAssignPrivileges),
+		"identity verdict": unmapped(ev, "verdict") == nil || !strings.Contains(fmt.Sprint(unmapped(ev, "verdict")), "block"),
+	} {
+		if !ok {
+			t.Errorf("Authorize Session event: wrong %s: %v", name, ev)
+		}
+	}
+
+	var refused []map[string]any
+	for _, ev := range h.events(audit.Filter{Class: audit.ClassAuthentication}, 1) {
+		if ev["status_id"] == float64(audit.StatusFailure) {
+			refused = append(refused, ev)
+		}
+	}
+	if len(refused) != 1 {
+		t.Fatalf("%d failed Authentication events, want 1: %v", len(refused), refused)
+	}
+	if v := fmt.Sprint(unmapped(refused[0], "verdict")); !strings.Contains(v, "identity") || !strings.Contains(v, "block") {
+		t.Errorf("refused exchange: verdict %s, want an identity-layer block", v)
+	}
+	sch := ocsfSchema(t)
+	for _, ev := range append(sessions, refused...) {
+		if err := sch.Validate(ev); err != nil {
+			t.Errorf("event does not validate against OCSF 1.3.0: %v\n%v", err, ev)
 		}
 	}
 }
