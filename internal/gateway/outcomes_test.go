@@ -281,6 +281,15 @@ func TestAuditEventPerOutcome(t *testing.T) {
 			t.Errorf("%s: reasons %v, policies %v; want an execution reason naming %s and its version", name, reasons, policies, policy)
 		}
 	}
+
+	// Every event recorded, of every outcome, is a valid OCSF event of its
+	// class (the refused authentication included).
+	sch := ocsfSchema(t)
+	for _, ev := range h.events(audit.Filter{}, 1) {
+		if err := sch.Validate(ev); err != nil {
+			t.Errorf("event does not validate against OCSF 1.3.0: %v\n%v", err, ev)
+		}
+	}
 }
 
 func or(s, def string) string {
