@@ -478,13 +478,15 @@ func (g *Gateway) policyRoutes(mux *http.ServeMux) {
 			writeJSON(w, http.StatusConflict, apiError{"no policy directory is configured"})
 			return
 		}
-		err := g.exec.policy.Reload(g.cfg.Path(g.cfg.Policy.Dir))
-		g.recordPolicyReload(r.Context(), r.URL.Query().Get("by"), err)
-		if err != nil {
+		if err := g.reloadPolicies(r.Context(), r.URL.Query().Get("by")); err != nil {
 			writeJSON(w, http.StatusUnprocessableEntity, apiError{err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"version": g.exec.policy.Current().Version()})
+		out := map[string]string{"version": g.exec.policy.Current().Version()}
+		if sh := g.exec.policy.Shadow(); sh != nil {
+			out["shadow_version"] = sh.Version()
+		}
+		writeJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
 		out := map[string]any{"enabled": g.exec != nil && g.exec.policy != nil}
@@ -498,6 +500,29 @@ func (g *Gateway) policyRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+}
+
+// reloadPolicies reloads the enforced set from policy.dir and, when
+// policy.shadow_dir is set, the shadow set from there (SIGHUP and the admin
+// API). Each set is swapped in only if it loads, whatever the other does;
+// the error names every set refused, with file and line. The attempt is
+// audited.
+func (g *Gateway) reloadPolicies(ctx context.Context, by string) error {
+	err := g.exec.policy.Reload(g.cfg.Path(g.cfg.Policy.Dir))
+	if dir := g.cfg.Policy.ShadowDir; dir != "" {
+		files, serr := policy.ReadDir(g.cfg.Path(dir))
+		if serr == nil {
+			serr = g.exec.policy.SetShadow(files)
+		}
+		if serr != nil {
+			err = errors.Join(err, fmt.Errorf("shadow policies: %w", serr))
+		}
+	}
+	if err != nil {
+		g.log.Error("policy reload refused; the refused sets stay as they were", "by", by, "err", err)
+	}
+	g.recordPolicyReload(ctx, by, err)
+	return err
 }
 
 // recordPolicyReload records a policy reload attempt.

@@ -296,8 +296,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 		eg.Go(func() error {
-			_ = g.exec.policy.WatchReload(ctx, g.cfg.Path(g.cfg.Policy.Dir), hup, func(err error) { g.recordPolicyReload(ctx, "SIGHUP", err) })
-			return nil
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-hup:
+					_ = g.reloadPolicies(ctx, "SIGHUP")
+				}
+			}
 		})
 	}
 	eg.Go(func() error {

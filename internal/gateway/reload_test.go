@@ -2,8 +2,10 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -87,5 +89,68 @@ func TestPolicyReloadOnSIGHUP(t *testing.T) {
 	}
 	if _, e := callErr(t, cs, "workspace__search_files", search); e == nil || !strings.Contains(e.Message, "no-search") {
 		t.Errorf("after a refused reload: %v", e)
+	}
+}
+
+// TestShadowPoliciesReload: a reload (admin API or SIGHUP) reloads the
+// shadow set from policy.shadow_dir too; a broken candidate is refused,
+// naming the shadow set, file and line, and the candidate in force stays.
+func TestShadowPoliciesReload(t *testing.T) {
+	dir, extra := execConfig(t)
+	shadow := filepath.Join(t.TempDir(), "shadow")
+	if err := os.MkdirAll(shadow, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.cedar"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		writePolicy(t, shadow, filepath.Base(f), string(b))
+	}
+	h := start(t, strings.Replace(extra, "policy: {dir: "+dir+"}", "policy: {dir: "+dir+", shadow_dir: "+shadow+"}", 1))
+	cs := h.connect("assistant", nil, "")
+	var info struct {
+		Version       string `json:"version"`
+		ShadowVersion string `json:"shadow_version"`
+	}
+	adminDo(t, h, "GET", "/v1/policy", nil, &info)
+	before := info.ShadowVersion
+	if before == "" || before != info.Version {
+		t.Fatalf("a copy of the enforced set as candidate: %+v", info)
+	}
+
+	// A new candidate rule takes effect in shadow on reload.
+	writePolicy(t, shadow, "stricter.cedar", `@id("no-balance") forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__get_balance");`)
+	var resp struct {
+		Version       string `json:"version"`
+		ShadowVersion string `json:"shadow_version"`
+		Error         string `json:"error"`
+	}
+	if code := adminDo(t, h, "POST", "/v1/policy/reload", nil, &resp); code != http.StatusOK || resp.ShadowVersion == before || resp.Version != info.Version {
+		t.Fatalf("reload: HTTP %d %+v", code, resp)
+	}
+	if _, e := callErr(t, cs, "bank__get_balance", map[string]any{"account": "acc-checking"}); e != nil {
+		t.Fatalf("the shadow set must not enforce: %v", e)
+	}
+	found := false
+	for _, ev := range h.events(audit.Filter{Class: audit.ClassEntityManagement}, 1) {
+		if e, _ := ev["entity"].(map[string]any); e != nil && e["type"] == "policy_shadow" && e["uid"] == resp.ShadowVersion {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no difference recorded under the reloaded candidate")
+	}
+
+	// A broken candidate is refused; the one in force stays.
+	inForce := resp.ShadowVersion
+	writePolicy(t, shadow, "broken.cedar", "permit (principal, action, resource);\nnot cedar\n")
+	resp.Error = ""
+	if code := adminDo(t, h, "POST", "/v1/policy/reload", nil, &resp); code != http.StatusUnprocessableEntity ||
+		!strings.Contains(resp.Error, "shadow policies") || !strings.Contains(resp.Error, "broken.cedar:2") {
+		t.Errorf("broken candidate: HTTP %d %q", code, resp.Error)
+	}
+	adminDo(t, h, "GET", "/v1/policy", nil, &info)
+	if info.ShadowVersion != inForce {
+		t.Errorf("shadow version %s after a refused reload, want %s", info.ShadowVersion, inForce)
 	}
 }
