@@ -139,6 +139,9 @@ type measured struct {
 
 func (m measured) Admit(ctx context.Context, r *pipeline.Request) verdict.Verdict {
 	r.TraceID = telemetry.TraceID(ctx)
+	// The request span names what the proxy resolved, and the correlation
+	// id that finds the request's records in the audit log.
+	telemetry.AnnotateContext(ctx, telemetry.Attrs{Server: r.Server, Tool: r.Target, CorrelationID: r.ID})
 	start := time.Now()
 	v := m.p.Admit(ctx, r)
 	m.t.ObserveVerdict(v)
@@ -150,8 +153,10 @@ func (m measured) Admit(ctx context.Context, r *pipeline.Request) verdict.Verdic
 
 func (m measured) Complete(ctx context.Context, r *pipeline.Request, o *pipeline.Outcome) {
 	start := time.Now()
-	m.p.Complete(ctx, r, o)
+	sctx, span := m.t.StartStage(ctx, telemetry.StageRecordOutcome)
+	m.p.Complete(sctx, r, o)
 	m.t.ObserveStage(telemetry.StageRecordOutcome, time.Since(start))
+	telemetry.End(span, nil)
 	outcome := telemetry.OutcomeAllow
 	if o.Status == "upstream_error" || o.Status == "cancelled" {
 		outcome = telemetry.OutcomeError

@@ -349,6 +349,7 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		"spans off": func() {
 			c := tel.Extract(ctx, h)
 			c, span := tel.StartRequest(c, "tools/call", telemetry.Attrs{Agent: "a", CorrelationID: "c"})
+			telemetry.AnnotateContext(c, telemetry.Attrs{Server: "bank", Tool: "transfer", CorrelationID: "c"})
 			_, s := tel.StartStage(c, "authorize")
 			telemetry.End(s, nil)
 			uc, us := tel.StartUpstream(c, "bank", "tools/call")

@@ -208,6 +208,11 @@ func Annotate(span trace.Span, a Attrs) {
 	}
 }
 
+// AnnotateContext is Annotate on the span ctx carries: the request span,
+// for the context StartRequest returned or one derived from it outside any
+// stage.
+func AnnotateContext(ctx context.Context, a Attrs) { Annotate(trace.SpanFromContext(ctx), a) }
+
 // End ends span; a non-nil err marks it failed with the error's kind
 // (ErrorKind), never its text.
 func End(span trace.Span, err error) {
