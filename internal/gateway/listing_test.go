@@ -25,7 +25,8 @@ when { resource.uri like "file:///notes/*" };
 // TestListFilteringResourcesAndPrompts: resources/list,
 // resources/templates/list and prompts/list show an agent only the items
 // policy lets it use, item by item, and what it cannot see it cannot use
-// either, with "denied by policy" rather than "not found".
+// either (get, read, complete), with "denied by policy" rather than "not
+// found".
 func TestListFilteringResourcesAndPrompts(t *testing.T) {
 	dir, extra := execConfig(t)
 	writePolicy(t, dir, "listing.cedar", listingPolicies)
@@ -91,5 +92,12 @@ func TestListFilteringResourcesAndPrompts(t *testing.T) {
 	}
 	if _, err := assistant.GetPrompt(ctx, &sdk.GetPromptParams{Name: "workspace__triage_inbox"}); err != nil {
 		t.Errorf("assistant getting the prompt: %v", err)
+	}
+	// Completing a hidden prompt's argument is the complete action on the
+	// prompt: refused the same way.
+	_, err := intern.Complete(ctx, &sdk.CompleteParams{Ref: &sdk.CompleteReference{Type: "ref/prompt", Name: "workspace__triage_inbox"},
+		Argument: sdk.CompleteParamsArgument{Name: "focus", Value: "fin"}})
+	if err == nil || !strings.Contains(err.Error(), "denied by policy: policy.no_permit") {
+		t.Errorf("completing the hidden prompt's argument: %v", err)
 	}
 }
