@@ -114,7 +114,7 @@ func (g *Gateway) openIdentity(ctx context.Context) error {
 		// The kill switch is the pipeline's first stage: a locked agent's
 		// requests are refused with the lock's reason code, on sessions
 		// opened before the lock too. Here it stops token issuance.
-		PublicURL: base, Audit: g.auditIdentity, Now: g.now,
+		PublicURL: base, Audit: g.auditIdentity, Now: g.now, RequireDPoP: cfg.Identity.DPoP == "required",
 		Resource: func(r *http.Request) string { return base + r.URL.Path }}
 	if len(vs) > 0 {
 		if g.tokens, err = identity.NewTokenService(identity.TokenServiceConfig{Minter: g.minter, Sources: sources, Registry: agents,

@@ -659,3 +659,74 @@ func TestAgentTokenNotForwardedUpstream(t *testing.T) {
 		}
 	}
 }
+
+// TestDPoPRequired: with identity.dpop: required the gateway issues and
+// accepts DPoP-bound tokens only, as its RFC 9728 metadata announces.
+func TestDPoPRequired(t *testing.T) {
+	h, workload, _ := identityGateway(t, "  dpop: required\n")
+	base := strings.TrimSuffix(h.url, "/mcp")
+	var a map[string]any
+	adminDo(t, h, "GET", "/v1/agents/assistant", nil, &a)
+	a["credentials"] = []map[string]string{{"source": "ci", "subject": "repo:acme/agents:environment:prod"}}
+	a["by"], a["reason"] = "ops", "federate the CI workload"
+	if code := adminDo(t, h, "PUT", "/v1/agents/assistant", a, nil); code != http.StatusOK {
+		t.Fatalf("adding the credential: HTTP %d", code)
+	}
+	wl := func() string { return workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil) }
+	form := func() url.Values {
+		return url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {wl()},
+			"subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"}, "resource": {h.url}}
+	}
+	if _, code, msg := exchange(t, base, form()); code != http.StatusBadRequest {
+		t.Errorf("exchange without a proof: %d %s", code, msg)
+	}
+	post := func(authz, proof string) *http.Response {
+		r, _ := http.NewRequest("POST", h.url, strings.NewReader(initBody))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
+		r.Header.Set("Authorization", authz)
+		if proof != "" {
+			r.Header.Set("DPoP", proof)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req, _ := http.NewRequest("POST", base+"/oauth/token", strings.NewReader(form().Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("DPoP", dpopProof(t, key, "POST", base+"/oauth/token"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	tok, _ := body["access_token"].(string)
+	if resp.StatusCode != 200 || body["token_type"] != "DPoP" {
+		t.Fatalf("exchange with a proof: %d %v", resp.StatusCode, body)
+	}
+	if resp := post("DPoP "+tok, dpopProofFor(t, key, "POST", h.url, tok)); resp.StatusCode != 200 {
+		t.Errorf("bound token with its proof: HTTP %d", resp.StatusCode)
+	}
+	for name, authz := range map[string]string{"unbound gateway token": "Bearer " + h.token("assistant"), "direct workload token": "Bearer " + wl()} {
+		resp := post(authz, "")
+		if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || !strings.HasPrefix(ch, "DPoP ") {
+			t.Errorf("%s: HTTP %d, WWW-Authenticate %q; want 401 with a DPoP challenge", name, resp.StatusCode, ch)
+		}
+	}
+	resp, err = http.Get(base + "/.well-known/oauth-protected-resource/mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	json.NewDecoder(resp.Body).Decode(&meta)
+	resp.Body.Close()
+	if meta["dpop_bound_access_tokens_required"] != true {
+		t.Errorf("metadata = %v", meta)
+	}
+}

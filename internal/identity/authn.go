@@ -33,6 +33,12 @@ type Authenticator struct {
 	// DPoP verifies proofs for DPoP-bound tokens. Default a DPoPVerifier
 	// with a process-local replay cache.
 	DPoP *DPoPVerifier
+	// RequireDPoP accepts only DPoP-bound gateway tokens, presented with
+	// their proof, and X.509-SVIDs of the mTLS connection (bound to the TLS
+	// key): unbound gateway tokens and workload tokens presented directly
+	// are refused with CodeDPoPMissing. It is what RFC 9728's
+	// dpop_bound_access_tokens_required announces.
+	RequireDPoP bool
 	// PublicURL is the gateway's external base URL (the DPoP htu is
 	// PublicURL + request path). Default from the request's Host.
 	PublicURL string
@@ -100,6 +106,9 @@ func (a *Authenticator) authenticate(ctx context.Context, r *http.Request) (*Pri
 	if dpop {
 		return nil, fail(CodeDPoPInvalid, "only gateway tokens can be DPoP-bound", nil)
 	}
+	if a.RequireDPoP {
+		return nil, errDPoPRequired()
+	}
 	v, err := a.Sources.Resolve(tok, TokenTypeJWT, "")
 	if err != nil {
 		return nil, err
@@ -155,6 +164,8 @@ func (a *Authenticator) authenticateGateway(ctx context.Context, r *http.Request
 	switch {
 	case p.Confirmation == "" && dpop:
 		return nil, fail(CodeDPoPInvalid, "the token is not DPoP-bound; use the Bearer scheme", nil)
+	case p.Confirmation == "" && a.RequireDPoP:
+		return nil, errDPoPRequired()
 	case p.Confirmation == "":
 		return p, nil
 	case !dpop:
@@ -176,6 +187,10 @@ func (a *Authenticator) authenticateGateway(ctx context.Context, r *http.Request
 		return nil, fail(CodeDPoPMismatch, "the DPoP proof's key is not the one the token is bound to", nil)
 	}
 	return p, nil
+}
+
+func errDPoPRequired() error {
+	return fail(CodeDPoPMissing, "this gateway accepts DPoP-bound tokens only: exchange the credential at the token endpoint with a DPoP proof", nil)
 }
 
 var defaultDPoPVerifier = &DPoPVerifier{}

@@ -753,3 +753,37 @@ func TestTaskTokenClaims(t *testing.T) {
 		t.Errorf("iat %v nbf %v exp %v: want a 5-minute token valid from issuance", iat, c["nbf"], exp)
 	}
 }
+
+// TestRequireDPoP: with RequireDPoP the Authenticator accepts a bound
+// token with its proof and refuses unbound gateway tokens and workload
+// tokens presented directly.
+func TestRequireDPoP(t *testing.T) {
+	e := newExchangeEnv(t)
+	e.authn.Direct = []string{"ci"}
+	e.authn.RequireDPoP = true
+	key := newDPoPKey(t)
+	now := e.clock()
+	form := func() url.Values {
+		return url.Values{"subject_token": {e.wlToken(t, wlSub)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}
+	}
+	bound := e.exchange(t, form(), key.proof(t, "POST", tokenURL, "", now))
+	if bound.status != 200 || bound.body["token_type"] != "DPoP" {
+		t.Fatalf("exchange: %d %v", bound.status, bound.body)
+	}
+	if _, err := e.call(t, "/mcp", "DPoP", bound.token, key.proof(t, "POST", resMain, bound.token, now)); err != nil {
+		t.Fatalf("bound token with its proof: %v", err)
+	}
+	plain := e.exchange(t, form(), "")
+	for name, tok := range map[string]string{"unbound gateway token": plain.token, "direct workload token": e.wlToken(t, wlSub)} {
+		if _, err := e.call(t, "/mcp", "Bearer", tok, ""); identity.ErrorCode(err) != identity.CodeDPoPMissing {
+			t.Errorf("%s: %v, want %s", name, err, identity.CodeDPoPMissing)
+		}
+	}
+	// Without RequireDPoP both are accepted.
+	e.authn.RequireDPoP = false
+	for name, tok := range map[string]string{"unbound gateway token": plain.token, "direct workload token": e.wlToken(t, wlSub)} {
+		if _, err := e.call(t, "/mcp", "Bearer", tok, ""); err != nil {
+			t.Errorf("%s without RequireDPoP: %v", name, err)
+		}
+	}
+}
