@@ -80,6 +80,13 @@ func TestAuditOutageFailsClosed(t *testing.T) {
 	if got := h.demo.Bank.Balance("acc-checking"); got != 12830.55 {
 		t.Errorf("balance %v: a call went through without its intent on record", got)
 	}
+	page := scrapeMetrics(t, h)
+	if up := metricValue(t, page, "gatehouse_audit_store_up"); up != "0" {
+		t.Errorf("gatehouse_audit_store_up = %s during the outage, want 0", up)
+	}
+	if n := metricValue(t, page, "gatehouse_audit_failures_total"); n == "0" {
+		t.Errorf("gatehouse_audit_failures_total = %s during the outage", n)
+	}
 
 	// Recovery.
 	if _, err := admin.ExecContext(ctx, "ALTER ROLE "+role+" LOGIN"); err != nil {

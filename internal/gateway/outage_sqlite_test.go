@@ -1,0 +1,121 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/gatehouse/gatehouse/internal/audit"
+	"github.com/gatehouse/gatehouse/internal/store"
+)
+
+// metricValue reads an unlabelled sample from a /metrics page.
+func metricValue(t *testing.T, page, name string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("%s is not on the metrics page", name)
+	}
+	return m[1]
+}
+
+// TestAuditOutageFailsClosedSQLite makes the gateway's SQLite audit table
+// refuse writes (a trigger) under a running gateway, and checks that a
+// side-effecting call is refused without reaching the upstream server,
+// that the alert metrics fire (gatehouse_audit_store_up 0,
+// gatehouse_audit_failures_total up), and that calls work again once the
+// store accepts writes, with a log that still verifies. TestAuditOutageFailsClosed
+// does the same on PostgreSQL when GATEHOUSE_TEST_POSTGRES is set.
+func TestAuditOutageFailsClosedSQLite(t *testing.T) {
+	h := start(t, "")
+	cs := h.connect("assistant", nil, "")
+	ctx := context.Background()
+	send := func(amount float64) error {
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__send_money", Arguments: map[string]any{
+			"from_account": "acc-checking", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": amount}})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("tool error: %v", res.Content)
+		}
+		return err
+	}
+	if err := send(10); err != nil {
+		t.Fatalf("before the outage: %v", err)
+	}
+	before := h.demo.Bank.Balance("acc-checking")
+	if up := metricValue(t, scrapeMetrics(t, h), "gatehouse_audit_store_up"); up != "1" {
+		t.Fatalf("gatehouse_audit_store_up = %s before the outage", up)
+	}
+
+	db, err := store.Open(ctx, filepath.Join(h.dataDir, "gatehouse.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TRIGGER audit_outage BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(20); err == nil || !strings.Contains(err.Error(), "audit log is unavailable") {
+		t.Errorf("side-effecting call during the outage: %v", err)
+	}
+	if got := h.demo.Bank.Balance("acc-checking"); got != before {
+		t.Errorf("balance %v, want %v: a call went through without its intent on record", got, before)
+	}
+	page := scrapeMetrics(t, h)
+	if up := metricValue(t, page, "gatehouse_audit_store_up"); up != "0" {
+		t.Errorf("gatehouse_audit_store_up = %s during the outage, want 0", up)
+	}
+	if n := metricValue(t, page, "gatehouse_audit_failures_total"); n == "0" {
+		t.Errorf("gatehouse_audit_failures_total = %s during the outage", n)
+	}
+
+	if _, err := db.Exec(`DROP TRIGGER audit_outage`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := send(30)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the outage: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := h.demo.Bank.Balance("acc-checking"); got != before-30 {
+		t.Errorf("balance after recovery %v, want %v", got, before-30)
+	}
+	if up := metricValue(t, scrapeMetrics(t, h), "gatehouse_audit_store_up"); up != "1" {
+		t.Errorf("gatehouse_audit_store_up = %s after recovery", up)
+	}
+
+	// The log resumed consistently: it verifies against a new checkpoint.
+	if code := adminDo(t, h, "POST", "/v1/audit/checkpoint", nil, nil); code != http.StatusOK {
+		t.Fatalf("checkpoint: HTTP %d", code)
+	}
+	pub, err := os.ReadFile(filepath.Join(h.dataDir, "keys", "audit.key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(strings.TrimSpace(string(pub)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := store.OpenAuditLog(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.VerifyBackend(ctx, b, b, audit.VerifyOptions{Verifier: v})
+	if err != nil || !rep.OK() || len(rep.Verified) == 0 {
+		t.Errorf("the log does not verify after the outage: %+v, %v", rep, err)
+	}
+}
