@@ -292,3 +292,37 @@ func TestCheckpointCanonicalSignature(t *testing.T) {
 		t.Fatalf("non-canonical signature accepted: %v", err)
 	}
 }
+
+// TestVerifyRangeLocatesTampering verifies the range [5, 25) of tampered
+// logs: every tampering inside the range is reported with its kind and
+// index, as when the whole log is verified.
+func TestVerifyRangeLocatesTampering(t *testing.T) {
+	ctx := context.Background()
+	inRange := map[string]bool{"edit": true, "edit and rehash": true, "edit link and rehash": true, "garbage": true,
+		"delete": true, "delete two": true, "delete and renumber": true, "insert well-formed": true,
+		"insert bad index": true, "insert duplicate": true, "swap": true, "move": true}
+	n := 0
+	for _, tc := range tamperCases {
+		if !inRange[tc.name] {
+			continue
+		}
+		n++
+		t.Run(tc.name, func(t *testing.T) {
+			m, verifier, _ := newLog(t, 40)
+			m.Edit(func(es []audit.Entry) []audit.Entry { return tc.edit(t, es) })
+			rep, err := audit.VerifyBackend(ctx, m, m, audit.VerifyOptions{Verifier: verifier, From: 5, To: 25})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.OK() {
+				t.Fatalf("range verification passed: %+v", rep)
+			}
+			if got := located(rep); !slices.Equal(got, tc.want) {
+				t.Errorf("located %v, want %v\nreport: %+v", got, tc.want, rep.Discrepancies)
+			}
+		})
+	}
+	if n != len(inRange) {
+		t.Fatalf("%d of the %d cases named exist", n, len(inRange))
+	}
+}
