@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/audit/audittest"
@@ -87,6 +88,30 @@ func TestAuditCLI(t *testing.T) {
 	out, _, err = runAuditCmd(t, "query", "--db", path, "--correlation", "corr3", "--since", "1h")
 	if err != nil || strings.Count(out, "\n") != 4 || !strings.Contains(out, "API Activity") {
 		t.Errorf("query correlation: %v\n%s", err, out)
+	}
+
+	// The other filters: tool, class, time bounds, index and limit.
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--tool", "tool2"}, 6},
+		{[]string{"--tool", "tool2", "--agent", "agent0"}, 3},
+		{[]string{"--class", "6003"}, 30},
+		{[]string{"--class", "3002"}, 0},
+		{[]string{"--until", "1h"}, 0},
+		{[]string{"--until", future, "--since", "1h"}, 30},
+		{[]string{"--from", "25"}, 5},
+		{[]string{"--limit", "7"}, 7},
+	} {
+		out, _, err := runAuditCmd(t, append([]string{"query", "--db", path, "--json"}, tc.args...)...)
+		if err != nil {
+			t.Fatalf("query %v: %v", tc.args, err)
+		}
+		if n := strings.Count(out, "\n"); n != tc.want {
+			t.Errorf("query %v: %d records, want %d\n%s", tc.args, n, tc.want, out)
+		}
 	}
 
 	out, _, err = runAuditCmd(t, "checkpoint", "--db", path, "--key", vkey)
