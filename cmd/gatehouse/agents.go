@@ -17,10 +17,10 @@ import (
 )
 
 func init() {
-	commands["agents"] = command{summary: "manage registered agents (list, show, add, suspend, resume, retire, review)", run: runAgents}
+	commands["agents"] = command{summary: "manage registered agents (list, show, add, update, suspend, resume, retire, review)", run: runAgents}
 }
 
-const agentsUsage = `usage: gatehouse agents <list|show|add|suspend|resume|retire|review> [flags] [ID]
+const agentsUsage = `usage: gatehouse agents <list|show|add|update|suspend|resume|retire|review> [flags] [ID]
 
   list                       registered agents and their status
   show ID                    one agent as JSON
@@ -32,6 +32,10 @@ const agentsUsage = `usage: gatehouse agents <list|show|add|suspend|resume|retir
       --group G (repeat)     the agent's groups (policy: principal in Gatehouse::Group::"G")
       --credential source=NAME,subject=SUB[,tenant=T] (repeat)
       --expires 2027-01-01T00:00:00Z or a duration such as 2160h
+  update ID [flags]          change a registered agent: the add flags given replace
+                             those fields (a repeated flag, its whole list); --file
+                             replaces the definition. Refused if the agent changed
+                             since it was read (its version)
   suspend ID --reason R      refuse the agent at once (its tokens become useless)
   resume ID                  lift a suspension
   retire ID                  retire for good: release its credentials, revoke its grants
@@ -92,7 +96,7 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return pos[0], nil
 	}
 	switch sub {
-	case "list", "show", "add", "suspend", "resume", "retire":
+	case "list", "show", "add", "update", "suspend", "resume", "retire":
 	case "review":
 		if *format != "markdown" && *format != "json" {
 			return fmt.Errorf("%w: --format must be markdown or json", errUsage)
@@ -104,11 +108,91 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		_, _ = fmt.Fprintln(stderr, agentsUsage)
 		return fmt.Errorf("%w: unknown agents subcommand %q", errUsage, sub)
 	}
+	var fcs []identity.FederatedCredential
+	for _, s := range creds {
+		fc, err := parseCredential(s)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		fcs = append(fcs, fc)
+	}
+	var exp time.Time
+	if *expires != "" {
+		t, err := parseExpiry(*expires, time.Now())
+		if err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		exp = t
+	}
+	var def *identity.Agent // --file
+	if *file != "" {
+		b, err := readFile(*file)
+		if err != nil {
+			return err
+		}
+		def = new(identity.Agent)
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(def); err != nil {
+			return fmt.Errorf("reading %s: %w", *file, err)
+		}
+	}
+	var updateID string
+	if sub == "update" {
+		aid, err := needID()
+		if err != nil {
+			return err
+		}
+		updateID = aid
+		if def == nil && *name+*owner+*hosting+*expires == "" && len(servers)+len(tools)+len(tenants)+len(groups)+len(creds) == 0 {
+			return fmt.Errorf("%w: agents update needs a change (flags or --file)", errUsage)
+		}
+	}
 	c, err := admin()
 	if err != nil {
 		return err
 	}
 	switch sub {
+	case "update":
+		var a identity.Agent
+		if err := c.do(ctx, "GET", "/v1/agents/"+url.PathEscape(updateID), nil, &a); err != nil {
+			return err
+		}
+		if def != nil {
+			n := *def
+			n.ID, n.Version, n.Status, n.Enabled = a.ID, a.Version, a.Status, a.Enabled
+			a = n
+		}
+		setIf(&a.Name, *name)
+		setIf(&a.Owner, *owner)
+		setIf(&a.Hosting, *hosting)
+		for _, f := range []struct {
+			dst *[]string
+			v   repeated
+		}{{&a.Servers, servers}, {&a.Tools, tools}, {&a.Tenants, tenants}, {&a.Groups, groups}} {
+			if len(f.v) > 0 {
+				*f.dst = f.v
+			}
+		}
+		if len(fcs) > 0 {
+			a.Credentials = fcs
+		}
+		if !exp.IsZero() {
+			a.Expires = exp
+		}
+		if err := identity.ValidateAgent(&a); err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		body := struct {
+			identity.Agent
+			identity.ChangeInfo
+		}{a, identity.ChangeInfo{By: *by, Reason: *reason}}
+		var out identity.Agent
+		if err := c.do(ctx, "PUT", "/v1/agents/"+url.PathEscape(updateID), body, &out); err != nil {
+			return err
+		}
+		_, _ = fmt.Fprintf(stdout, "updated %s (version %d)\n", out.ID, out.Version)
+		return nil
 	case "review":
 		var rep approval.LifecycleReport
 		if err := c.do(ctx, "GET", fmt.Sprintf("/v1/agents/review?days=%d", *days), nil, &rep); err != nil {
@@ -149,16 +233,8 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return enc.Encode(a)
 	case "add":
 		var a identity.Agent
-		if *file != "" {
-			b, err := readFile(*file)
-			if err != nil {
-				return err
-			}
-			dec := json.NewDecoder(strings.NewReader(string(b)))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&a); err != nil {
-				return fmt.Errorf("reading %s: %w", *file, err)
-			}
+		if def != nil {
+			a = *def
 		}
 		if *id != "" {
 			a.ID = *id
@@ -173,19 +249,9 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		a.Tools = append(a.Tools, tools...)
 		a.Tenants = append(a.Tenants, tenants...)
 		a.Groups = append(a.Groups, groups...)
-		for _, s := range creds {
-			fc, err := parseCredential(s)
-			if err != nil {
-				return fmt.Errorf("%w: %w", errUsage, err)
-			}
-			a.Credentials = append(a.Credentials, fc)
-		}
-		if *expires != "" {
-			t, err := parseExpiry(*expires, time.Now())
-			if err != nil {
-				return fmt.Errorf("%w: %w", errUsage, err)
-			}
-			a.Expires = t
+		a.Credentials = append(a.Credentials, fcs...)
+		if !exp.IsZero() {
+			a.Expires = exp
 		}
 		if a.ID == "" {
 			return fmt.Errorf("%w: agents add needs --id", errUsage)

@@ -50,6 +50,8 @@ type fakeAgentsAPI struct {
 	agents map[string]*identity.Agent
 	bodies []map[string]any
 	paths  []string
+	// race makes every read of an agent followed by another change of it.
+	race bool
 }
 
 func (f *fakeAgentsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -104,6 +106,20 @@ func (f *fakeAgentsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": "no such agent"})
 	case r.Method == "GET" && verb == "":
 		_ = json.NewEncoder(w).Encode(a)
+		if f.race {
+			a.Version++
+		}
+	case r.Method == "PUT" && verb == "":
+		var n identity.Agent
+		_ = json.Unmarshal(b, &n)
+		if n.Version != a.Version {
+			w.WriteHeader(http.StatusConflict)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": identity.ErrVersionConflict.Error()})
+			return
+		}
+		n.Version, n.Status = a.Version+1, a.Status
+		f.agents[id] = &n
+		_ = json.NewEncoder(w).Encode(n)
 	case r.Method == "POST":
 		a.Status = map[string]identity.Status{"suspend": identity.StatusSuspended, "resume": identity.StatusActive, "retire": identity.StatusRetired}[verb]
 		_ = json.NewEncoder(w).Encode(a)
@@ -190,5 +206,79 @@ func TestAgentsCLI(t *testing.T) {
 	}
 	if len(f.paths) != n {
 		t.Errorf("usage errors sent %d requests", len(f.paths)-n)
+	}
+}
+
+func TestAgentsUpdateCLI(t *testing.T) {
+	f, run := agentsCLI(t)
+	f.agents["billing-bot"].Version = 3
+	f.agents["billing-bot"].Tools = []string{"bank/balance"}
+	// Federate another workload: the credential list is replaced, the
+	// other fields are kept.
+	out, _, err := run("update", "billing-bot", "--credential", "source=contoso,tenant=t,subject=oid",
+		"--credential", "source=aws-prod,tenant=123456789012,subject=arn:aws:iam::123456789012:role/billing", "--tenant", "t", "--tenant", "123456789012",
+		"--reason", "ticket 14")
+	if err != nil || out != "updated billing-bot (version 4)\n" {
+		t.Fatalf("update: %q %v", out, err)
+	}
+	if p := f.paths[len(f.paths)-1]; p != "PUT /v1/agents/billing-bot" || f.paths[len(f.paths)-2] != "GET /v1/agents/billing-bot" {
+		t.Errorf("update sent %v", f.paths)
+	}
+	body := f.bodies[len(f.bodies)-1]
+	if body["by"] != "ops@example.com" || body["reason"] != "ticket 14" || body["version"] != 3.0 {
+		t.Errorf("update sent %v", body)
+	}
+	got := f.agents["billing-bot"]
+	if len(got.Credentials) != 2 || got.Credentials[1].Subject != "arn:aws:iam::123456789012:role/billing" || strings.Join(got.Tenants, ",") != "t,123456789012" ||
+		got.Owner != "alice@example.com" || got.Hosting != identity.HostingAzure || strings.Join(got.Tools, ",") != "bank/balance" {
+		t.Errorf("agent after update: %+v", got)
+	}
+	// --file replaces the definition, keeping id, version and status.
+	def := filepath.Join(t.TempDir(), "agent.json")
+	_ = os.WriteFile(def, []byte(`{"id":"ignored","owner":"bob@example.com","servers":["bank","crm"]}`), 0o600)
+	if out, _, err := run("update", "billing-bot", "--file", def, "--name", "Billing"); err != nil || out != "updated billing-bot (version 5)\n" {
+		t.Fatalf("update --file: %q %v", out, err)
+	}
+	if got := f.agents["billing-bot"]; got.ID != "billing-bot" || got.Owner != "bob@example.com" || got.Name != "Billing" || len(got.Credentials) != 0 ||
+		strings.Join(got.Servers, ",") != "bank,crm" || got.Status != identity.StatusActive {
+		t.Errorf("agent after update --file: %+v", got)
+	}
+	// Someone else changes it between read and write: refused.
+	f.mu.Lock()
+	f.race = true
+	f.mu.Unlock()
+	if _, _, err := run("update", "billing-bot", "--owner", "carol@example.com"); err == nil || !strings.Contains(err.Error(), identity.ErrVersionConflict.Error()) {
+		t.Errorf("update racing another change: %v", err)
+	}
+	f.mu.Lock()
+	f.race = false
+	f.mu.Unlock()
+	if got := f.agents["billing-bot"]; got.Owner != "bob@example.com" {
+		t.Errorf("a refused update changed the agent: %+v", got)
+	}
+	// Errors: unknown agent; usage errors before any request.
+	if _, _, err := run("update", "ghost", "--owner", "x@example.com"); err == nil || !strings.Contains(err.Error(), "no such agent") {
+		t.Errorf("update unknown: %v", err)
+	}
+	n := len(f.paths)
+	for _, args := range [][]string{
+		{"update", "billing-bot"},                              // nothing to change
+		{"update", "--owner", "x@example.com"},                 // no id
+		{"update", "billing-bot", "--credential", "subject=s"}, // no source
+		{"update", "billing-bot", "--expires", "soon"},         // bad expiry
+	} {
+		if _, _, err := run(args...); !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+	if len(f.paths) != n {
+		t.Errorf("usage errors sent %d requests", len(f.paths)-n)
+	}
+	// An invalid result is refused before the PUT.
+	if _, _, err := run("update", "billing-bot", "--tool", "crm/x", "--server", "bank"); !errors.Is(err, errUsage) {
+		t.Errorf("tool outside the servers: %v", err)
+	}
+	if p := f.paths[len(f.paths)-1]; p != "GET /v1/agents/billing-bot" {
+		t.Errorf("an invalid update was sent: %s", p)
 	}
 }
