@@ -456,6 +456,14 @@ servers: [{id: bank, url: %q}]
 	if err := call(&http.Client{Transport: &http.Transport{TLSClientConfig: tlsc}}); err == nil {
 		t.Error("no credential: connected")
 	}
+	// Outside the trust policy: a JWT-SVID for another audience is refused.
+	other, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "someone-else"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call(&http.Client{Transport: bearerTLS{token: other.Marshal(), tr: &http.Transport{TLSClientConfig: tlsc}}}); err == nil {
+		t.Error("JWT-SVID for another audience: connected")
+	}
 }
 
 type bearerTLS struct {
