@@ -74,8 +74,14 @@ func TestAuditEventPerStateChange(t *testing.T) {
 	if code := adminDo(t, h, "POST", "/v1/locks", map[string]string{"scope": "agent", "target": "intern-bot", "reason": "incident 42", "by": "ops"}, nil); code != http.StatusCreated {
 		t.Fatalf("lock: HTTP %d", code)
 	}
+	if n := metricValue(t, scrapeMetrics(t, h), "gatehouse_locks_active"); n != "1" {
+		t.Errorf("gatehouse_locks_active = %s with one lock", n)
+	}
 	if code := adminDo(t, h, "DELETE", "/v1/locks/agent/intern-bot?by=ops", nil, nil); code != http.StatusNoContent {
 		t.Fatalf("unlock: HTTP %d", code)
+	}
+	if n := metricValue(t, scrapeMetrics(t, h), "gatehouse_locks_active"); n != "0" {
+		t.Errorf("gatehouse_locks_active = %s after the unlock", n)
 	}
 
 	// A registry change.

@@ -335,6 +335,9 @@ func TestCircuitBreaker(t *testing.T) {
 	if e == nil || !strings.Contains(e.Message, "breaker.open") || calls.Load() != before {
 		t.Fatalf("open breaker: %v (server reached %d times more)", e, calls.Load()-before)
 	}
+	if m := scrapeMetrics(t, h); !strings.Contains(m, `gatehouse_breaker_state{breaker="flaky"} 2`) {
+		t.Errorf("the open breaker is not on the metrics page:\n%s", grepLines(m, "gatehouse_breaker_state"))
+	}
 	// The server recovers; after the open period a probe closes the breaker.
 	failing.Store(false)
 	time.Sleep(1100 * time.Millisecond)
@@ -343,6 +346,9 @@ func TestCircuitBreaker(t *testing.T) {
 	}
 	if _, e := callErr(t, cs, "flaky__op", nil); e != nil {
 		t.Fatalf("closed again: %v", e)
+	}
+	if m := scrapeMetrics(t, h); !strings.Contains(m, `gatehouse_breaker_state{breaker="flaky"} 0`) {
+		t.Errorf("the closed breaker is not on the metrics page:\n%s", grepLines(m, "gatehouse_breaker_state"))
 	}
 }
 
