@@ -243,6 +243,11 @@ type Unmapped struct {
 	TokenID       string          `json:"token_id,omitempty"`
 	TraceID       string          `json:"trace_id,omitempty"`
 	Verdict       *Verdict        `json:"verdict,omitempty"`
+	// Workload holds the informational attributes of the workload
+	// credential an identity event verified (Entra app_id and an Agent ID
+	// token's agent_blueprint, an AWS role's session_name, a Kubernetes
+	// pod); never a token.
+	Workload map[string]string `json:"workload,omitempty"`
 }
 
 // Findings summarise the semantic layer's findings on a request or its

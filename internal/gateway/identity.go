@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -311,6 +312,9 @@ func (g *Gateway) auditIdentity(ctx context.Context, e identity.Event) error {
 	}
 	if e.TokenID != "" {
 		u.TokenID = e.TokenID
+	}
+	if w := e.Workload; w != nil && !w.User && len(w.Attributes) > 0 {
+		u.Workload = maps.Clone(w.Attributes)
 	}
 	if e.Success || e.Type == "token.exchange" {
 		// Issued tokens must be on record before they are handed out.

@@ -16,6 +16,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/identity"
 )
 
@@ -159,5 +160,75 @@ func TestTrustSourcesFromConfig(t *testing.T) {
 				t.Fatalf("%s as %s: %v", tt.tool, tt.agent, e)
 			}
 		})
+	}
+}
+
+// TestAuditWorkloadAttributes: identity events record what the verified
+// workload credential says about itself — an Entra Agent ID token's
+// blueprint, an AWS role session's name — issued or refused.
+func TestAuditWorkloadAttributes(t *testing.T) {
+	const (
+		tenant    = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+		miOID     = "6f2b1c7e-1d3a-4c5b-9e8f-0a1b2c3d4e5f"
+		blueprint = "30cf4c22-9985-4ef7-8756-91cc888176bd"
+		account   = "123456789012"
+	)
+	entraKeys := newIssuer(t, "https://login.example.test")
+	sts := fakeSTS(t, map[string]string{"ASIAROLE": "arn:aws:sts::" + account + ":assumed-role/billing-agent/nightly-run-42"})
+	h := start(t, fmt.Sprintf(`identity:
+  trust_sources:
+    - {name: contoso, kind: entra, tenants: [%s], audience: "api://gatehouse", authority: %q, jwks_file: %q, algorithms: [ES256]}
+    - {name: aws-prod, kind: aws, audience: gatehouse, endpoints: [%q], accounts: [%s]}
+`, tenant, entraKeys.url, entraKeys.file, sts.URL, account))
+	base := strings.TrimSuffix(h.url, "/mcp")
+	var a map[string]any
+	adminDo(t, h, "GET", "/v1/agents/assistant", nil, &a)
+	a["credentials"] = []map[string]string{{"source": "contoso", "tenant": tenant, "subject": miOID},
+		{"source": "aws-prod", "tenant": account, "subject": "arn:aws:iam::" + account + ":role/billing-agent"}}
+	a["tenants"] = []string{tenant, account}
+	a["by"], a["reason"] = "ops", "federate"
+	if code := adminDo(t, h, "PUT", "/v1/agents/assistant", a, nil); code != http.StatusOK {
+		t.Fatalf("federating: HTTP %d", code)
+	}
+	agentID := func(oid string) string {
+		return entraKeys.token(t, oid, "api://gatehouse", map[string]any{"iss": entraKeys.url + "/" + tenant + "/v2.0", "tid": tenant, "oid": oid,
+			"ver": "2.0", "idtyp": "app", "azp": "9a2b3c4d-0000-4000-8000-000000000002", "xms_par_app_azp": blueprint, "xms_act_fct": "3 9 11"})
+	}
+	jwtType, awsType := "urn:ietf:params:oauth:token-type:jwt", "urn:gatehouse:params:oauth:token-type:aws-sigv4-get-caller-identity"
+	for _, c := range []struct{ token, typ string }{{agentID(miOID), jwtType}, {stsToken(t, sts.URL, "ASIAROLE", "gatehouse"), awsType}} {
+		if _, code, msg := exchange(t, base, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+			"subject_token": {c.token}, "subject_token_type": {c.typ}, "resource": {h.url}}); code != http.StatusOK {
+			t.Fatalf("exchange: %d %s", code, msg)
+		}
+	}
+	// An Agent ID token of an unregistered object: refused, still recorded.
+	if _, code, _ := exchange(t, base, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {agentID("someone-else")}, "subject_token_type": {jwtType}, "resource": {h.url}}); code == http.StatusOK {
+		t.Fatal("an unregistered workload was issued a token")
+	}
+	sessions := h.events(audit.Filter{Class: audit.ClassAuthorizeSession}, 2)
+	if len(sessions) != 2 {
+		t.Fatalf("%d Authorize Session events, want 2", len(sessions))
+	}
+	if w := fmt.Sprint(unmapped(sessions[0], "workload")); !strings.Contains(w, "agent_blueprint:"+blueprint) || !strings.Contains(w, "entra_agent_id:true") {
+		t.Errorf("Entra Agent ID exchange: unmapped.workload = %s", w)
+	}
+	if w := fmt.Sprint(unmapped(sessions[1], "workload")); !strings.Contains(w, "session_name:nightly-run-42") {
+		t.Errorf("AWS exchange: unmapped.workload = %s", w)
+	}
+	var refused []map[string]any
+	for _, ev := range h.events(audit.Filter{Class: audit.ClassAuthentication}, 1) {
+		if ev["status_id"] == float64(audit.StatusFailure) {
+			refused = append(refused, ev)
+		}
+	}
+	if len(refused) != 1 || !strings.Contains(fmt.Sprint(unmapped(refused[0], "workload")), "agent_blueprint:"+blueprint) {
+		t.Errorf("refused exchange events: %v", refused)
+	}
+	sch := ocsfSchema(t)
+	for _, ev := range append(sessions, refused...) {
+		if err := sch.Validate(ev); err != nil {
+			t.Errorf("event does not validate against OCSF 1.3.0: %v\n%v", err, ev)
+		}
 	}
 }
