@@ -69,6 +69,15 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	if got := h.demo.Bank.Balance("acc-checking"); got != before {
 		t.Errorf("balance %v, want %v: a call went through without its intent on record", got, before)
 	}
+	// A read has no side effect: it is answered, and its records wait in
+	// the queue (retried) until the store is back.
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__get_balance", Arguments: map[string]any{"account": "acc-savings"}})
+	if err != nil || res.IsError {
+		t.Errorf("read during the outage: %v %v", res, err)
+	}
+	if evs := h.events(audit.Filter{Agent: "assistant", Tool: "get_balance"}, 0); len(evs) != 0 {
+		t.Errorf("records committed during the outage: %v", evs)
+	}
 	page := scrapeMetrics(t, h)
 	if up := metricValue(t, page, "gatehouse_audit_store_up"); up != "0" {
 		t.Errorf("gatehouse_audit_store_up = %s during the outage, want 0", up)
@@ -96,6 +105,12 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	}
 	if up := metricValue(t, scrapeMetrics(t, h), "gatehouse_audit_store_up"); up != "1" {
 		t.Errorf("gatehouse_audit_store_up = %s after recovery", up)
+	}
+
+	// Nothing was dropped: the read's records were committed once the
+	// store was back.
+	if evs := h.events(audit.Filter{Agent: "assistant", Tool: "get_balance"}, 1); len(evs) == 0 {
+		t.Error("the records of the read made during the outage were lost")
 	}
 
 	// The log resumed consistently: it verifies against a new checkpoint.
