@@ -58,15 +58,20 @@ func (e *exchangeEnv) advance(d time.Duration) {
 
 func newExchangeEnv(t testing.TB) *exchangeEnv {
 	t.Helper()
-	e := &exchangeEnv{wl: newTestIssuer(t), idp: newTestIssuer(t)}
-	n := time.Now()
-	e.now.Store(&n)
-	e.reg = identity.NewStaticRegistry([]*identity.Agent{
+	return newExchangeEnvWith(t, time.Now(), []*identity.Agent{
 		{ID: "billing-bot", Owner: "alice@example.com", Enabled: true, Servers: []string{"bank", "crm", "hr"},
 			Tools:       []string{"bank/balance", "bank/transfer", "crm/*"},
 			Credentials: []identity.FederatedCredential{{Source: "ci", Subject: wlSub}}},
 		{ID: "off-bot", Enabled: false, Servers: []string{"bank"}, Credentials: []identity.FederatedCredential{{Source: "ci", Subject: "repo:acme/off"}}},
 	})
+}
+
+// newExchangeEnvWith is newExchangeEnv with the given agents, starting at n.
+func newExchangeEnvWith(t testing.TB, n time.Time, agents []*identity.Agent) *exchangeEnv {
+	t.Helper()
+	e := &exchangeEnv{wl: newTestIssuer(t), idp: newTestIssuer(t)}
+	e.now.Store(&n)
+	e.reg = identity.NewStaticRegistry(agents)
 	var err error
 	e.ring, err = identity.NewKeyRing(identity.KeyRingConfig{Retain: 10 * time.Minute, Now: e.clock})
 	if err != nil {
@@ -785,5 +790,39 @@ func TestRequireDPoP(t *testing.T) {
 		if _, err := e.call(t, "/mcp", "Bearer", tok, ""); err != nil {
 			t.Errorf("%s without RequireDPoP: %v", name, err)
 		}
+	}
+}
+
+// TestAgentLifecycleRefusals: an agent past its expiry date is refused at
+// the token endpoint and its earlier tokens stop working; a retired agent
+// is refused with its own code.
+func TestAgentLifecycleRefusals(t *testing.T) {
+	const sub = "repo:acme/temp-bot"
+	now := time.Now()
+	e := newExchangeEnvWith(t, now, []*identity.Agent{
+		{ID: "temp-bot", Enabled: true, Servers: []string{"bank"}, Expires: now.Add(time.Minute),
+			Credentials: []identity.FederatedCredential{{Source: "ci", Subject: sub}}},
+		{ID: "old-bot", Enabled: true, Status: identity.StatusRetired, Servers: []string{"bank"},
+			Credentials: []identity.FederatedCredential{{Source: "ci", Subject: "repo:acme/old-bot"}}},
+	})
+	form := func(s string) url.Values {
+		return url.Values{"subject_token": {e.wlToken(t, s)}, "subject_token_type": {identity.TokenTypeJWT}, "resource": {resMain}}
+	}
+	r := e.exchange(t, form(sub), "")
+	if r.status != 200 {
+		t.Fatalf("exchange before expiry: %d %v", r.status, r.body)
+	}
+	if _, err := e.call(t, "/mcp", "Bearer", r.token, ""); err != nil {
+		t.Fatalf("call before expiry: %v", err)
+	}
+	e.advance(2 * time.Minute) // the token (5 min) is still valid; the registration is not
+	if _, err := e.call(t, "/mcp", "Bearer", r.token, ""); identity.ErrorCode(err) != identity.CodeAgentExpired {
+		t.Errorf("call after expiry: %v, want %s", err, identity.CodeAgentExpired)
+	}
+	if r := e.exchange(t, form(sub), ""); r.status == 200 || r.body["error_code"] != identity.CodeAgentExpired {
+		t.Errorf("exchange after expiry: %d %v", r.status, r.body)
+	}
+	if r := e.exchange(t, form("repo:acme/old-bot"), ""); r.status == 200 || r.body["error_code"] != identity.CodeAgentRetired {
+		t.Errorf("exchange as a retired agent: %d %v", r.status, r.body)
 	}
 }
