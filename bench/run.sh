@@ -145,6 +145,8 @@ free_port gw_port
 free_port admin_port
 free_port px_port
 free_port pprof_port
+free_port gw2_port
+free_port admin2_port
 
 "$GH_EVERYTHING_SERVER" -http "127.0.0.1:$up_port" -stateless=false >"$work/upstream.log" 2>&1 &
 up_pid=$!
@@ -227,8 +229,6 @@ gw_pid=$!
 pids+=("$gw_pid")
 gh_wait_http "http://127.0.0.1:$gw_port/healthz" 30 "$gw_pid"
 if [[ -n $also ]]; then
-	free_port gw2_port
-	free_port admin2_port
 	write_config "$also" "$work/also" "$gw2_port" "$admin2_port"
 	"$work/gatehouse" serve --config "$work/also/gatehouse.yaml" >"$work/also/gateway.log" 2>&1 &
 	gw2_pid=$!
