@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -176,6 +177,10 @@ type TrustSource struct {
 	// Users accepts users' tokens (as the on-behalf-of user of an
 	// exchange, never as an agent).
 	Users bool `yaml:"users"`
+	// UserTags maps policy's user tags to claims of users' tokens (tag
+	// name → claim name): a string or array-of-strings claim becomes the
+	// set context.user.getTag(name) (oidc and entra sources with users).
+	UserTags map[string]string `yaml:"user_tags"`
 	// Direct lets the credential be presented as a bearer token without
 	// exchange.
 	Direct bool `yaml:"direct"`
@@ -941,6 +946,17 @@ func (f *File) validate() []string {
 		}
 		if ts.Kind != "aws" && ts.Audience == "" && ts.Kind != "" {
 			add("%s.audience: required (the gateway's audience)", key)
+		}
+		if len(ts.UserTags) > 0 && (!ts.Users || ts.Kind != "oidc" && ts.Kind != "entra") {
+			add("%s.user_tags: only for oidc and entra sources with users: true", key)
+		}
+		if len(ts.UserTags) > 64 {
+			add("%s.user_tags: at most 64 tags", key)
+		}
+		for _, tag := range slices.Sorted(maps.Keys(ts.UserTags)) {
+			if claim := ts.UserTags[tag]; tag == "" || claim == "" {
+				add("%s.user_tags: tag and claim names must not be empty (%q: %q)", key, tag, claim)
+			}
 		}
 		if ts.Direct && ts.Kind == "aws" {
 			add("%s.direct: not available for aws (exchange the signed request)", key)

@@ -95,11 +95,13 @@ identity:
   trust_sources:
     - {name: contoso, kind: entra, tenants: [common], audience: "api://gatehouse"}
     - {name: aws-prod, kind: aws, endpoints: ["https://sts.amazonaws.com"], accounts: ["123456789012"]}
+    - {name: ci, kind: oidc, issuer: "https://token.actions.githubusercontent.com", audience: gatehouse, user_tags: {accounts: accts}}
 agents:
   - id: a
     owner: me
     credentials: [{source: aws-prod, tenant: "999999999999", subject: "arn:aws:iam::999999999999:role/x"}]
-`, []string{`tenants: "common" is not a tenant id`, "trust_sources[1].audience: required for aws"}},
+`, []string{`tenants: "common" is not a tenant id`, "trust_sources[1].audience: required for aws",
+			"trust_sources[2].user_tags: only for oidc and entra sources with users: true"}},
 		{"governance problems", `
 governance:
   hold_timeout: 1h

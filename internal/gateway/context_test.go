@@ -128,6 +128,12 @@ when { context has task && context.task.purpose like "audit*" && resource.labels
 @id("balances-for-finance")
 forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__get_balance")
 when { context has user && !(context.user in Gatehouse::Group::"finance") };
+
+// A user whose token names its accounts sees the balances of those only.
+@id("own-accounts-only")
+forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__get_balance")
+when { context has user && context.user.hasTag("accounts") &&
+       !context.user.getTag("accounts").contains(context.arguments.account) };
 `)
 	h, workload, users := identityGateway(t, extra)
 	federate(t, h)
@@ -198,6 +204,39 @@ when { context has user && !(context.user in Gatehouse::Group::"finance") };
 		}
 		if _, e := callErr(t, onBehalf([]string{"staff"}), "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "balances-for-finance") {
 			t.Errorf("for a user outside finance: %v", e)
+		}
+	})
+	t.Run("user tags from the user's token", func(t *testing.T) {
+		// The corp source maps its bank_accounts claim to the accounts tag.
+		exchange := func(accounts any) (string, int, string) {
+			t.Helper()
+			return exchangeFor(t, h, workload, url.Values{"actor_token": {workload.token(t, "repo:acme/agents:environment:prod", "gatehouse", nil)},
+				"actor_token_type":       {"urn:ietf:params:oauth:token-type:jwt"},
+				"subject_token_override": {users.token(t, "carol", "gatehouse", map[string]any{"groups": []string{"finance"}, "bank_accounts": accounts})}})
+		}
+		tok, code, msg := exchange([]string{"acc-checking"})
+		if code != http.StatusOK {
+			t.Fatalf("exchange: %d %s", code, msg)
+		}
+		cs := h.connectToken(tok, "", "")
+		if _, e := callErr(t, cs, "bank__get_balance", balance); e != nil {
+			t.Errorf("the user's own account: %v", e)
+		}
+		if _, e := callErr(t, cs, "bank__get_balance", map[string]any{"account": "acc-savings"}); e == nil || !strings.Contains(e.Message, "own-accounts-only") {
+			t.Errorf("another account: %v", e)
+		}
+		// One account as a plain string claim (refusals by policy spend no
+		// rate: the test config allows three balance checks a minute).
+		if tok, code, msg = exchange("acc-savings"); code != http.StatusOK {
+			t.Fatalf("exchange: %d %s", code, msg)
+		}
+		if _, e := callErr(t, h.connectToken(tok, "", ""), "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "own-accounts-only") {
+			t.Errorf("another account than the string claim's: %v", e)
+		}
+		// A claim of another shape refuses the user's token: policy never
+		// sees a partial set.
+		if _, code, msg := exchange(42); code == http.StatusOK || !strings.Contains(msg, "bank_accounts") {
+			t.Errorf("a numeric accounts claim: %d %s", code, msg)
 		}
 	})
 }

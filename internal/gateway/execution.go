@@ -291,7 +291,7 @@ func (s *policyStage) Check(ctx context.Context, r *pipeline.Request) (verdict.V
 	req := policy.Request{Action: act, Agent: policy.Agent{ID: r.Caller.Agent, Owner: r.Caller.Owner, Hosting: a.Hosting, Groups: a.Groups},
 		Server: r.Server, Labels: r.Labels, SessionLabels: r.SessionLabels, Now: s.now()}
 	if r.Caller.User != "" {
-		req.User = &policy.User{ID: r.Caller.User, Groups: r.Caller.UserGroups}
+		req.User = &policy.User{ID: r.Caller.User, Groups: r.Caller.UserGroups, Tags: r.Caller.UserTags}
 	}
 	if c := r.Caller; c.Task != "" {
 		req.Task = &policy.Task{ID: c.Task, Purpose: c.TaskPurpose, NotBefore: c.TaskNotBefore, NotAfter: c.TaskNotAfter}

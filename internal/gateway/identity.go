@@ -164,7 +164,7 @@ func (g *Gateway) trustSource(ctx context.Context, ts config.TrustSource) (ident
 	}
 	switch ts.Kind {
 	case "oidc":
-		return identity.NewOIDCVerifier(identity.OIDCConfig{Name: ts.Name, Policy: policy, Keys: keys, Users: ts.Users, Now: g.now})
+		return identity.NewOIDCVerifier(identity.OIDCConfig{Name: ts.Name, Policy: policy, Keys: keys, Users: ts.Users, UserTags: ts.UserTags, Now: g.now})
 	case "kubernetes":
 		kc := identity.KubernetesConfig{Name: ts.Name, Policy: policy, Keys: keys, Now: g.now}
 		if tr := ts.TokenReview; tr != nil {
@@ -178,7 +178,7 @@ func (g *Gateway) trustSource(ctx context.Context, ts config.TrustSource) (ident
 		return identity.NewKubernetesVerifier(kc)
 	case "entra":
 		return identity.NewEntraVerifier(identity.EntraConfig{Name: ts.Name, Tenants: ts.Tenants, Audience: ts.Audience, Versions: ts.Versions,
-			Authority: ts.Authority, Users: ts.Users, Algorithms: ts.Algorithms, MaxAge: ts.MaxAge.Std(), Skew: g.cfg.Identity.ClockSkew.Std(), Keys: keys, Now: g.now})
+			Authority: ts.Authority, Users: ts.Users, UserTags: ts.UserTags, Algorithms: ts.Algorithms, MaxAge: ts.MaxAge.Std(), Skew: g.cfg.Identity.ClockSkew.Std(), Keys: keys, Now: g.now})
 	case "aws":
 		return identity.NewAWSVerifier(identity.AWSConfig{Name: ts.Name, Audience: ts.Audience, AudienceHeader: ts.AudienceHeader, Endpoints: ts.Endpoints,
 			Accounts: ts.Accounts, AllowUsers: ts.AllowUsers, MaxAge: ts.MaxAge.Std(), Replay: g.replay, Now: g.now})
@@ -371,7 +371,7 @@ func (g *Gateway) authenticate(r *http.Request) (*pipeline.Caller, error) {
 	}
 	c := &pipeline.Caller{Agent: p.Agent.ID, Owner: p.Agent.Owner, User: p.User, Task: p.Task, Method: p.Method, TokenID: p.TokenID,
 		TokenExpiry: p.Expiry, Tools: p.Tools, AgentTools: p.Agent.Tools,
-		TaskPurpose: p.TaskPurpose, TaskNotBefore: p.TaskNotBefore, TaskNotAfter: p.TaskNotAfter, UserGroups: p.UserGroups}
+		TaskPurpose: p.TaskPurpose, TaskNotBefore: p.TaskNotBefore, TaskNotAfter: p.TaskNotAfter, UserGroups: p.UserGroups, UserTags: p.UserTags}
 	for _, s := range p.Agent.Servers {
 		if p.MayUseServer(s) {
 			c.Servers = append(c.Servers, s)

@@ -99,7 +99,7 @@ func identityGateway(t *testing.T, extraYAML string) (*harness, *issuer, *issuer
 	yaml := fmt.Sprintf(`identity:
   trust_sources:
     - {name: ci, kind: oidc, issuer: %q, audience: gatehouse, jwks_file: %q, direct: true}
-    - {name: corp, kind: oidc, issuer: %q, audience: gatehouse, jwks_file: %q, users: true}
+    - {name: corp, kind: oidc, issuer: %q, audience: gatehouse, jwks_file: %q, users: true, user_tags: {accounts: bank_accounts}}
 `, workload.url, workload.file, users.url, users.file) + extraYAML
 	h := start(t, yaml)
 	return h, workload, users

@@ -35,6 +35,9 @@ type EntraConfig struct {
 	V1Issuer string
 	// Users accepts delegated user tokens (as subject_token only).
 	Users bool
+	// UserTags maps user tag names to the claims of users' tokens that
+	// carry them (see Identity.Tags). Users only.
+	UserTags map[string]string
 	// Algorithms default RS256.
 	Algorithms []string
 	MaxAge     time.Duration
@@ -179,6 +182,9 @@ func (v *EntraVerifier) Verify(ctx context.Context, token string) (*Identity, er
 	}
 	if user {
 		if id.Groups, err = c.groups(); err != nil {
+			return nil, err
+		}
+		if id.Tags, err = c.tags(v.cfg.UserTags); err != nil {
 			return nil, err
 		}
 	}

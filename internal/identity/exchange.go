@@ -516,7 +516,7 @@ func (s *TokenService) exchange(ctx context.Context, r *http.Request, now time.T
 	if user != nil {
 		c.Subject = user.Subject
 		c.Request.User = user.Issuer + "#" + user.Subject
-		c.Groups = user.Groups
+		c.Groups, c.UserTags = user.Groups, user.Tags
 		// The agent acts for the user; earlier actors of the user's token
 		// follow it in the chain.
 		c.Act = actClaim(append([]Actor{{Subject: agent.ID, Issuer: s.cfg.Minter.Issuer}}, user.Act...))

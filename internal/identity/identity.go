@@ -150,6 +150,9 @@ type Principal struct {
 	// user's groups from that token's groups claim.
 	User       string
 	UserGroups []string
+	// UserTags are facts about the user from its token (tag name → set),
+	// as its trust source's user_tags maps them.
+	UserTags map[string][]string
 	// Task is the task (transaction) id the token was minted for;
 	// TaskPurpose and the window [TaskNotBefore, TaskNotAfter) describe it
 	// when the token carries them (tctx; zero: not given).

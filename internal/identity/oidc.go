@@ -20,7 +20,10 @@ type OIDCConfig struct {
 	// Users marks a source whose tokens name human users (accepted only as
 	// the subject_token of a delegation, never as an agent).
 	Users bool
-	Now   func() time.Time
+	// UserTags maps user tag names to the claims of users' tokens that
+	// carry them (see Identity.Tags). Users only.
+	UserTags map[string]string
+	Now      func() time.Time
 }
 
 // OIDCVerifier verifies JWTs of one OIDC issuer (also EKS/IRSA and GitHub
@@ -71,6 +74,9 @@ func (v *OIDCVerifier) Verify(ctx context.Context, token string) (*Identity, err
 	}
 	if id.User {
 		if id.Groups, err = c.groups(); err != nil {
+			return nil, err
+		}
+		if id.Tags, err = c.tags(v.cfg.UserTags); err != nil {
 			return nil, err
 		}
 	}

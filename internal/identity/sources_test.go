@@ -3,6 +3,7 @@ package identity_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -266,6 +267,48 @@ func TestEntraVerifier(t *testing.T) {
 	id, err = v.Verify(ctx, is.sign(t, with(entraV2(is, tenantA), "groups", "not-an-array")))
 	if err != nil || id.Groups != nil {
 		t.Errorf("workload token with groups: %+v, %v", id, err)
+	}
+}
+
+// TestEntraUserTags: a user source's user_tags read facts about the user
+// from its token's claims; a claim of another shape, or out of bounds,
+// refuses the token rather than giving policy a partial set.
+func TestEntraUserTags(t *testing.T) {
+	ctx := context.Background()
+	is := newTestIssuer(t)
+	v, err := identity.NewEntraVerifier(identity.EntraConfig{Name: "contoso", Tenants: []string{tenantA}, Audience: "api://gatehouse",
+		Authority: is.URL, V1Issuer: is.URL + "/sts", Users: true, UserTags: map[string]string{"accounts": "extn.accounts", "region": "ctry"},
+		Now: fixedNow(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := with(entraV2(is, tenantA), "idtyp", "user", "scp", "Agent.Invoke", "oid", "u-oid")
+	id, err := v.Verify(ctx, is.sign(t, with(user, "extn.accounts", []string{"acct-1", "acct-2"}, "ctry", "DE")))
+	if err != nil || strings.Join(id.Tags["accounts"], ",") != "acct-1,acct-2" || strings.Join(id.Tags["region"], ",") != "DE" || len(id.Tags) != 2 {
+		t.Fatalf("user token with tags: %+v, %v", id, err)
+	}
+	if id, err := v.Verify(ctx, is.sign(t, user)); err != nil || id.Tags != nil {
+		t.Errorf("user token without the claims: %+v, %v", id, err)
+	}
+	many := make([]string, 257)
+	for i := range many {
+		many[i] = fmt.Sprint("a", i)
+	}
+	for name, claims := range map[string]map[string]any{
+		"a number":        with(user, "ctry", 49),
+		"an object":       with(user, "extn.accounts", map[string]string{"a": "b"}),
+		"mixed array":     with(user, "extn.accounts", []any{"acct-1", 2}),
+		"an empty value":  with(user, "extn.accounts", []string{""}),
+		"a long value":    with(user, "ctry", strings.Repeat("x", 257)),
+		"too many values": with(user, "extn.accounts", many),
+	} {
+		if _, err := v.Verify(ctx, is.sign(t, claims)); identity.ErrorCode(err) != identity.CodeClaims {
+			t.Errorf("%s: %v, want %s", name, err, identity.CodeClaims)
+		}
+	}
+	// A workload's claims are not read as user tags.
+	if id, err := v.Verify(ctx, is.sign(t, with(entraV2(is, tenantA), "ctry", 49))); err != nil || id.Tags != nil {
+		t.Errorf("workload token: %+v, %v", id, err)
 	}
 }
 

@@ -114,6 +114,9 @@ type Claims struct {
 	// Groups are the groups of the subject when it is a user (delegated
 	// tokens), from the user's token (RFC 9068 §2.2.3.1).
 	Groups []string `json:"groups,omitempty"`
+	// UserTags are facts about that user from its token's claims, by tag
+	// name (the user trust source's user_tags), for policy.
+	UserTags map[string][]string `json:"user_tags,omitempty"`
 }
 
 // TxnContext is the tctx claim: what the task may do, and what the task
@@ -350,7 +353,7 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (*Principal, e
 	if cl.Request != nil {
 		p.Source, p.User = cl.Request.Workload, cl.Request.User
 		if p.User != "" {
-			p.UserGroups = cl.Groups
+			p.UserGroups, p.UserTags = cl.Groups, cl.UserTags
 		}
 		if p.Source != nil && !agent.TenantAllowed(p.Source.Tenant) {
 			return nil, fail(CodeTenant, "the token's source tenant is no longer allowed for the agent", nil)

@@ -44,6 +44,10 @@ type Identity struct {
 	// Groups are a user's groups from the token's groups claim (RFC 9068
 	// §2.2.3.1; Entra: group object ids), for policy. Read for users only.
 	Groups []string
+	// Tags are facts about a user read from the claims its trust source's
+	// UserTags names (tag name → set of strings), for policy's object
+	// scoping (context.user.getTag("accounts")). Read for users only.
+	Tags map[string][]string
 }
 
 // Source returns the identity as a token's source record.
@@ -195,6 +199,48 @@ func (c *rawClaims) groups() ([]string, error) {
 		}
 	}
 	return gs, nil
+}
+
+// Bounds of user tags: a tag holds at most maxTagValues strings of at
+// most maxTagValueBytes bytes, like groups.
+const (
+	maxTagValues     = 256
+	maxTagValueBytes = 256
+)
+
+// tags reads the user tags that names maps (tag name → claim name): a
+// claim that is a string gives a one-element set, an array of strings the
+// set; an absent claim gives no tag. Any other shape, or a value out of
+// bounds, refuses the token (CodeClaims), so policy never sees a partial
+// set.
+func (c *rawClaims) tags(names map[string]string) (map[string][]string, error) {
+	var out map[string][]string
+	for tag, claim := range names {
+		b, ok := c.raw[claim]
+		if !ok || string(b) == "null" {
+			continue
+		}
+		var vs []string
+		var one string
+		if err := json.Unmarshal(b, &one); err == nil {
+			vs = []string{one}
+		} else if err := json.Unmarshal(b, &vs); err != nil {
+			return nil, fail(CodeClaims, fmt.Sprintf("the %s claim (user tag %s) must be a string or an array of strings", claim, tag), err)
+		}
+		if len(vs) > maxTagValues {
+			return nil, fail(CodeClaims, fmt.Sprintf("the %s claim (user tag %s) holds more than %d values", claim, tag, maxTagValues), nil)
+		}
+		for _, v := range vs {
+			if v == "" || len(v) > maxTagValueBytes {
+				return nil, fail(CodeClaims, fmt.Sprintf("a value of the %s claim (user tag %s) is empty or longer than %d bytes", claim, tag, maxTagValueBytes), nil)
+			}
+		}
+		if out == nil {
+			out = map[string][]string{}
+		}
+		out[tag] = vs
+	}
+	return out, nil
 }
 
 // peekClaims decodes a compact JWT's payload without verifying it, for

@@ -67,8 +67,11 @@ type Caller struct {
 	User  string // on whose behalf, when known
 	// UserGroups are User's groups, when the token carries them.
 	UserGroups []string
-	Task       string
-	Method     string // how the agent authenticated
+	// UserTags are facts about User from the token (tag name → set), for
+	// policy's object scoping.
+	UserTags map[string][]string
+	Task     string
+	Method   string // how the agent authenticated
 	// TaskPurpose and the window [TaskNotBefore, TaskNotAfter) describe
 	// Task when the token carries them (zero: not given).
 	TaskPurpose                 string
