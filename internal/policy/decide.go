@@ -145,8 +145,8 @@ type evaluation struct {
 }
 
 type scratch struct {
-	ctx, totals, findings, args, paths types.RecordMap
-	strs                               map[string]string
+	ctx, totals, findings, args, paths, source types.RecordMap
+	strs                                       map[string]string
 }
 
 // get returns *m, empty, allocating it on first use.
@@ -286,6 +286,9 @@ func (s *Schema) cedarRequest(req Request, t *targeted, needs need, sc *scratch)
 		t.ents.add(ent)
 		ctx["task"] = uid
 	}
+	if needs&(needAll|needSource) != 0 && req.Source != nil && (req.Source.TrustSource != "" || req.Source.Subject != "") {
+		ctx["source"] = source(req.Source, sc)
+	}
 	if needs&(needAll|needTotals) != 0 {
 		totals := get(&sc.totals)
 		for _, name := range s.totals {
@@ -341,6 +344,17 @@ func groupUIDs(gs []string) []types.EntityUID {
 		uids[i] = types.NewEntityUID(TypeGroup, types.String(g))
 	}
 	return uids
+}
+
+// source is context.source: tenant only when the source has one (it is
+// optional in the schema, so policies test it with has).
+func source(src *Source, sc *scratch) types.Record {
+	m := get(&sc.source)
+	m["trust_source"], m["kind"], m["subject"] = types.String(src.TrustSource), types.String(src.Kind), types.String(src.Subject)
+	if src.Tenant != "" {
+		m["tenant"] = types.String(src.Tenant)
+	}
+	return types.NewRecord(m)
 }
 
 var noFindings = types.NewRecord(types.RecordMap{

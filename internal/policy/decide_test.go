@@ -258,6 +258,7 @@ func TestRequestJSONRoundTrip(t *testing.T) {
 	r := call("send_money", `{"amount": 2000, "to": "acme"}`)
 	r.User = &policy.User{ID: "carol", Groups: []string{"staff"}, Tags: map[string][]string{"accounts": {"acct-1"}}}
 	r.Task = &policy.Task{ID: "t1", Purpose: "billing", NotAfter: now.Add(time.Hour)}
+	r.Source = &policy.Source{TrustSource: "corp-entra", Kind: "entra", Tenant: "tid-1", Subject: "oid-1"}
 	r.Totals = map[string]float64{"spend_today": 12.5}
 	r.Findings = &policy.Findings{Kinds: []string{"pii"}, Scores: map[string]float64{"pii": 0.4}}
 	b, err := json.Marshal(r)
@@ -273,6 +274,73 @@ func TestRequestJSONRoundTrip(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"action":"call_tool"`) {
 		t.Errorf("request JSON %s", b)
+	}
+}
+
+// TestDecideSource: context.source binds calls and tokens to the workload
+// identity behind the agent's token, in every phase; it is absent when the
+// caller presented none, and its tenant is absent for sources without
+// tenants, so policies test both with has.
+func TestDecideSource(t *testing.T) {
+	set := load(t, testSchema(t), `
+@id("bank") permit (principal, action in [Gatehouse::Action::"list_tools", Gatehouse::Action::"call_tool"], resource in Gatehouse::Server::"bank");
+@id("tokens") permit (principal, action == Gatehouse::Action::"request_token", resource);
+
+@id("payments-from-prod-account")
+forbid (principal, action, resource == Gatehouse::Tool::"bank__send_money")
+unless { context has source && context.source.kind == "aws" && context.source has tenant && context.source.tenant == "123456789012" };
+
+@id("entra-tenant")
+forbid (principal, action, resource in Gatehouse::Server::"bank")
+when { context has source && context.source.kind == "entra" && !(context.source has tenant && context.source.tenant == "tid-home") };
+
+@id("bank-tokens-from-prod-k8s")
+forbid (principal, action == Gatehouse::Action::"request_token", resource == Gatehouse::Server::"bank")
+unless { context has source && context.source.trust_source == "prod-k8s" && context.source.subject like "system:serviceaccount:payments:*" };
+`)
+	aws := &policy.Source{TrustSource: "aws-prod", Kind: "aws", Tenant: "123456789012", Subject: "arn:aws:iam::123456789012:role/payer"}
+	otherAccount := &policy.Source{TrustSource: "aws-prod", Kind: "aws", Tenant: "210987654321", Subject: "arn:aws:iam::210987654321:role/payer"}
+	k8s := &policy.Source{TrustSource: "prod-k8s", Kind: "kubernetes", Subject: "system:serviceaccount:payments:bot"}
+	with := func(r policy.Request, src *policy.Source) policy.Request { r.Source = src; return r }
+	list := func(tool string) policy.Request {
+		r := call(tool, `{}`)
+		r.Action, r.Arguments = policy.ListTools, nil
+		return r
+	}
+	token := policy.Request{Action: policy.RequestToken, Agent: policy.Agent{ID: "billing-bot"}, Server: "bank", TokenLifetime: time.Minute, Now: now}
+	tests := []struct {
+		name     string
+		req      policy.Request
+		code     string
+		policies []string
+	}{
+		{"call from the bound account", with(call("send_money", `{"amount": 1, "to": "acme"}`), aws), policy.CodePermit, []string{"bank"}},
+		{"call from another account", with(call("send_money", `{"amount": 1, "to": "acme"}`), otherAccount), policy.CodeForbid, []string{"payments-from-prod-account"}},
+		{"call without a source", call("send_money", `{"amount": 1, "to": "acme"}`), policy.CodeForbid, []string{"payments-from-prod-account"}},
+		{"call from a source without tenants", with(call("send_money", `{"amount": 1, "to": "acme"}`), k8s), policy.CodeForbid, []string{"payments-from-prod-account"}},
+		{"an empty source is no source", with(call("send_money", `{"amount": 1, "to": "acme"}`), &policy.Source{Kind: "aws", Tenant: "123456789012"}),
+			policy.CodeForbid, []string{"payments-from-prod-account"}},
+		{"list from another account", with(list("send_money"), otherAccount), policy.CodeForbid, []string{"payments-from-prod-account"}},
+		{"list from the bound account", with(list("send_money"), aws), policy.CodePermit, []string{"bank"}},
+		{"entra home tenant", with(list("balance"), &policy.Source{TrustSource: "corp", Kind: "entra", Tenant: "tid-home", Subject: "oid"}), policy.CodePermit, []string{"bank"}},
+		{"entra foreign tenant", with(list("balance"), &policy.Source{TrustSource: "corp", Kind: "entra", Tenant: "tid-other", Subject: "oid"}),
+			policy.CodeForbid, []string{"entra-tenant"}},
+		{"other tools do not need a source", call("balance", `{}`), policy.CodePermit, []string{"bank"}},
+		{"token from the bound trust source", with(token, k8s), policy.CodePermit, []string{"tokens"}},
+		{"token from another namespace", with(token, &policy.Source{TrustSource: "prod-k8s", Kind: "kubernetes", Subject: "system:serviceaccount:dev:bot"}),
+			policy.CodeForbid, []string{"bank-tokens-from-prod-k8s"}},
+		{"token without a source", token, policy.CodeForbid, []string{"bank-tokens-from-prod-k8s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := set.Decide(tt.req)
+			if d.Code() != tt.code {
+				t.Errorf("Decide = %s, want %s (diagnostics %q)", d.Code(), tt.code, d.Diagnostics)
+			}
+			if diff := cmp.Diff(tt.policies, d.Policies); diff != "" {
+				t.Errorf("policies (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

@@ -201,12 +201,13 @@ const (
 	needArgs
 	needPaths
 	needToken // tools and lifetime (request_token): always built
+	needSource
 )
 
 var needByRoot = map[string]need{
 	"now": needNow, "session_labels": needSession, "user": needUser, "task": needTask,
 	"totals": needTotals, "findings": needFindings, "arguments": needArgs, "paths": needPaths,
-	"tools": needToken, "lifetime": needToken,
+	"tools": needToken, "lifetime": needToken, "source": needSource,
 }
 
 // needsOf returns what a policy reads from the context. A root it does not

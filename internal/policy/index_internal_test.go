@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	cedar "github.com/cedar-policy/cedar-go"
+	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
+
 	"github.com/gatehouse/gatehouse/internal/verdict"
 )
 
@@ -34,6 +37,7 @@ func TestIndexMatchesPlainCedar(t *testing.T) {
 @id("sink") @challenge("sec") forbid (principal, action, resource is Gatehouse::Tool) when { resource.labels.contains("external_sink") && context.session_labels.contains("private_data") };
 @id("g4") forbid (principal in Gatehouse::Group::"g4", action, resource);
 @id("res-is") forbid (principal, action == Gatehouse::Action::"list_resources", resource is Gatehouse::Resource in Gatehouse::Server::"mail");
+@id("src") forbid (principal == Gatehouse::Agent::"a4", action, resource in Gatehouse::Server::"bank") when { context has source && !(context.source has tenant && context.source.tenant == "t1") };
 @id("err") forbid (principal == Gatehouse::Agent::"a3", action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__pay") when { context.arguments.amount * 9223372036854775807 > 1 };
 `
 	indexed, err := LoadFiles([]File{{Name: "x.cedar", Data: []byte(src)}}, schema)
@@ -65,6 +69,12 @@ func TestIndexMatchesPlainCedar(t *testing.T) {
 			Arguments: json.RawMessage(fmt.Sprintf(`{"amount": %d}`, rnd.IntN(200))),
 			Now:       time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		}
+		switch rnd.IntN(3) {
+		case 0:
+			req.Source = &Source{TrustSource: "corp", Kind: "entra", Tenant: pick([]string{"t1", "t2"}), Subject: "oid"}
+		case 1:
+			req.Source = &Source{TrustSource: "k8s", Kind: "kubernetes", Subject: "system:serviceaccount:ns:sa"}
+		}
 		if rnd.IntN(2) == 0 {
 			req.SessionLabels = []verdict.Label{verdict.SessionPrivateData}
 		}
@@ -78,6 +88,28 @@ func TestIndexMatchesPlainCedar(t *testing.T) {
 	for _, c := range []string{CodePermit, CodeForbid, CodeChallenge, CodeNoPermit, CodeError} {
 		if codes[c] < 10 {
 			t.Errorf("only %d decisions with code %s; the comparison needs variety: %v", codes[c], c, codes)
+		}
+	}
+}
+
+// A policy that does not read context.source does not have it built.
+func TestNeedsSource(t *testing.T) {
+	for _, tt := range []struct {
+		src  string
+		want bool
+	}{
+		{`forbid (principal, action, resource) when { context has source && context.source.kind == "aws" };`, true},
+		{`forbid (principal, action, resource) when { context has source };`, true},
+		{`forbid (principal, action, resource) when { context has task && context.task.purpose == "x" };`, false},
+		{`forbid (principal, action, resource) when { context.now > datetime("2026-01-01") };`, false},
+	} {
+		var p cedar.Policy
+		if err := p.UnmarshalCedar([]byte(tt.src)); err != nil {
+			t.Fatal(err)
+		}
+		n := needsOf((*xast.Policy)(p.AST()))
+		if got := n&(needAll|needSource) != 0; got != tt.want {
+			t.Errorf("%s: needs source = %v, want %v (needs %b)", tt.src, got, tt.want, n)
 		}
 	}
 }

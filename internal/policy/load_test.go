@@ -75,6 +75,21 @@ func TestLoadErrors(t *testing.T) {
 			wants: []string{"policy optional", "arguments.count"},
 		},
 		{
+			name:  "source used without has",
+			src:   `@id("bare-source") forbid (principal, action, resource) when { context.source.kind != "aws" };`,
+			wants: []string{"policy bare-source", "context.source", "has source"},
+		},
+		{
+			name:  "source tenant used without has",
+			src:   `@id("bare-tenant") forbid (principal, action, resource) when { context has source && context.source.tenant != "123456789012" };`,
+			wants: []string{"policy bare-tenant", "context.source.tenant", "context.source has tenant"},
+		},
+		{
+			name:  "an undeclared source attribute",
+			src:   `@id("source-arn") forbid (principal, action, resource) when { context has source && context.source.arn == "x" };`,
+			wants: []string{"policy source-arn", "source.arn"},
+		},
+		{
 			name:  "an undeclared total",
 			src:   `@id("total") forbid (principal, action, resource) when { context.totals.spend_week.greaterThan(decimal("1.0")) };`,
 			wants: []string{"policy total", "context.totals.spend_week"},
@@ -137,6 +152,7 @@ func TestLoadAccepts(t *testing.T) {
 		{"list-time session labels and totals", `forbid (principal, action == Gatehouse::Action::"list_tools", resource) when { context.session_labels.contains("private_data") && context.totals.spend_today.greaterThan(decimal("1.0")) };`},
 		{"findings at call time", `forbid (principal, action in [Gatehouse::Action::"call_tool", Gatehouse::Action::"read_resource"], resource) when { context.findings.kinds.contains("secret") };`},
 		{"user and task", `permit (principal in Gatehouse::Group::"finance", action, resource) when { context has user && context.user in Gatehouse::Group::"staff" && context.user.hasTag("accounts") && context has task && context.task.purpose == "billing" };`},
+		{"source in every phase", `forbid (principal, action, resource) when { context has source && (context.source.trust_source != "prod-k8s" || context.source.kind != "kubernetes" || !(context.source.subject like "system:serviceaccount:payments:*") || (context.source has tenant && context.source.tenant != "t")) };`},
 		{"token issuance on servers", `forbid (principal, action == Gatehouse::Action::"request_token", resource == Gatehouse::Server::"bank") when { context.lifetime > 600 || context.tools.contains("bank/*") || !(context has user) || context.session_labels.contains("x") };`},
 		{"sample and elicit on servers", `permit (principal, action in [Gatehouse::Action::"sample", Gatehouse::Action::"elicit"], resource == Gatehouse::Server::"bank");`},
 		{"complete on prompts and resources", `permit (principal, action == Gatehouse::Action::"complete", resource) when { resource.server == "bank" };`},

@@ -81,6 +81,10 @@ type Request struct {
 	User *User `json:"user,omitempty"`
 	// Task is the task the agent's token is scoped to, when known.
 	Task *Task `json:"task,omitempty"`
+	// Source is the verified workload identity the agent's credential was
+	// obtained with (context.source), when known: a fact of the token, the
+	// same in every phase.
+	Source *Source `json:"source,omitempty"`
 
 	// Server names the upstream server. With Tool, Resource or Prompt it
 	// forms the target's entity id (Server + "__" + name); for Sample,
@@ -145,6 +149,23 @@ type Task struct {
 	Purpose   string    `json:"purpose,omitempty"`
 	NotBefore time.Time `json:"not_before,omitzero"`
 	NotAfter  time.Time `json:"not_after,omitzero"`
+}
+
+// Source is the workload identity behind an agent's token, as its trust
+// source verified it: the analogue of aws:SourceAccount (Tenant) and
+// aws:SourceArn (Subject) for binding cross-boundary calls to where they
+// come from. A Source with neither TrustSource nor Subject is absent.
+type Source struct {
+	// TrustSource is the configured trust source's name ("prod-k8s").
+	TrustSource string `json:"trust_source"`
+	// Kind is its kind: "oidc", "entra", "aws", "kubernetes", "spiffe".
+	Kind string `json:"kind,omitempty"`
+	// Tenant is the Entra tenant id or AWS account id, for sources that
+	// have tenants ("" otherwise: context.source has no tenant).
+	Tenant string `json:"tenant,omitempty"`
+	// Subject is the canonical subject: Entra object id, IAM role ARN,
+	// system:serviceaccount:<ns>:<name>, SPIFFE ID, OIDC sub.
+	Subject string `json:"subject"`
 }
 
 // Findings summarise the semantic layer's view of a call.

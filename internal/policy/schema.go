@@ -228,7 +228,13 @@ func (s *Schema) build(tt *toolType) *sast.Schema {
 			"session_labels": {Type: set},
 			"user":           {Type: ref("User"), Optional: true},
 			"task":           {Type: ref("Task"), Optional: true},
-			"totals":         {Type: totals},
+			"source": {Type: sast.RecordType{
+				"trust_source": {Type: str},
+				"kind":         {Type: str},
+				"tenant":       {Type: str, Optional: true},
+				"subject":      {Type: str},
+			}, Optional: true},
+			"totals": {Type: totals},
 		}
 	}
 	callCtx := func() sast.RecordType {
