@@ -214,6 +214,11 @@ func recordedDecision(ev *audit.Event, agents map[string]config.Agent) (req poli
 	if u.Task != "" {
 		req.Task = &policy.Task{ID: u.Task}
 	}
+	if w := u.SourceIdentity; w != nil {
+		// Records from before the source was recorded in parts carry none:
+		// to policy, a call without a source.
+		req.Source = &policy.Source{TrustSource: w.TrustSource, Kind: w.Kind, Tenant: w.Tenant, Subject: w.Subject}
+	}
 	req.Arguments = u.Arguments
 	args = len(u.Arguments) > 0
 	if !args && act == policy.CallTool {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,11 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/demo"
 	"github.com/gatehouse/gatehouse/internal/gateway"
+	"github.com/gatehouse/gatehouse/internal/policy"
 )
 
 // TestPolicyReplay records decisions through a real gateway, then replays
@@ -94,5 +98,33 @@ servers:
 	if !strings.Contains(got, "workspace/share_file") || !strings.Contains(got, "block (policy.forbid by share-only-notes)") ||
 		!strings.Contains(got, "candidate: allow") || !strings.Contains(got, "2 recorded decisions replayed") || !strings.Contains(got, "1 would change") {
 		t.Errorf("replay output:\n%s", got)
+	}
+}
+
+// TestRecordedDecisionSource: a recorded call gives replay the workload
+// identity behind its token (context.source) when the record has it in
+// parts, and no source otherwise.
+func TestRecordedDecisionSource(t *testing.T) {
+	const withSource = `{"time": 1767225600000, "api": {"operation": "tools/call"}, "unmapped": {"agent": "assistant", "server": "bank",
+		"tool": "get_balance", "phase": "decision", "source": "aws-prod:arn:aws:iam::123456789012:role/billing-agent",
+		"source_identity": {"trust_source": "aws-prod", "kind": "aws", "tenant": "123456789012", "subject": "arn:aws:iam::123456789012:role/billing-agent"},
+		"verdict": {"outcome": "allow", "reasons": [{"code": "policy.permit", "layer": "execution", "outcome": "allow", "policies": ["p"]}]}}}`
+	var ev audit.Event
+	if err := json.Unmarshal([]byte(withSource), &ev); err != nil {
+		t.Fatal(err)
+	}
+	req, _, ok, _ := recordedDecision(&ev, nil)
+	if !ok {
+		t.Fatal("the record was not replayable")
+	}
+	want := &policy.Source{TrustSource: "aws-prod", Kind: "aws", Tenant: "123456789012", Subject: "arn:aws:iam::123456789012:role/billing-agent"}
+	if diff := cmp.Diff(want, req.Source); diff != "" {
+		t.Errorf("source (-want +got):\n%s", diff)
+	}
+	// An older record has only the "<trust source>:<subject>" string,
+	// which cannot be split reliably (names may contain ':').
+	ev.Unmapped.SourceIdentity = nil
+	if req, _, ok, _ = recordedDecision(&ev, nil); !ok || req.Source != nil {
+		t.Errorf("record without source_identity: ok %v, source %+v", ok, req.Source)
 	}
 }

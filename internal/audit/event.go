@@ -248,6 +248,19 @@ type Unmapped struct {
 	// token's agent_blueprint, an AWS role's session_name, a Kubernetes
 	// pod); never a token.
 	Workload map[string]string `json:"workload,omitempty"`
+	// SourceIdentity is Source in parts, as policy sees it
+	// (context.source), so that replay can give it back to policy.
+	SourceIdentity *SourceIdentity `json:"source_identity,omitempty"`
+}
+
+// SourceIdentity is the verified workload identity behind a request's
+// token: the trust source that verified it, its kind, the Entra tenant or
+// AWS account (empty for sources without tenants) and the subject.
+type SourceIdentity struct {
+	TrustSource string `json:"trust_source"`
+	Kind        string `json:"kind,omitempty"`
+	Tenant      string `json:"tenant,omitempty"`
+	Subject     string `json:"subject"`
 }
 
 // Findings summarise the semantic layer's findings on a request or its

@@ -1,12 +1,14 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -392,4 +394,149 @@ when { context.tools.contains("workspace/*") && context.lifetime > 600 };
 	if _, code, msg := exchange(t, strings.TrimSuffix(h.url, "/mcp"), form); code != http.StatusForbidden {
 		t.Errorf("intern-bot: %d %s, want 403", code, msg)
 	}
+}
+
+// TestSourceBindingThroughGateway: policy sees the workload identity
+// behind the agent's token (context.source) — at the token endpoint, in
+// tools/list and on every call — and binds the bank to one Entra tenant:
+// the same agent, federated in two tenants and in an AWS account, reaches
+// the bank only with a credential from the home tenant, whether exchanged
+// or presented directly.
+func TestSourceBindingThroughGateway(t *testing.T) {
+	const (
+		home    = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+		partner = "3c1a9e7d-5b2f-4e8a-9c0d-1f2e3d4c5b6a"
+		oid     = "6f2b1c7e-1d3a-4c5b-9e8f-0a1b2c3d4e5f"
+		account = "123456789012"
+	)
+	dir, extra := execConfig(t)
+	writePolicy(t, dir, "source.cedar", fmt.Sprintf(`
+// The bank only for workloads of the home Entra tenant.
+@id("bank-from-home-tenant")
+forbid (principal, action in [Gatehouse::Action::"list_tools", Gatehouse::Action::"call_tool"], resource in Gatehouse::Server::"bank")
+unless { context has source && context.source.kind == "entra" && context.source has tenant && context.source.tenant == %q };
+
+// No token reaching the workspace for AWS workloads.
+@id("workspace-tokens-not-from-aws")
+forbid (principal, action == Gatehouse::Action::"request_token", resource == Gatehouse::Server::"workspace")
+when { context has source && context.source.trust_source == "aws-prod" };
+`, home))
+	entraKeys := newIssuer(t, "https://login.example.test")
+	// Two sessions of one role (a signed request is used once).
+	sts := fakeSTS(t, map[string]string{"ASIAROLE1": "arn:aws:sts::" + account + ":assumed-role/billing-agent/session-1",
+		"ASIAROLE2": "arn:aws:sts::" + account + ":assumed-role/billing-agent/session-2"})
+	h := start(t, fmt.Sprintf(`identity:
+  trust_sources:
+    - {name: contoso, kind: entra, tenants: [%s, %s], audience: "api://gatehouse", authority: %q, jwks_file: %q, algorithms: [ES256], direct: true}
+    - {name: aws-prod, kind: aws, audience: gatehouse, endpoints: [%q], accounts: [%s]}
+`, home, partner, entraKeys.url, entraKeys.file, sts.URL, account)+extra)
+	base := strings.TrimSuffix(h.url, "/mcp")
+	var a map[string]any
+	adminDo(t, h, "GET", "/v1/agents/assistant", nil, &a)
+	a["credentials"] = []map[string]string{{"source": "contoso", "tenant": home, "subject": oid}, {"source": "contoso", "tenant": partner, "subject": oid},
+		{"source": "aws-prod", "tenant": account, "subject": "arn:aws:iam::" + account + ":role/billing-agent"}}
+	a["tenants"] = []string{home, partner, account}
+	a["by"], a["reason"] = "ops", "federate in both tenants and the AWS account"
+	if code := adminDo(t, h, "PUT", "/v1/agents/assistant", a, nil); code != http.StatusOK {
+		t.Fatalf("federating: HTTP %d", code)
+	}
+	entra := func(tid string) string {
+		return entraKeys.token(t, oid, "api://gatehouse", map[string]any{"iss": entraKeys.url + "/" + tid + "/v2.0", "tid": tid, "oid": oid, "sub": oid,
+			"ver": "2.0", "idtyp": "app", "azp": "9a2b3c4d-0000-4000-8000-000000000002", "iat": time.Now().Add(-time.Minute).Unix()})
+	}
+	jwtType, awsType := "urn:ietf:params:oauth:token-type:jwt", "urn:gatehouse:params:oauth:token-type:aws-sigv4-get-caller-identity"
+	exchangeAs := func(cred, typ string, scope ...string) (string, int, string) {
+		t.Helper()
+		form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+			"subject_token": {cred}, "subject_token_type": {typ}, "resource": {h.url}}
+		if scope != nil {
+			form.Set("scope", strings.Join(scope, " "))
+		}
+		return exchange(t, base, form)
+	}
+	bankTools := func(cs *sdk.ClientSession) int {
+		t.Helper()
+		n := 0
+		for tool, err := range cs.Tools(context.Background(), nil) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(tool.Name, "bank__") {
+				n++
+			}
+		}
+		return n
+	}
+	balance := map[string]any{"account": "acc-checking"}
+
+	t.Run("exchanged in the home tenant", func(t *testing.T) {
+		tok, code, msg := exchangeAs(entra(home), jwtType)
+		if code != http.StatusOK {
+			t.Fatalf("exchange: %d %s", code, msg)
+		}
+		cs := h.connectToken(tok, "", "")
+		if n := bankTools(cs); n == 0 {
+			t.Error("the home tenant's workload sees no bank tool")
+		}
+		if _, e := callErr(t, cs, "bank__get_balance", balance); e != nil {
+			t.Errorf("from the home tenant: %v", e)
+		}
+	})
+	t.Run("exchanged in the partner tenant", func(t *testing.T) {
+		// The agent allows the tenant (the token is issued, and the
+		// workspace is reachable); policy keeps the bank to the home tenant.
+		tok, code, msg := exchangeAs(entra(partner), jwtType)
+		if code != http.StatusOK {
+			t.Fatalf("exchange: %d %s", code, msg)
+		}
+		cs := h.connectToken(tok, "", "")
+		if n := bankTools(cs); n != 0 {
+			t.Errorf("the partner tenant's workload sees %d bank tools", n)
+		}
+		if _, e := callErr(t, cs, "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "bank-from-home-tenant") {
+			t.Errorf("from the partner tenant: %v", e)
+		}
+		if _, e := callErr(t, cs, "workspace__search_files", map[string]any{"query": "agenda"}); e != nil {
+			t.Errorf("the workspace from the partner tenant: %v", e)
+		}
+	})
+	t.Run("another trust source", func(t *testing.T) {
+		// A token reaching the workspace is refused at the token endpoint...
+		if _, code, msg := exchangeAs(stsToken(t, sts.URL, "ASIAROLE1", "gatehouse"), awsType); code != http.StatusForbidden || !strings.Contains(msg, "access_denied") {
+			t.Errorf("AWS exchange for every server: %d %s", code, msg)
+		}
+		// ...one for the bank alone is issued, and the bank refuses it.
+		tok, code, msg := exchangeAs(stsToken(t, sts.URL, "ASIAROLE2", "gatehouse"), awsType, "bank/get_balance")
+		if code != http.StatusOK {
+			t.Fatalf("AWS exchange for the bank: %d %s", code, msg)
+		}
+		if _, e := callErr(t, h.connectToken(tok, "", ""), "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "bank-from-home-tenant") {
+			t.Errorf("from the AWS account: %v", e)
+		}
+	})
+	t.Run("presented directly", func(t *testing.T) {
+		if _, e := callErr(t, h.connectToken(entra(home), "", ""), "bank__get_balance", balance); e != nil {
+			t.Errorf("home tenant credential: %v", e)
+		}
+		if _, e := callErr(t, h.connectToken(entra(partner), "", ""), "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "bank-from-home-tenant") {
+			t.Errorf("partner tenant credential: %v", e)
+		}
+	})
+	t.Run("recorded for replay", func(t *testing.T) {
+		var tenants []string
+		for _, ev := range h.events(audit.Filter{Class: audit.ClassAPIActivity, Tool: "get_balance"}, 6) {
+			// One record per call: its decision, or the outcome of an
+			// allowed call.
+			if s, ok := unmapped(ev, "source_identity").(map[string]any); ok && (unmapped(ev, "phase") == "decision" || unmapped(ev, "phase") == "outcome") {
+				if s["trust_source"] == nil || s["kind"] == nil || s["subject"] == nil {
+					t.Errorf("source_identity %v", s)
+				}
+				tenants = append(tenants, fmt.Sprint(s["tenant"]))
+			}
+		}
+		want := []string{home, partner, account, home, partner}
+		if !slices.Equal(slices.Sorted(slices.Values(tenants)), slices.Sorted(slices.Values(want))) {
+			t.Errorf("recorded tenants %v, want %v", tenants, want)
+		}
+	})
 }

@@ -296,6 +296,9 @@ func (s *policyStage) Check(ctx context.Context, r *pipeline.Request) (verdict.V
 	if c := r.Caller; c.Task != "" {
 		req.Task = &policy.Task{ID: c.Task, Purpose: c.TaskPurpose, NotBefore: c.TaskNotBefore, NotAfter: c.TaskNotAfter}
 	}
+	if w := r.Caller.Workload; w != nil {
+		req.Source = &policy.Source{TrustSource: w.TrustSource, Kind: w.Kind, Tenant: w.Tenant, Subject: w.Subject}
+	}
 	if len(s.totals) > 0 {
 		req.Totals = make(map[string]float64, len(s.totals))
 		for _, t := range s.totals {

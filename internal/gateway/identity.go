@@ -247,6 +247,12 @@ func (g *Gateway) authorizeToken(ctx context.Context, r *identity.ExchangeReques
 	if r.Task != "" {
 		req.Task = &policy.Task{ID: r.Task, Purpose: r.TaskPurpose, NotBefore: r.TaskNotBefore, NotAfter: r.TaskNotAfter}
 	}
+	if w := r.Workload; w != nil {
+		// The workload credential being exchanged: the token's source.
+		req.Source = &policy.Source{TrustSource: w.Source, Kind: w.Kind, Tenant: w.Tenant, Subject: w.Subject}
+		caller.Source = w.Source + ":" + w.Subject
+		caller.Workload = &pipeline.Workload{TrustSource: w.Source, Kind: w.Kind, Tenant: w.Tenant, Subject: w.Subject}
+	}
 	if len(g.exec.totals) > 0 {
 		req.Totals = make(map[string]float64, len(g.exec.totals))
 		pr := &pipeline.Request{Caller: caller}
@@ -380,8 +386,11 @@ func (g *Gateway) authenticate(r *http.Request) (*pipeline.Caller, error) {
 	for _, a := range p.Act {
 		c.Act = append(c.Act, a.Subject)
 	}
-	if p.Source != nil {
-		c.Source = p.Source.TrustSource + ":" + p.Source.Subject
+	if w := p.Source; w != nil {
+		// A gateway token's recorded workload, or the workload credential
+		// itself when presented directly.
+		c.Source = w.TrustSource + ":" + w.Subject
+		c.Workload = &pipeline.Workload{TrustSource: w.TrustSource, Kind: w.Kind, Tenant: w.Tenant, Subject: w.Subject}
 	}
 	return c, nil
 }

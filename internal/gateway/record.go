@@ -287,6 +287,9 @@ func (r *recorder) event(rec *pipeline.Record) *audit.Event {
 	ev := audit.APIActivity(s, c, rec.Verdict)
 	if q.Caller != nil {
 		ev.Unmapped.Act, ev.Unmapped.Source = q.Caller.Act, q.Caller.Source
+		if w := q.Caller.Workload; w != nil {
+			ev.Unmapped.SourceIdentity = &audit.SourceIdentity{TrustSource: w.TrustSource, Kind: w.Kind, Tenant: w.Tenant, Subject: w.Subject}
+		}
 	}
 	if !rec.Recorded.IsZero() {
 		ev.Time = rec.Recorded.UnixMilli()

@@ -48,6 +48,8 @@ func fakeSTS(t *testing.T, roles map[string]string) *httptest.Server {
 
 // stsToken signs a GetCallerIdentity request as an agent's AWS SDK would,
 // with the gateway's audience header signed, and encodes it as a token.
+// Each access key id has its own session token, so that two sessions'
+// requests signed in the same second differ (a signed request is used once).
 func stsToken(t *testing.T, endpoint, akid, audience string) string {
 	t.Helper()
 	body := "Action=GetCallerIdentity&Version=2011-06-15"
@@ -55,7 +57,7 @@ func stsToken(t *testing.T, endpoint, akid, audience string) string {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
 	req.Header.Set("X-Gatehouse-Audience", audience)
 	sum := sha256.Sum256([]byte(body))
-	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: akid, SecretAccessKey: "secret", SessionToken: "tok"},
+	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: akid, SecretAccessKey: "secret", SessionToken: "tok-" + akid},
 		req, hex.EncodeToString(sum[:]), "sts", "us-east-1", time.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -87,8 +87,21 @@ type Caller struct {
 	AgentTools []string
 	// Act is the delegation chain (RFC 8693 act), current actor first.
 	Act []string
-	// Source is the verified workload identity behind the token.
+	// Source is the verified workload identity behind the token,
+	// "<trust source>:<subject>" (the audit record's source, and the
+	// instance on a stateless endpoint).
 	Source string
+	// Workload is that identity in parts, for policy's context.source (nil
+	// when the caller proved none, as the anonymous agent).
+	Workload *Workload
+}
+
+// Workload is a verified workload identity: the trust source that
+// verified it, its kind ("oidc", "entra", "aws", "kubernetes", "spiffe"),
+// the Entra tenant or AWS account ("" for sources without tenants) and the
+// canonical subject.
+type Workload struct {
+	TrustSource, Kind, Tenant, Subject string
 }
 
 // MayCall reports whether the caller's token and baseline permit tool on
