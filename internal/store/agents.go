@@ -424,6 +424,34 @@ func (s *Agents) Seed(ctx context.Context, agents []*identity.Agent, ci identity
 	return nil
 }
 
+// ErrNoRegistry means the store holds no agent registry yet: no gateway
+// has opened it (the gateway creates the registry, seeded with the
+// configuration's agents, when it starts).
+var ErrNoRegistry = errors.New("the store holds no agent registry yet")
+
+// ReadAgent reads one agent straight from the store, for tools that must
+// not write to a store a running gateway uses (the CLI, on a store from
+// OpenReadOnly): it neither migrates the schema nor keeps a snapshot. It
+// returns identity.ErrNoAgent for an unknown agent and ErrNoRegistry when
+// the registry's tables do not exist.
+func ReadAgent(ctx context.Context, db *DB, id string) (*identity.Agent, error) {
+	ok, err := db.hasTable(ctx, "agents")
+	if err != nil {
+		return nil, fmt.Errorf("reading agent %s: %w", id, err)
+	}
+	if !ok {
+		return nil, ErrNoRegistry
+	}
+	a, err := (&Agents{db: db}).readAgent(ctx, db, id)
+	if err != nil {
+		return nil, err
+	}
+	if a == nil {
+		return nil, identity.ErrNoAgent
+	}
+	return a, nil
+}
+
 // Replay is a durable identity.ReplayCache shared by replicas: DPoP proof
 // jtis and single-use task-token jtis. (It lives here with the rest of the
 // identity layer's storage.)

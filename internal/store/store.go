@@ -112,6 +112,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 			return nil, fmt.Errorf("opening postgres: %w", err)
 		}
 		db.SetMaxOpenConns(16)
+		db.SetMaxIdleConns(16) // the default of 2 reconnects under any concurrency
 		if err := db.PingContext(ctx); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("connecting to postgres: %w", err)
@@ -133,6 +134,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
+	// Keep readers' connections: a new one opens the file, runs the
+	// pragmas, reads the schema and prepares statements again (database/sql
+	// keeps 2 idle connections by default, so concurrent reads — a tool
+	// call's label read, the lock and registry pollers — kept reconnecting).
+	db.SetMaxIdleConns(16)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
@@ -140,6 +146,69 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	d := &DB{DB: db, Dialect: SQLite, Path: path, stop: make(chan struct{}), done: make(chan struct{})}
 	go d.checkpoint(time.Second)
 	return d, nil
+}
+
+// OpenReadOnly opens an existing store for reading only, for tools that
+// run next to a gateway using the same store (the CLI): it never creates
+// the store, migrates a schema or writes. SQLite opens the file with
+// mode=ro (every write fails), without the WAL checkpointer and with
+// deferred transactions, so it takes no write lock and a running gateway
+// neither blocks it (readers of a WAL database do not wait for the
+// writer) nor waits for it; a missing file is an error wrapping
+// fs.ErrNotExist. PostgreSQL sessions default to read-only transactions.
+func OpenReadOnly(ctx context.Context, dsn string) (*DB, error) {
+	if dsn == "" {
+		return nil, errors.New("opening store: empty data source")
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return nil, errors.New("opening postgres: the DSN is not a valid URL") // the DSN may hold a password
+		}
+		q := u.Query()
+		q.Set("default_transaction_read_only", "on")
+		u.RawQuery = q.Encode()
+		return Open(ctx, u.String())
+	}
+	path := strings.TrimPrefix(dsn, "sqlite://")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	q := url.Values{}
+	for _, p := range []string{"busy_timeout(10000)", "query_only(1)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("mode", "ro")
+	q.Set("_txlock", "deferred")
+	// SQLite URI: a path's %, ? and # must be escaped.
+	name := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?" + q.Encode()
+	db, err := sql.Open("sqlite", name)
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	// Keep readers' connections: a new one opens the file, runs the
+	// pragmas, reads the schema and prepares statements again (database/sql
+	// keeps 2 idle connections by default, so concurrent reads — a tool
+	// call's label read, the lock and registry pollers — kept reconnecting).
+	db.SetMaxIdleConns(16)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	return &DB{DB: db, Dialect: SQLite, Path: path}, nil
+}
+
+// hasTable reports whether the store holds table (in the current schema).
+func (db *DB) hasTable(ctx context.Context, table string) (bool, error) {
+	q := `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1`
+	if db.Dialect == Postgres {
+		q = `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, q, table).Scan(&n); err != nil {
+		return false, fmt.Errorf("looking for table %s: %w", table, err)
+	}
+	return n > 0, nil
 }
 
 // Migrate brings component's schema up to len(steps): step i (0-based) is
