@@ -27,34 +27,39 @@ func adminFlags(fs *flag.FlagSet) func() (*adminClient, error) {
 	cfgPath := fs.String("config", "gatehouse.yaml", "gateway configuration `file` (locates the admin API and its credential)")
 	url := fs.String("admin", "", "admin API `URL` (overrides the configuration)")
 	tokenFile := fs.String("admin-token-file", "", "`file` holding the admin credential (overrides the configuration)")
-	return func() (*adminClient, error) {
-		c := &adminClient{http: &http.Client{Timeout: 30 * time.Second}}
-		if *url != "" && *tokenFile != "" {
-			c.url = strings.TrimSuffix(*url, "/")
-			tok, err := readTrimmed(*tokenFile)
-			if err != nil {
-				return nil, err
-			}
-			c.token = tok
-			return c, nil
-		}
-		cfg, err := config.Load(*cfgPath)
+	return func() (*adminClient, error) { return newAdminClient(*cfgPath, *url, *tokenFile) }
+}
+
+// newAdminClient locates the admin API: url and tokenFile when both are
+// given, else the configuration file's admin listener and credential file,
+// each overridden by url or tokenFile when set.
+func newAdminClient(cfgPath, url, tokenFile string) (*adminClient, error) {
+	c := &adminClient{http: &http.Client{Timeout: 30 * time.Second}}
+	if url != "" && tokenFile != "" {
+		c.url = strings.TrimSuffix(url, "/")
+		tok, err := readTrimmed(tokenFile)
 		if err != nil {
 			return nil, err
 		}
-		c.url = "http://" + cfg.Admin.Listen
-		if *url != "" {
-			c.url = strings.TrimSuffix(*url, "/")
-		}
-		tf := cfg.Path(cfg.Admin.TokenFile)
-		if *tokenFile != "" {
-			tf = *tokenFile
-		}
-		if c.token, err = readTrimmed(tf); err != nil {
-			return nil, err
-		}
+		c.token = tok
 		return c, nil
 	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	c.url = "http://" + cfg.Admin.Listen
+	if url != "" {
+		c.url = strings.TrimSuffix(url, "/")
+	}
+	tf := cfg.Path(cfg.Admin.TokenFile)
+	if tokenFile != "" {
+		tf = tokenFile
+	}
+	if c.token, err = readTrimmed(tf); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // do sends a request and decodes a JSON answer into out (when not nil).

@@ -195,9 +195,28 @@ func (g *Gateway) adminMintToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
+	// The registry decides, as at the token endpoint: an unknown,
+	// suspended, retired or expired agent gets no token (one would be
+	// refused at its first use anyway).
 	a, err := g.agents.Agent(r.Context(), body.Agent)
-	if err != nil || !a.Enabled {
-		writeJSON(w, http.StatusNotFound, apiError{"no such enabled agent"})
+	switch {
+	case errors.Is(err, identity.ErrNoAgent):
+		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("agent %q is not registered", body.Agent)})
+		return
+	case err != nil:
+		g.log.Error("minting a token: reading the agent registry", "agent", body.Agent, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, apiError{"the agent registry is unavailable"})
+		return
+	}
+	if err := a.Usable(g.now()); err != nil {
+		msg := fmt.Sprintf("agent %q is suspended", a.ID)
+		switch identity.ErrorCode(err) {
+		case identity.CodeAgentRetired:
+			msg = fmt.Sprintf("agent %q is retired", a.ID)
+		case identity.CodeAgentExpired:
+			msg = fmt.Sprintf("agent %q expired at %s", a.ID, a.Expires.UTC().Format(time.RFC3339))
+		}
+		writeJSON(w, http.StatusConflict, apiError{msg})
 		return
 	}
 	tok, exp, err := g.minter.Mint(a.ID, ttl)
