@@ -51,7 +51,7 @@ cases:
 
 func TestPolicyCheckCommand(t *testing.T) {
 	out, _, err := runPolicyCmd(t, "check", "../../policies/templates")
-	if err != nil || !strings.Contains(out, "9 policies (3 permit, 3 forbid, 3 challenge)") {
+	if err != nil || !strings.Contains(out, "11 policies (3 permit, 5 forbid, 3 challenge)") {
 		t.Errorf("policy check templates: %v\n%s", err, out)
 	}
 	out, _, err = runPolicyCmd(t, "check", "-schema", "-tool", "payments__transfer", "../../policies/templates")
