@@ -136,6 +136,11 @@ when { context has user && !(context.user in Gatehouse::Group::"finance") };
 forbid (principal, action == Gatehouse::Action::"call_tool", resource == Gatehouse::Tool::"bank__get_balance")
 when { context has user && context.user.hasTag("accounts") &&
        !context.user.getTag("accounts").contains(context.arguments.account) };
+
+// No tokens for a user whose accounts are frozen.
+@id("frozen-users-get-no-tokens")
+forbid (principal, action == Gatehouse::Action::"request_token", resource)
+when { context has user && context.user.hasTag("accounts") && context.user.getTag("accounts").contains("frozen") };
 `)
 	h, workload, users := identityGateway(t, extra)
 	federate(t, h)
@@ -234,6 +239,10 @@ when { context has user && context.user.hasTag("accounts") &&
 		}
 		if _, e := callErr(t, h.connectToken(tok, "", ""), "bank__get_balance", balance); e == nil || !strings.Contains(e.Message, "own-accounts-only") {
 			t.Errorf("another account than the string claim's: %v", e)
+		}
+		// Token issuance sees the tags too.
+		if _, code, msg := exchange([]string{"acc-checking", "frozen"}); code != http.StatusForbidden || !strings.Contains(msg, "access_denied") {
+			t.Errorf("a frozen user's token: %d %s", code, msg)
 		}
 		// A claim of another shape refuses the user's token: policy never
 		// sees a partial set.

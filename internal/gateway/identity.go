@@ -242,7 +242,7 @@ func (g *Gateway) authorizeToken(ctx context.Context, r *identity.ExchangeReques
 	caller := &pipeline.Caller{Agent: a.ID, Task: r.Task}
 	if u := r.User; u != nil {
 		caller.User = u.Issuer + "#" + u.Subject
-		req.User = &policy.User{ID: caller.User, Groups: u.Groups}
+		req.User = &policy.User{ID: caller.User, Groups: u.Groups, Tags: u.Tags}
 	}
 	if r.Task != "" {
 		req.Task = &policy.Task{ID: r.Task, Purpose: r.TaskPurpose, NotBefore: r.TaskNotBefore, NotAfter: r.TaskNotAfter}
