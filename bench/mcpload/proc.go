@@ -58,7 +58,7 @@ func systemCPU() (busy, total time.Duration, err error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	if !sc.Scan() {
-		return 0, 0, fmt.Errorf("reading /proc/stat: %v", sc.Err())
+		return 0, 0, fmt.Errorf("reading /proc/stat: %w", sc.Err())
 	}
 	fields := strings.Fields(sc.Text())
 	if len(fields) < 6 || fields[0] != "cpu" {

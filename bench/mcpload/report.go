@@ -118,7 +118,7 @@ func (b *bench) summarize() {
 			continue
 		}
 		ph := phase{Name: name}
-		fmt.Sscanf(name, "rate-%d", &ph.Rate)
+		_, _ = fmt.Sscanf(name, "rate-%d", &ph.Rate) // "max" has no rate
 		var foreign, wall time.Duration
 		var baseRes *targetResult
 		for _, t := range b.targets {

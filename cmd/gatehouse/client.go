@@ -86,7 +86,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 			var a map[string]any
 			if err := json.Unmarshal([]byte(args[1]), &a); err != nil {
-				return fmt.Errorf("%w: arguments of %s must be a JSON object: %v", errUsage, args[0], err)
+				return fmt.Errorf("%w: arguments of %s must be a JSON object: %w", errUsage, args[0], err)
 			}
 			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: args[0], Arguments: a})
 			args = args[2:]

@@ -39,7 +39,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfgPath := fs.String("config", "", "gateway configuration whose semantic section (detectors, thresholds, actions, remotes) to evaluate (default: the engine's defaults)")
 	misses := fs.Bool("misses", false, "also list the rows judged wrongly (missed attacks, flagged benign rows)")
 	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *data == "" || fs.NArg() > 0 {
 		fs.Usage()

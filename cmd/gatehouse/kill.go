@@ -62,7 +62,7 @@ func lockTarget(pos []string) (lock.Scope, string, error) {
 	}
 	scope, err := lock.ParseScope(pos[0])
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %v", errUsage, err)
+		return "", "", fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if scope == lock.Global {
 		if len(pos) != 1 {

@@ -53,7 +53,7 @@ func parsePolicyFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (string
 		if errors.Is(err, flag.ErrHelp) {
 			return "", err
 		}
-		return "", fmt.Errorf("%w: %v", errUsage, err)
+		return "", fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()

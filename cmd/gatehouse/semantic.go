@@ -115,7 +115,7 @@ func runSemanticTrain(ctx context.Context, args []string, stdout, stderr io.Writ
 	epochs := fs.Int("epochs", 12, "training epochs")
 	quiet := fs.Bool("q", false, "no progress logs")
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if len(data) == 0 || *out == "" || fs.NArg() > 0 {
 		fs.Usage()
@@ -206,7 +206,7 @@ func runSemanticScreen(ctx context.Context, args []string, stdin io.Reader, stdo
 	weights := fs.String("weights", "", "classifier weight file (default: the shipped weights)")
 	datamark := fs.Bool("datamark", false, "datamark untrusted text (spotlighting)")
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	cfg := semantic.Config{Datamark: *datamark}
 	if *keyFile != "" {

@@ -64,5 +64,5 @@ func usageError(err error) error {
 	if errors.Is(err, flag.ErrHelp) {
 		return exitError{code: 0}
 	}
-	return fmt.Errorf("%w: %v", errUsage, err)
+	return fmt.Errorf("%w: %w", errUsage, err)
 }

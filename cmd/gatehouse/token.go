@@ -176,7 +176,7 @@ func agentRefusal(a *identity.Agent, err error) error {
 // mintThroughAdmin asks a running gateway to mint the token.
 func mintThroughAdmin(ctx context.Context, cfgPath, adminURL, tokenFile, agent string, ttl time.Duration, stdout, stderr io.Writer) error {
 	if _, err := url.Parse(adminURL); err != nil {
-		return fmt.Errorf("%w: --admin: %v", errUsage, err)
+		return fmt.Errorf("%w: --admin: %w", errUsage, err)
 	}
 	c, err := newAdminClient(cfgPath, adminURL, tokenFile)
 	if err != nil {

@@ -254,7 +254,7 @@ servers:
 		defer wg.Done()
 		for range 20 {
 			if _, msg, err := cli("token", "mint", "--config", cfgPath, "--agent", "runtime-bot"); err != nil {
-				mintErrs <- fmt.Errorf("%v %s", err, msg)
+				mintErrs <- fmt.Errorf("%w %s", err, msg)
 			}
 		}
 	}()

@@ -60,7 +60,7 @@ func renumber(es []audit.Entry) []audit.Entry {
 }
 
 func forged(t *testing.T, index int64, prev tlog.Hash) audit.Entry {
-	ev := fmt.Sprintf(`{"activity_id":99,"category_uid":6,"class_uid":6003,"metadata":{"product":{"vendor_name":"x"},"version":"1.3.0"},"severity_id":1,"status_id":1,"time":1,"type_uid":600399}`)
+	ev := `{"activity_id":99,"category_uid":6,"class_uid":6003,"metadata":{"product":{"vendor_name":"x"},"version":"1.3.0"},"severity_id":1,"status_id":1,"time":1,"type_uid":600399}`
 	data := fmt.Sprintf(`{"event":%s,"index":%d,"prev":"%s","v":1}`, ev, index, base64.StdEncoding.EncodeToString(prev[:]))
 	return audit.Entry{Index: index, Data: []byte(data), Hash: tlog.RecordHash([]byte(data))}
 }

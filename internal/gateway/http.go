@@ -36,7 +36,7 @@ func (g *Gateway) recoverer(listener string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
+				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 					panic(v)
 				}
 				g.log.Error("handler panicked; answered 500", "listener", listener, "method", r.Method, "path", r.URL.Path,

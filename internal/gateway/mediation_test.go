@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -341,7 +342,8 @@ func TestTypeScriptClient(t *testing.T) {
 	cmd.Env = append(os.Environ(), "GATEHOUSE_TOKEN="+h.token("assistant"))
 	out, err := cmd.Output()
 	// The client exits 1 when a step failed: one is meant to (bank__nope).
-	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 1) {
+	var ee *exec.ExitError
+	if ok := errors.As(err, &ee); err != nil && (!ok || ee.ExitCode() != 1) {
 		var stderr string
 		if ok {
 			stderr = string(ee.Stderr)

@@ -291,7 +291,7 @@ func (m *Manager) Lock(ctx context.Context, l Lock) (Lock, error) {
 	if err := m.cfg.Audit(ctx, c); err != nil {
 		m.met.auditFailures.Inc()
 		m.cfg.Logger.Error("auditing a lock failed; the lock was not set", "scope", l.Scope, "target", l.Target, "err", err)
-		return Lock{}, fmt.Errorf("%w: %v", ErrAudit, err)
+		return Lock{}, fmt.Errorf("%w: %w", ErrAudit, err)
 	}
 	if err := m.cfg.Store.Put(ctx, l); err != nil {
 		m.recordFailure(ctx, c, err)
@@ -334,7 +334,7 @@ func (m *Manager) Unlock(ctx context.Context, scope Scope, target, by string) er
 	if err := m.cfg.Audit(ctx, c); err != nil {
 		m.met.auditFailures.Inc()
 		m.cfg.Logger.Error("auditing an unlock failed; the lock stays", "scope", scope, "target", target, "err", err)
-		return fmt.Errorf("%w: %v", ErrAudit, err)
+		return fmt.Errorf("%w: %w", ErrAudit, err)
 	}
 	if err := m.cfg.Store.Delete(ctx, scope, target); err != nil {
 		m.recordFailure(ctx, c, err)

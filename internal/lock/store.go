@@ -4,7 +4,6 @@ import (
 	"context"
 	"sort"
 	"sync"
-	"time"
 )
 
 // Store keeps lock records shared by every gateway replica.
@@ -123,6 +122,3 @@ func sortLocks(ls []Lock) {
 		return ls[i].Target < ls[j].Target
 	})
 }
-
-// expiredBefore reports whether l had expired at t.
-func expiredBefore(l *Lock, t time.Time) bool { return !l.Expires.IsZero() && !t.Before(l.Expires) }

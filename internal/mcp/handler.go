@@ -484,15 +484,6 @@ func (r *reply) outcome() string {
 	return "error"
 }
 
-func (r *reply) setHeader(k, v string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.headers == nil {
-		r.headers = map[string]string{}
-	}
-	r.headers[k] = v
-}
-
 func (r *reply) applyHeaders() {
 	for k, v := range r.headers {
 		r.w.Header().Set(k, v)

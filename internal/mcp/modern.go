@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -303,7 +304,7 @@ func (u *upstream) modernConn(ctx context.Context) (conn, error) {
 			u.poolMu.Unlock()
 			return c, nil
 		}
-		if _, ok := err.(*upstreamError); ok && !strings.Contains(err.Error(), "unreachable") {
+		if ue := (*upstreamError)(nil); errors.As(err, &ue) && !strings.Contains(err.Error(), "unreachable") {
 			u.poolMu.Lock()
 			u.legacyOnly = true
 			u.poolMu.Unlock()

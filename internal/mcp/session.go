@@ -67,13 +67,6 @@ func (s *session) touch(now time.Time) { s.lastUsed.Store(now.UnixNano()) }
 
 func (s *session) idleSince() time.Time { return time.Unix(0, s.lastUsed.Load()) }
 
-func (s *session) conn(server string) (conn, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.conns[server]
-	return c, ok
-}
-
 // addLabels raises session labels and returns the current set.
 func (s *session) addLabels(ls ...verdict.Label) {
 	s.mu.Lock()
@@ -199,7 +192,6 @@ type queue struct {
 	notify chan struct{}
 	closed bool
 	max    int
-	seq    int64
 }
 
 func newQueue(max int) *queue { return &queue{notify: make(chan struct{}, 1), max: max} }

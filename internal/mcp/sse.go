@@ -205,23 +205,6 @@ func (s *sseWriter) comment(text string) error {
 	return nil
 }
 
-// retry writes a retry field with an event id, which a client stores and
-// uses to resume (a priming event).
-func (s *sseWriter) prime(id string, retryMS int) error {
-	s.start(http.StatusOK)
-	var err error
-	if retryMS > 0 {
-		_, err = fmt.Fprintf(s.w, "id: %s\nretry: %d\ndata: \n\n", id, retryMS)
-	} else {
-		_, err = fmt.Fprintf(s.w, "id: %s\ndata: \n\n", id)
-	}
-	if err != nil {
-		return err
-	}
-	s.flush()
-	return nil
-}
-
 func (s *sseWriter) flush() {
 	if s.flusher != nil {
 		s.flusher.Flush()

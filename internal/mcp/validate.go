@@ -68,7 +68,7 @@ var errSchema = errors.New("invalid tool schema")
 func (t *toolInfo) validateArgs(args json.RawMessage) error {
 	sch, err := t.compiled()
 	if err != nil {
-		return fmt.Errorf("%w: %v", errSchema, err)
+		return fmt.Errorf("%w: %w", errSchema, err)
 	}
 	if len(bytes.TrimSpace(args)) == 0 || string(args) == "null" {
 		args = json.RawMessage(`{}`)

@@ -388,7 +388,6 @@ type screening struct {
 	in       Input
 	norm     textnorm.Result
 	findings []Finding
-	failed   []string
 }
 
 // run runs one built-in detector unless disabled, turning a panic into a

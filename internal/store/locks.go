@@ -169,14 +169,14 @@ func (s *Locks) Watch(ctx context.Context, changed func()) error {
 		}
 		pc := sc.Conn()
 		if _, err := pc.Exec(ctx, "LISTEN "+locksChannel); err != nil {
-			return fmt.Errorf("%w: listening for lock changes: %v", driver.ErrBadConn, err)
+			return fmt.Errorf("%w: listening for lock changes: %w", driver.ErrBadConn, err)
 		}
 		changed() // catch up with changes made before the subscription
 		for {
 			if _, err := pc.WaitForNotification(ctx); err != nil {
 				// The connection still listens (or is broken): never
 				// return it to the pool.
-				return fmt.Errorf("%w: waiting for lock changes: %v", driver.ErrBadConn, err)
+				return fmt.Errorf("%w: waiting for lock changes: %w", driver.ErrBadConn, err)
 			}
 			changed()
 		}

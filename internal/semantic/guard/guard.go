@@ -84,7 +84,7 @@ func postJSON(ctx context.Context, hc *http.Client, service, url string, header 
 		return &StatusError{Service: service, Status: resp.StatusCode}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s: %w: %v", service, ErrResponse, err)
+		return fmt.Errorf("%s: %w: %w", service, ErrResponse, err)
 	}
 	return nil
 }

@@ -180,7 +180,7 @@ var ErrFormat = errors.New("injection: bad weight file")
 func Load(data []byte) (*Model, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
 	}
 	var hdr struct {
 		Magic         [8]byte
@@ -188,7 +188,7 @@ func Load(data []byte) (*Model, error) {
 		Comb          [2][4]float32
 	}
 	if err := binary.Read(zr, binary.LittleEndian, &hdr); err != nil {
-		return nil, fmt.Errorf("%w: reading header: %v", ErrFormat, err)
+		return nil, fmt.Errorf("%w: reading header: %w", ErrFormat, err)
 	}
 	if hdr.Magic != magic || hdr.Dim != dim || hdr.NumDense != numDense {
 		return nil, fmt.Errorf("%w: header mismatch (dim %d, dense %d)", ErrFormat, hdr.Dim, hdr.NumDense)
@@ -198,10 +198,10 @@ func Load(data []byte) (*Model, error) {
 	for _, l := range []*linear{&m.doc, &m.seg} {
 		var bs [2]float32
 		if err := binary.Read(zr, binary.LittleEndian, &bs); err != nil {
-			return nil, fmt.Errorf("%w: reading weights: %v", ErrFormat, err)
+			return nil, fmt.Errorf("%w: reading weights: %w", ErrFormat, err)
 		}
 		if err := binary.Read(zr, binary.LittleEndian, q); err != nil {
-			return nil, fmt.Errorf("%w: reading weights: %v", ErrFormat, err)
+			return nil, fmt.Errorf("%w: reading weights: %w", ErrFormat, err)
 		}
 		l.b = bs[0]
 		l.w = make([]float32, dim)
@@ -209,7 +209,7 @@ func Load(data []byte) (*Model, error) {
 			l.w[i] = float32(x) * bs[1]
 		}
 	}
-	if _, err := zr.Read(make([]byte, 1)); err != io.EOF {
+	if _, err := zr.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: trailing data", ErrFormat)
 	}
 	return m, nil
