@@ -178,9 +178,28 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 	if cfg.Policy.Dir != "" {
 		// Information-flow labels matter to policy: with policies they are
 		// kept per task and token, beyond the session (pipeline.FlowKey).
-		if pc.Flow, err = store.NewFlow(ctx, g.db, opts.Now); err != nil {
+		flowDB := g.db
+		if g.db.Dialect == store.SQLite {
+			// Labels live in a file of their own: every audit commit
+			// changes gatehouse.db, which makes SQLite drop a reader's
+			// page cache, so reading a task's labels on every call from
+			// it meant reading pages cold. flow.db changes only when a
+			// label is raised.
+			if flowDB, err = store.Open(ctx, filepath.Join(filepath.Dir(g.db.Path), "flow.db")); err != nil {
+				return err
+			}
+			g.closers = append(g.closers, flowDB.Close)
+		}
+		flow, err := store.NewFlow(ctx, flowDB, opts.Now)
+		if err != nil {
 			return err
 		}
+		if flowDB != g.db {
+			if err := flow.Adopt(ctx, g.db); err != nil {
+				return err
+			}
+		}
+		pc.Flow = flow
 	}
 	if g.pipeline, err = pipeline.New(pc); err != nil {
 		return err

@@ -165,3 +165,47 @@ func (f *Flow) remember(key string, labels []verdict.Label, u int64) {
 		f.raised[k] = max(f.raised[k], u)
 	}
 }
+
+// Adopt moves the unexpired labels that an older layout kept in from (the
+// main SQLite store, before labels had a file of their own) into f, so that
+// a task's labels survive the upgrade, and deletes them from from. A store
+// without the table has nothing to adopt.
+func (f *Flow) Adopt(ctx context.Context, from *DB) error {
+	var n int
+	if err := from.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'flow_labels'`).Scan(&n); err != nil {
+		return fmt.Errorf("adopting information-flow labels: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	rows, err := from.QueryContext(ctx, `SELECT flow_key, label, until_ns FROM flow_labels WHERE until_ns > $1`, f.now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("adopting information-flow labels: %w", err)
+	}
+	type row struct {
+		key, label string
+		until      int64
+	}
+	var old []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.key, &r.label, &r.until); err != nil {
+			rows.Close()
+			return fmt.Errorf("adopting information-flow labels: %w", err)
+		}
+		old = append(old, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("adopting information-flow labels: %w", err)
+	}
+	for _, r := range old {
+		if err := f.Raise(ctx, r.key, []verdict.Label{verdict.Label(r.label)}, time.Unix(0, r.until)); err != nil {
+			return err
+		}
+	}
+	if _, err := from.ExecContext(ctx, `DELETE FROM flow_labels`); err != nil {
+		return fmt.Errorf("adopting information-flow labels: %w", err)
+	}
+	return nil
+}

@@ -73,3 +73,65 @@ func TestFlowRaiseAgainWritesNothing(t *testing.T) {
 		t.Errorf("labels = %v, want %v", ls, labels)
 	}
 }
+
+// TestFlowAdopt: labels an older layout kept in the main store move into
+// the labels' own file — unexpired ones only — and leave the main store.
+func TestFlowAdopt(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	main, err := store.Open(ctx, filepath.Join(dir, "gatehouse.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer main.Close()
+	old, err := store.NewFlow(ctx, main, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Raise(ctx, "task:a", []verdict.Label{verdict.SessionUntrustedContent}, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Raise(ctx, "task:b", []verdict.Label{verdict.SessionPrivateData}, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	own, err := store.Open(ctx, filepath.Join(dir, "flow.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	now = now.Add(2 * time.Minute) // task:b's label has expired
+	f, err := store.NewFlow(ctx, own, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Adopt(ctx, main); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := f.Labels(ctx, "task:a"); err != nil || len(ls) != 1 || ls[0] != verdict.SessionUntrustedContent {
+		t.Errorf("adopted labels of task:a: %v, %v", ls, err)
+	}
+	if ls, err := f.Labels(ctx, "task:b"); err != nil || len(ls) != 0 {
+		t.Errorf("expired label adopted: %v, %v", ls, err)
+	}
+	if ls, err := old.Labels(ctx, "task:a"); err != nil || len(ls) != 0 {
+		t.Errorf("labels left in the main store: %v, %v", ls, err)
+	}
+	// Adopting again (every start) finds nothing and changes nothing.
+	if err := f.Adopt(ctx, main); err != nil {
+		t.Fatal(err)
+	}
+	if ls, _ := f.Labels(ctx, "task:a"); len(ls) != 1 {
+		t.Errorf("labels after a second adoption: %v", ls)
+	}
+	// A store that never had the table has nothing to adopt.
+	fresh, err := store.Open(ctx, filepath.Join(dir, "fresh.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if err := f.Adopt(ctx, fresh); err != nil {
+		t.Errorf("adopting from a store without labels: %v", err)
+	}
+}
