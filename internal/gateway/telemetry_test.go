@@ -118,18 +118,7 @@ func TestMetricsApprovalsAndDetections(t *testing.T) {
 	h := start(t, labConfig(t), labServer(t))
 	cs := h.connect("assistant", nil, "")
 	ctx := context.Background()
-	scrape := func() string {
-		t.Helper()
-		req, _ := http.NewRequest("GET", h.g.AdminURL()+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+h.g.AdminToken())
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	scrape := func() string { t.Helper(); return scrapeMetrics(t, h) }
 	// metric waits up to 5s for a sample line starting with prefix and
 	// returns its value.
 	metric := func(prefix string, want func(float64) bool) float64 {
