@@ -86,13 +86,15 @@ func (s FileSink) Publish(ctx context.Context, c Checkpoint) error {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return fmt.Errorf("creating checkpoint directory: %w", err)
 	}
-	if err := writeFileSync(filepath.Join(s.Dir, "checkpoint."+strconv.FormatInt(c.Size, 10)), c.Note); err != nil {
+	if err := WriteFileSync(filepath.Join(s.Dir, "checkpoint."+strconv.FormatInt(c.Size, 10)), c.Note); err != nil {
 		return err
 	}
-	return writeFileSync(filepath.Join(s.Dir, "checkpoint"), c.Note)
+	return WriteFileSync(filepath.Join(s.Dir, "checkpoint"), c.Note)
 }
 
-func writeFileSync(path string, b []byte) error {
+// WriteFileSync writes b to path durably: a temporary file in the same
+// directory, synced, renamed over path, and the directory synced.
+func WriteFileSync(path string, b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)

@@ -32,6 +32,7 @@ type harness struct {
 	demo    *demo.Servers
 	url     string
 	dataDir string
+	cfg     *config.File
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -112,7 +113,7 @@ func startLabelled(t *testing.T, bank, workspace, yamlExtra string, extra ...ext
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, g: g, demo: servers, url: g.MCPURL(""), dataDir: filepath.Join(dir, "data"), cancel: cancel, done: make(chan error, 1)}
+	h := &harness{t: t, g: g, demo: servers, url: g.MCPURL(""), dataDir: filepath.Join(dir, "data"), cfg: cfg, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- g.Run(ctx) }()
 	t.Cleanup(h.stop)
 	return h

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
+	"github.com/gatehouse/gatehouse/internal/gateway"
 	"github.com/gatehouse/gatehouse/internal/store"
 )
 
@@ -132,5 +133,70 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	rep, err := audit.VerifyBackend(ctx, b, b, audit.VerifyOptions{Verifier: v})
 	if err != nil || !rep.OK() || len(rep.Verified) == 0 {
 		t.Errorf("the log does not verify after the outage: %+v, %v", rep, err)
+	}
+}
+
+// TestAuditSpillAtShutdown: records still waiting for an unavailable
+// store when the gateway stops are kept in <data_dir>/audit-spill, and the
+// next start appends them, so the records of answered calls survive; the
+// log verifies afterwards.
+func TestAuditSpillAtShutdown(t *testing.T) {
+	h := start(t, "")
+	cs := h.connect("assistant", nil, "")
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(h.dataDir, "gatehouse.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TRIGGER audit_outage BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`); err != nil {
+		t.Fatal(err)
+	}
+	// A read is answered during the outage; its records wait in the queue.
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__get_balance", Arguments: map[string]any{"account": "acc-savings"}})
+	if err != nil || res.IsError {
+		t.Fatalf("read during the outage: %v %v", res, err)
+	}
+	cs.Close()
+	h.stop()
+	spill := filepath.Join(h.dataDir, "audit-spill")
+	files, err := os.ReadDir(spill)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("spill directory after a shutdown during the outage: %v, %v", files, err)
+	}
+
+	// The store is back; the next start appends the kept records.
+	if _, err := db.Exec(`DROP TRIGGER audit_outage`); err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(ctx, h.cfg, gateway.Options{})
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(spill); len(left) != 0 {
+		t.Errorf("spill files left after the restart: %v", left)
+	}
+	b, err := store.OpenAuditLog(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := audit.Search(ctx, b, audit.Filter{Agent: "assistant", Tool: "get_balance"})
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("the read's records after the restart: %v, %v", recs, err)
+	}
+	pub, err := os.ReadFile(filepath.Join(h.dataDir, "keys", "audit.key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(strings.TrimSpace(string(pub)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.VerifyBackend(ctx, b, b, audit.VerifyOptions{Verifier: v})
+	if err != nil || !rep.OK() {
+		t.Errorf("the log does not verify after the spilled records: %+v, %v", rep, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -37,6 +38,9 @@ type recorder struct {
 	exporters []*audit.Exporter
 	closing   chan struct{}
 	files     []*os.File
+	// spillDir holds events the store could not take before shutdown
+	// (keep), appended at the next start (appendSpilled).
+	spillDir string
 
 	mu      sync.Mutex
 	intents map[string]audit.Receipt // correlation id → intent receipt
@@ -80,7 +84,12 @@ func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &recorder{log: l, logger: g.log, queue: make(chan *pipeline.Record, 4096), intents: map[string]audit.Receipt{}, backend: backend, closing: make(chan struct{}), vkey: vkey}
+	r := &recorder{log: l, logger: g.log, queue: make(chan *pipeline.Record, 4096), intents: map[string]audit.Receipt{}, backend: backend, closing: make(chan struct{}), vkey: vkey,
+		spillDir: filepath.Join(g.cfg.Path(g.cfg.DataDir), "audit-spill")}
+	if err := r.appendSpilled(ctx); err != nil {
+		l.Close()
+		return nil, err
+	}
 	for _, e := range ac.Export {
 		x := &audit.Exporter{Backend: backend, Cursors: backend, Name: e.Name, Logger: g.log}
 		switch {
@@ -138,12 +147,73 @@ func (r *recorder) commit(rec *pipeline.Record) {
 		}
 		select {
 		case <-r.closing:
-			r.logger.Error("audit record lost: the store is unavailable at shutdown", "kind", rec.Kind, "correlation_id", rec.Request.ID, "err", err)
+			r.keep(r.event(rec), err)
 			return
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// keep writes an event the store could not take before shutdown (cause)
+// to a file of its own in the spill directory, synced, so that the next
+// start appends it to the log (appendSpilled): records of calls that were
+// answered are not lost with the process.
+func (r *recorder) keep(ev *audit.Event, cause error) {
+	b, err := json.Marshal(ev)
+	if err == nil {
+		err = os.MkdirAll(r.spillDir, 0o700)
+	}
+	if err == nil {
+		err = audit.WriteFileSync(filepath.Join(r.spillDir, fmt.Sprintf("%020d-%s.json", time.Now().UnixNano(), newCorrelationID()[:8])), b)
+	}
+	if err != nil {
+		r.logger.Error("audit event lost: the store is unavailable at shutdown and the spill file could not be written",
+			"class", ev.ClassName, "correlation_id", ev.Metadata.CorrelationUID, "err", cause, "spill_err", err)
+		return
+	}
+	r.logger.Warn("audit event kept in the spill directory: the store is unavailable at shutdown; the next start appends it",
+		"class", ev.ClassName, "correlation_id", ev.Metadata.CorrelationUID, "dir", r.spillDir, "err", cause)
+}
+
+// appendSpilled appends the events that an earlier shutdown kept in the
+// spill directory, oldest first, removing each file once its event is
+// durable. An event that cannot be appended stops the start: the file
+// stays for the next one.
+func (r *recorder) appendSpilled(ctx context.Context) error {
+	entries, err := os.ReadDir(r.spillDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the audit spill directory: %w", err)
+	}
+	n := 0
+	for _, e := range entries { // ReadDir sorts by name: by time kept
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		path := filepath.Join(r.spillDir, e.Name())
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading spilled audit event %s: %w", path, err)
+		}
+		var ev audit.Event
+		if err := json.Unmarshal(b, &ev); err != nil {
+			return fmt.Errorf("spilled audit event %s: %w", path, err)
+		}
+		if _, err := r.log.Append(ctx, &ev); err != nil {
+			return fmt.Errorf("appending spilled audit event %s: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("removing spilled audit event %s: %w", path, err)
+		}
+		n++
+	}
+	if n > 0 {
+		r.logger.Warn("appended audit events kept at an earlier shutdown", "events", n, "dir", r.spillDir)
+	}
+	return nil
 }
 
 // Record implements pipeline.Recorder: it returns once the record is
@@ -312,7 +382,7 @@ func (r *recorder) enqueueEvent(ev *audit.Event) {
 			}
 			select {
 			case <-r.closing:
-				r.logger.Error("audit event lost: the store is unavailable at shutdown", "class", ev.ClassName, "err", err)
+				r.keep(ev, err)
 				return
 			case <-time.After(backoff):
 			}
