@@ -549,14 +549,8 @@ func (p *Proxy) finishCall(ctx context.Context, sc *scope, rep *reply, m *Messag
 	if res.Error == nil {
 		if v := p.cfg.Mediator.Screen(ctx, r, o); v.Outcome != verdict.Allow {
 			o.Status = "withheld"
-			p.cfg.Mediator.Complete(ctx, r, o)
-			if sc.sess != nil && len(o.Raise) > 0 {
-				sc.sess.addLabels(o.Raise...)
-			}
-			rep.respond(deniedResponse(m.ID, r, v))
-			return
-		}
-		if string(o.Result) != string(res.Result) {
+			res = deniedResponse(m.ID, r, v)
+		} else if string(o.Result) != string(res.Result) {
 			out := *res
 			out.Result = o.Result
 			res = &out
