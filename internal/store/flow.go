@@ -171,11 +171,11 @@ func (f *Flow) remember(key string, labels []verdict.Label, u int64) {
 // a task's labels survive the upgrade, and deletes them from from. A store
 // without the table has nothing to adopt.
 func (f *Flow) Adopt(ctx context.Context, from *DB) error {
-	var n int
-	if err := from.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'flow_labels'`).Scan(&n); err != nil {
+	ok, err := from.hasTable(ctx, "flow_labels")
+	if err != nil {
 		return fmt.Errorf("adopting information-flow labels: %w", err)
 	}
-	if n == 0 {
+	if !ok {
 		return nil
 	}
 	rows, err := from.QueryContext(ctx, `SELECT flow_key, label, until_ns FROM flow_labels WHERE until_ns > $1`, f.now().UnixNano())
