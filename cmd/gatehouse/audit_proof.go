@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // auditProve prints the inclusion proof of one record: gatehouse audit
@@ -48,16 +49,7 @@ func auditProve(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if p.Checkpoint == "" {
 		fmt.Fprintf(stderr, "warning: no signed checkpoint of tree size %d is stored; the proof shows the root only\n", p.TreeSize)
 	}
-	if *key != "" {
-		v, err := loadVerifier(*key)
-		if err != nil {
-			return err
-		}
-		if err := p.Verify(v); err != nil {
-			return err
-		}
-	}
-	return printProof(stdout, p)
+	return printProof(stdout, p, *key)
 }
 
 // auditConsistency prints the consistency proof between two tree sizes:
@@ -87,8 +79,14 @@ func auditConsistency(ctx context.Context, args []string, stdout, stderr io.Writ
 	if p.OldCheckpoint == "" || p.NewCheckpoint == "" {
 		fmt.Fprintf(stderr, "warning: signed checkpoints of tree sizes %d and %d are not both stored; the proof shows the roots only\n", p.OldSize, p.NewSize)
 	}
-	if *key != "" {
-		v, err := loadVerifier(*key)
+	return printProof(stdout, p, *key)
+}
+
+// printProof prints p as JSON, after checking it with the verifier key when
+// one is given.
+func printProof(w io.Writer, p interface{ Verify(note.Verifier) error }, key string) error {
+	if key != "" {
+		v, err := loadVerifier(key)
 		if err != nil {
 			return err
 		}
@@ -96,10 +94,6 @@ func auditConsistency(ctx context.Context, args []string, stdout, stderr io.Writ
 			return err
 		}
 	}
-	return printProof(stdout, p)
-}
-
-func printProof(w io.Writer, p any) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
