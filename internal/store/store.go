@@ -130,18 +130,9 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := openSQLite(ctx, path, "file:"+path+"?"+q.Encode())
 	if err != nil {
-		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
-	}
-	// Keep readers' connections: a new one opens the file, runs the
-	// pragmas, reads the schema and prepares statements again (database/sql
-	// keeps 2 idle connections by default, so concurrent reads — a tool
-	// call's label read, the lock and registry pollers — kept reconnecting).
-	db.SetMaxIdleConns(16)
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+		return nil, err
 	}
 	d := &DB{DB: db, Dialect: SQLite, Path: path, stop: make(chan struct{}), done: make(chan struct{})}
 	go d.checkpoint(time.Second)
@@ -182,6 +173,16 @@ func OpenReadOnly(ctx context.Context, dsn string) (*DB, error) {
 	q.Set("_txlock", "deferred")
 	// SQLite URI: a path's %, ? and # must be escaped.
 	name := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?" + q.Encode()
+	db, err := openSQLite(ctx, path, name)
+	if err != nil {
+		return nil, err
+	}
+	return &DB{DB: db, Dialect: SQLite, Path: path}, nil
+}
+
+// openSQLite opens the SQLite database at path through its URI name and
+// checks that it answers.
+func openSQLite(ctx context.Context, path, name string) (*sql.DB, error) {
 	db, err := sql.Open("sqlite", name)
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
@@ -195,7 +196,7 @@ func OpenReadOnly(ctx context.Context, dsn string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
-	return &DB{DB: db, Dialect: SQLite, Path: path}, nil
+	return db, nil
 }
 
 // hasTable reports whether the store holds table (in the current schema).
