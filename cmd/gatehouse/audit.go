@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
+	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/store"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -93,6 +94,15 @@ func (s *storeFlags) open(ctx context.Context) (*store.DB, *store.AuditLog, erro
 		return nil, nil, err
 	}
 	return db, a, nil
+}
+
+// configDSN returns the store the configuration's gateway uses: the
+// store.dsn_file's DSN, else <data_dir>/gatehouse.db.
+func configDSN(cfg *config.File) (string, error) {
+	if cfg.Store.DSNFile != "" {
+		return cfg.ReadSecret(cfg.Store.DSNFile)
+	}
+	return filepath.Join(cfg.Path(cfg.DataDir), "gatehouse.db"), nil
 }
 
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -41,11 +40,9 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	dsn := filepath.Join(cfg.Path(cfg.DataDir), "gatehouse.db")
-	if cfg.Store.DSNFile != "" {
-		if dsn, err = cfg.ReadSecret(cfg.Store.DSNFile); err != nil {
-			return err
-		}
+	dsn, err := configDSN(cfg)
+	if err != nil {
+		return err
 	}
 	db, err := store.Open(ctx, dsn)
 	if err != nil {

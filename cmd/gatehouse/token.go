@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -112,12 +111,9 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // agent when it holds one (its runtime status wins), else the
 // configuration's. The store is opened for reading only and never created.
 func registeredAgent(ctx context.Context, cfg *config.File, cfgPath, id string, stderr io.Writer) (*identity.Agent, error) {
-	dsn := filepath.Join(cfg.Path(cfg.DataDir), "gatehouse.db")
-	if cfg.Store.DSNFile != "" {
-		var err error
-		if dsn, err = cfg.ReadSecret(cfg.Store.DSNFile); err != nil {
-			return nil, err
-		}
+	dsn, err := configDSN(cfg)
+	if err != nil {
+		return nil, err
 	}
 	stored := false // the store holds an agent registry
 	db, err := store.OpenReadOnly(ctx, dsn)
