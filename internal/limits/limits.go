@@ -230,6 +230,17 @@ type totalRule struct {
 	limit  int64
 }
 
+// bucket is the ledger bucket of the total for rv at now (Unix seconds):
+// the window that holds now, keyed "-" when rv has no value for per.
+func (t *totalRule) bucket(rv requestView, now int64) Bucket {
+	key := rv.dim(t.per)
+	if key == "" {
+		key = "-"
+	}
+	start := now - mod(now, t.window)
+	return Bucket{Rule: t.name, Key: key, Start: start, End: start + t.window, Limit: t.limit}
+}
+
 // hold is what an admitted call holds until Finish.
 type hold struct {
 	at      time.Time
@@ -511,12 +522,7 @@ func (l *Limiter) Check(ctx context.Context, r *pipeline.Request) (verdict.Verdi
 	if vr != nil && len(vr.totals) > 0 && amount > 0 {
 		buckets := make([]Bucket, len(vr.totals))
 		for i, t := range vr.totals {
-			key := rv.dim(t.per)
-			if key == "" {
-				key = "-"
-			}
-			start := now.Unix() - mod(now.Unix(), t.window)
-			buckets[i] = Bucket{Rule: t.name, Key: key, Start: start, End: start + t.window, Limit: t.limit}
+			buckets[i] = t.bucket(rv, now.Unix())
 		}
 		full, used, err := l.cfg.Ledger.Reserve(ctx, amount, buckets)
 		if err != nil {
@@ -730,12 +736,7 @@ func (v *TotalView) Used(ctx context.Context, r *pipeline.Request) (float64, err
 	}
 	now := v.l.cfg.Now().Unix()
 	rv := requestView{agent: r.Caller.Agent, user: r.Caller.User, task: r.Caller.Task}
-	key := rv.dim(v.t.per)
-	if key == "" {
-		key = "-"
-	}
-	start := now - mod(now, v.t.window)
-	used, err := v.l.cfg.Ledger.(TotalReader).Used(ctx, Bucket{Rule: v.t.name, Key: key, Start: start, End: start + v.t.window, Limit: v.t.limit})
+	used, err := v.l.cfg.Ledger.(TotalReader).Used(ctx, v.t.bucket(rv, now))
 	if err != nil {
 		v.l.met.failures.WithLabelValues("limits.total:"+v.t.name, FailClosed.String()).Inc()
 		return 0, fmt.Errorf("reading running total %s: %w", v.t.name, err)
