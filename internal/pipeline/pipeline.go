@@ -356,7 +356,17 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.Failed == nil {
 		cfg.Failed = func(string) {}
 	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = nopTracer{}
+	}
 	return &Pipeline{cfg: cfg}, nil
+}
+
+// nopTracer times nothing (Config.Tracer nil).
+type nopTracer struct{}
+
+func (nopTracer) StartStage(ctx context.Context, _ string) (context.Context, func(error)) {
+	return ctx, func(error) {}
 }
 
 // Admit runs the stages for r and, when the verdict allows, records the
@@ -379,10 +389,7 @@ func (p *Pipeline) Admit(ctx context.Context, r *Request) verdict.Verdict {
 		p.cfg.Recorder.Enqueue(rec)
 		return v
 	}
-	end := func(error) {}
-	if p.cfg.Tracer != nil {
-		ctx, end = p.cfg.Tracer.StartStage(ctx, "record_intent")
-	}
+	ctx, end := p.cfg.Tracer.StartStage(ctx, "record_intent")
 	err := p.cfg.Recorder.Record(ctx, rec)
 	end(err)
 	if err != nil {
@@ -432,7 +439,7 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 	}
 	for _, s := range p.cfg.Stages {
 		sctx, end := ctx, func(error) {}
-		if p.cfg.Tracer != nil && r.Phase == PhaseCall {
+		if r.Phase == PhaseCall {
 			sctx, end = p.cfg.Tracer.StartStage(ctx, s.Name())
 		}
 		if rs, ok := s.(Resolver); ok {
@@ -484,7 +491,7 @@ func (p *Pipeline) readFlow(ctx context.Context, r *Request) error {
 		return nil
 	}
 	end := func(error) {}
-	if p.cfg.Tracer != nil && r.Phase == PhaseCall {
+	if r.Phase == PhaseCall {
 		ctx, end = p.cfg.Tracer.StartStage(ctx, "flow")
 	}
 	ls, err := p.cfg.Flow.Labels(ctx, key)
@@ -556,10 +563,7 @@ func (p *Pipeline) Visible(ctx context.Context, r *Request) bool {
 func (p *Pipeline) Screen(ctx context.Context, r *Request, o *Outcome) verdict.Verdict {
 	var v verdict.Verdict
 	if p.cfg.Screener != nil && len(o.Result) > 0 {
-		sctx, end := ctx, func(error) {}
-		if p.cfg.Tracer != nil {
-			sctx, end = p.cfg.Tracer.StartStage(ctx, "screen_output")
-		}
+		sctx, end := p.cfg.Tracer.StartStage(ctx, "screen_output")
 		var err error
 		v, err = p.cfg.Screener.ScreenOutput(sctx, r, o)
 		end(err)
