@@ -54,11 +54,10 @@ func (m *Manager) Gate(ctx context.Context, ev Evidence, use Use, wait time.Dura
 		}
 		return r
 	}
-	g, err := m.Consume(ctx, hash, use)
+	g, used, err := m.consume(ctx, hash, use)
 	switch {
 	case err == nil:
-		a, _ := m.cfg.Store.Get(ctx, g.Approval)
-		return allow(g, &a), nil
+		return allow(g, &used), nil
 	case errors.Is(err, ErrNoGrant), errors.Is(err, ErrApprovalPending), errors.Is(err, ErrDenied), errors.Is(err, ErrExpired),
 		errors.Is(err, ErrCancelled), errors.Is(err, ErrGrantUsed), errors.Is(err, ErrGrantExpired), errors.Is(err, ErrGrantRevoked):
 		// Fall through to elevations and a (new) request.

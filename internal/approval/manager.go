@@ -963,15 +963,23 @@ func (m *Manager) wake(id string) {
 // ErrDenied, ErrExpired, ErrCancelled, ErrGrantUsed, ErrGrantExpired,
 // ErrGrantRevoked, ErrValueCeiling. Every error means: do not forward.
 func (m *Manager) Consume(ctx context.Context, hash string, use Use) (Grant, error) {
+	g, _, err := m.consume(ctx, hash, use)
+	return g, err
+}
+
+// consume is Consume that also returns the approval whose grant was used
+// (as loaded before the use), so that Gate need not read it again.
+func (m *Manager) consume(ctx context.Context, hash string, use Use) (Grant, Approval, error) {
 	a, err := m.cfg.Store.Latest(ctx, hash)
 	if errors.Is(err, ErrNotFound) {
 		m.met.uses.WithLabelValues("none").Inc()
-		return Grant{}, ErrNoGrant
+		return Grant{}, Approval{}, ErrNoGrant
 	}
 	if err != nil {
-		return Grant{}, err
+		return Grant{}, Approval{}, err
 	}
-	return m.use(ctx, a, use)
+	g, err := m.use(ctx, a, use)
+	return g, a, err
 }
 
 // use consumes one use of approval a's grant.
