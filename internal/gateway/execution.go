@@ -182,7 +182,7 @@ func (g *Gateway) openExecution(ctx context.Context) ([]pipeline.Stage, error) {
 
 	stages := []pipeline.Stage{x.locks}
 	if g.semantic != nil {
-		stages = append(stages, semanticStage{e: g.semantic, t: g.tel, failed: g.controlFailed})
+		stages = append(stages, semanticStage{semanticScreen{e: g.semantic, t: g.tel, failed: g.controlFailed}})
 	}
 	if cfg.Policy.Dir != "" {
 		schema, err := x.tools.schema()

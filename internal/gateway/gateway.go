@@ -173,7 +173,7 @@ func (g *Gateway) open(ctx context.Context, opts Options) (err error) {
 	}
 	pc := pipeline.Config{Stages: stages, Recorder: g.recorder, Logger: g.log, Now: opts.Now, Tracer: observer{g.tel}, Failed: func(control string) { g.controlFailed(control, "closed") }}
 	if g.semantic != nil {
-		pc.Screener = screener{e: g.semantic, t: g.tel, failed: g.controlFailed}
+		pc.Screener = screener{semanticScreen{e: g.semantic, t: g.tel, failed: g.controlFailed}}
 	}
 	if cfg.Policy.Dir != "" {
 		// Information-flow labels matter to policy: with policies they are

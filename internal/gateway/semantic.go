@@ -229,12 +229,33 @@ func outputSurface(action string) (semantic.Surface, bool) {
 // arguments, and servers' sampling and elicitation requests. Its findings
 // go into the request for policy; its hits into
 // gatehouse_detector_hits_total.
-type semanticStage struct {
+type semanticStage struct{ semanticScreen }
+
+// semanticScreen screens the texts of an MCP message for both directions
+// (semanticStage, screener).
+type semanticScreen struct {
 	e *semantic.Engine
 	t *telemetry.T
 	// failed counts failed detectors (Gateway.controlFailures); nil
 	// counts nothing.
 	failed func(control, failMode string)
+}
+
+// screen screens the texts of doc together on surf and counts the hits
+// and failed detectors. It returns no texts when there is nothing to
+// screen.
+func (s semanticScreen) screen(ctx context.Context, surf semantic.Surface, doc *mcpDoc, r *pipeline.Request) ([]string, semantic.Result, error) {
+	texts, _ := doc.texts()
+	if len(texts) == 0 {
+		return nil, semantic.Result{}, nil
+	}
+	res, err := s.e.Screen(ctx, semantic.Input{Surface: surf, Text: strings.Join(texts, textSep), SessionID: r.Session, Tool: r.Target})
+	if err != nil {
+		return nil, semantic.Result{}, err
+	}
+	observeDetections(s.t, surf, res)
+	observeDetectorFailures(s.failed, res)
+	return texts, res, nil
 }
 
 func (s semanticStage) Name() string { return "semantic" }
@@ -248,16 +269,10 @@ func (s semanticStage) Check(ctx context.Context, r *pipeline.Request) (verdict.
 	if err != nil {
 		return verdict.Verdict{}, fmt.Errorf("decoding arguments: %w", err)
 	}
-	texts, _ := doc.texts()
-	if len(texts) == 0 {
-		return verdict.Verdict{}, nil
-	}
-	res, err := s.e.Screen(ctx, semantic.Input{Surface: surf, Text: strings.Join(texts, textSep), SessionID: r.Session, Tool: r.Target})
-	if err != nil {
+	texts, res, err := s.screen(ctx, surf, doc, r)
+	if err != nil || len(texts) == 0 {
 		return verdict.Verdict{}, err
 	}
-	observeDetections(s.t, surf, res)
-	observeDetectorFailures(s.failed, res)
 	r.Findings = findingsOf(res)
 	v := res.Verdict
 	if v.Outcome == verdict.Challenge {
@@ -334,13 +349,7 @@ func findingsOf(res semantic.Result) *pipeline.Findings {
 
 // screener screens upstream answers (tool results, resources, prompts);
 // its hits go into gatehouse_detector_hits_total.
-type screener struct {
-	e *semantic.Engine
-	t *telemetry.T
-	// failed counts failed detectors (Gateway.controlFailures); nil
-	// counts nothing.
-	failed func(control, failMode string)
-}
+type screener struct{ semanticScreen }
 
 // ScreenOutput implements pipeline.Screener: it screens every text of the
 // result together (see mcptext.go for which strings), raises the labels
@@ -357,16 +366,10 @@ func (s screener) ScreenOutput(ctx context.Context, r *pipeline.Request, o *pipe
 	if err != nil {
 		return verdict.Verdict{}, fmt.Errorf("decoding the result: %w", err)
 	}
-	texts, _ := doc.texts()
-	if len(texts) == 0 {
-		return verdict.Verdict{}, nil
-	}
-	res, err := s.e.Screen(ctx, semantic.Input{Surface: surf, Text: strings.Join(texts, textSep), SessionID: r.Session, Tool: r.Target})
-	if err != nil {
+	texts, res, err := s.screen(ctx, surf, doc, r)
+	if err != nil || len(texts) == 0 {
 		return verdict.Verdict{}, err
 	}
-	observeDetections(s.t, surf, res)
-	observeDetectorFailures(s.failed, res)
 	o.Raise = append(o.Raise, res.Labels...)
 	if len(res.Context.Kinds) > 0 {
 		o.Findings = findingsOf(res)
