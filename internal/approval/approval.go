@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -131,14 +132,7 @@ const (
 	MethodOIDC       = "oidc"
 )
 
-func (a Approver) inGroup(g string) bool {
-	for _, x := range a.Groups {
-		if x == g {
-			return true
-		}
-	}
-	return false
-}
+func (a Approver) inGroup(g string) bool { return slices.Contains(a.Groups, g) }
 
 // Decision is what an approver submits. An approver may narrow the grant
 // (a shorter TTL, fewer uses, a value ceiling) but never widen it: a TTL or
@@ -325,20 +319,11 @@ func (a *Approval) CallHash() string {
 func (a *Approval) Risks() []string {
 	var out []string
 	for _, r := range a.Requirements {
-		if r.Risk != "" && !contains(out, r.Risk) {
+		if r.Risk != "" && !slices.Contains(out, r.Risk) {
 			out = append(out, r.Risk)
 		}
 	}
 	return out
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // Public reason codes of final statuses, as agents see them.

@@ -267,7 +267,7 @@ func callCorrelations(a *Approval) []string {
 		out = append(out, a.Evidence.Correlation)
 	}
 	for _, u := range a.Uses {
-		if u.Correlation != "" && !contains(out, u.Correlation) && u.Correlation != a.ID {
+		if u.Correlation != "" && !slices.Contains(out, u.Correlation) && u.Correlation != a.ID {
 			out = append(out, u.Correlation)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -225,7 +226,7 @@ func (c Call) Hash() (string, error) {
 
 // Matches reports whether the elevation covers call c.
 func (e *Elevation) Matches(c Call) bool {
-	if e.Agent != c.Agent || e.Server != c.Server || !contains(e.Tools, c.Tool) {
+	if e.Agent != c.Agent || e.Server != c.Server || !slices.Contains(e.Tools, c.Tool) {
 		return false
 	}
 	if (e.User != "" && e.User != c.User) || (e.Task != "" && e.Task != c.Task) {
@@ -264,7 +265,7 @@ func (m *Manager) Elevate(ctx context.Context, e Elevation, by Approver) (Approv
 			return Approval{}, fmt.Errorf("%w (risk class %q)", ErrNoApprovers, e.Risk)
 		}
 		e.Group = r.Approvers[0]
-	} else if len(r.Approvers) > 0 && !contains(r.Approvers, e.Group) {
+	} else if len(r.Approvers) > 0 && !slices.Contains(r.Approvers, e.Group) {
 		return Approval{}, fmt.Errorf("%w: group %s may not approve risk class %q", ErrNotEligible, e.Group, e.Risk)
 	}
 	now := m.now()

@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -509,7 +510,7 @@ func (m *Manager) check(a *Approval, who Approver, now time.Time) ([]string, err
 	var counted []string
 	why := ErrNotEligible
 	for _, r := range a.Requirements {
-		if !who.inGroup(r.Group) || contains(r.Approvals, who.Subject) {
+		if !who.inGroup(r.Group) || slices.Contains(r.Approvals, who.Subject) {
 			continue
 		}
 		rule := m.rule(r.Risk)
@@ -541,7 +542,7 @@ func freshEnough(r Rule, who Approver, now time.Time) error {
 			return fmt.Errorf("%w (authenticated %s ago; within %s required)", ErrAuthTooWeak, age.Round(time.Second), r.FreshAuth)
 		}
 	}
-	if len(r.ACR) > 0 && !contains(r.ACR, who.ACR) {
+	if len(r.ACR) > 0 && !slices.Contains(r.ACR, who.ACR) {
 		return fmt.Errorf("%w (authentication context %q; one of %s required)", ErrAuthTooWeak, who.ACR, strings.Join(r.ACR, ", "))
 	}
 	return nil
@@ -648,7 +649,7 @@ func (m *Manager) Decide(ctx context.Context, id string, who Approver, d Decisio
 		met := true
 		for i := range a.Requirements {
 			q := &a.Requirements[i]
-			if contains(counted, q.Group) {
+			if slices.Contains(counted, q.Group) {
 				q.Approvals = append(q.Approvals, who.Subject)
 			}
 			met = met && q.Met()

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -91,7 +92,7 @@ func Summarize(a *Approval, url string) Summary {
 		CallHash: a.CallHash(), Created: a.Created, Expires: a.Expires, BreakGlass: a.BreakGlass, URL: url}
 	have, need := 0, 0
 	for _, r := range a.Requirements {
-		if !contains(s.Groups, r.Group) {
+		if !slices.Contains(s.Groups, r.Group) {
 			s.Groups = append(s.Groups, r.Group)
 		}
 		have += min(len(r.Approvals), r.Quorum)
@@ -153,7 +154,9 @@ func (w *Webhook) Name() string {
 }
 
 // Wants implements Notifier.
-func (w *Webhook) Wants(event string) bool { return w.Events == nil || contains(w.Events, event) }
+func (w *Webhook) Wants(event string) bool {
+	return w.Events == nil || slices.Contains(w.Events, event)
+}
 
 type webhookBody struct {
 	Approval Summary   `json:"approval"`
@@ -232,7 +235,7 @@ func (s *Slack) Wants(event string) bool {
 	if s.Events == nil {
 		return event == EventRequested || event == EventBreakGlass || event == EventElevated
 	}
-	return contains(s.Events, event)
+	return slices.Contains(s.Events, event)
 }
 
 // slackEscape escapes the three characters Slack's mrkdwn reserves.
