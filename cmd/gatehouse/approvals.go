@@ -349,12 +349,6 @@ func approvalsRevoke(ctx context.Context, fs *flag.FlagSet, args []string, stdou
 	return nil
 }
 
-// stringsFlag collects a repeated flag.
-type stringsFlag []string
-
-func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
-func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
-
 func approvalsElevate(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	admin := adminFlags(fs)
 	as := fs.String("as", os.Getenv("USER"), "the approver's `name` (listed in the governance approvers)")
@@ -369,7 +363,7 @@ func approvalsElevate(ctx context.Context, fs *flag.FlagSet, args []string, stdo
 	fs.StringVar(&q.ValueCeiling, "value-ceiling", "", "cap each call's value at this `decimal`")
 	fs.IntVar(&q.MaxUses, "max-uses", 0, "at most `N` calls (default: unlimited within the window)")
 	ttl := fs.Duration("ttl", 0, "the window (required; at most the rule's elevation TTL)")
-	var tools, where, prefix, maxArg stringsFlag
+	var tools, where, prefix, maxArg repeated
 	fs.Var(&tools, "tool", "a tool the agent may call (repeatable; exact names)")
 	fs.Var(&where, "where", "`ARG=JSON`: the argument must equal this value (repeatable; a bare word is a string)")
 	fs.Var(&prefix, "prefix", "`ARG=PREFIX`: the argument must be a string starting with PREFIX (repeatable)")
