@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
-	"time"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/identity"
@@ -60,14 +59,12 @@ func newCorrelationID() string {
 // as the "authenticate" stage, in a span whose trace id the identity
 // events of a refused authentication carry.
 func (g *Gateway) authenticateTraced(r *http.Request) (*pipeline.Caller, error) {
-	start := time.Now()
-	ctx, span := g.tel.StartStage(r.Context(), telemetry.StageAuthenticate)
+	ctx, end := observer{g.tel}.StartStage(r.Context(), telemetry.StageAuthenticate)
 	if ctx != r.Context() {
 		r = r.WithContext(ctx)
 	}
 	c, err := g.authenticate(r)
-	g.tel.ObserveStage(telemetry.StageAuthenticate, time.Since(start))
-	telemetry.End(span, err)
+	end(err)
 	return c, err
 }
 
@@ -75,10 +72,8 @@ func (g *Gateway) authenticateTraced(r *http.Request) (*pipeline.Caller, error) 
 // events h records carry a trace id.
 func (g *Gateway) traced(stage string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ctx, span := g.tel.StartStage(r.Context(), stage)
+		ctx, end := observer{g.tel}.StartStage(r.Context(), stage)
 		h.ServeHTTP(w, r.WithContext(ctx))
-		g.tel.ObserveStage(stage, time.Since(start))
-		telemetry.End(span, nil)
+		end(nil)
 	})
 }

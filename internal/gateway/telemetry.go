@@ -152,11 +152,9 @@ func (m measured) Admit(ctx context.Context, r *pipeline.Request) verdict.Verdic
 }
 
 func (m measured) Complete(ctx context.Context, r *pipeline.Request, o *pipeline.Outcome) {
-	start := time.Now()
-	sctx, span := m.t.StartStage(ctx, telemetry.StageRecordOutcome)
+	sctx, end := observer{m.t}.StartStage(ctx, telemetry.StageRecordOutcome)
 	m.p.Complete(sctx, r, o)
-	m.t.ObserveStage(telemetry.StageRecordOutcome, time.Since(start))
-	telemetry.End(span, nil)
+	end(nil)
 	outcome := telemetry.OutcomeAllow
 	if o.Status == "upstream_error" || o.Status == "cancelled" {
 		outcome = telemetry.OutcomeError
