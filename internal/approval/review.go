@@ -231,10 +231,12 @@ func ReviewAgents(in ReviewInput) LifecycleReport {
 	return rep
 }
 
+// mdCell escapes what would break out of a Markdown table cell.
+var mdCell = strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;")
+
 // mdEscape keeps a cell on one line and out of table syntax.
 func mdEscape(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(s)
+	return mdCell.Replace(strings.Join(strings.Fields(s), " "))
 }
 
 // Markdown writes the report as a Markdown document.
