@@ -415,15 +415,13 @@ func (l *Log) writer() {
 	lazyTimer := time.NewTimer(time.Hour)
 	lazyTimer.Stop()
 	defer lazyTimer.Stop()
-	flush := func(extra []*request) {
-		batch = append(append(batch[:0], pending...), extra...)
-		pending = pending[:0]
+	// flush commits the pending records, MaxBatch at a time.
+	flush := func() {
 		lazyTimer.Stop()
-		for len(batch) > 0 {
-			n := min(len(batch), l.cfg.MaxBatch)
-			l.commit(batch[:n])
-			batch = batch[n:]
+		for i := 0; i < len(pending); i += l.cfg.MaxBatch {
+			l.commit(pending[i:min(i+l.cfg.MaxBatch, len(pending))])
 		}
+		pending = pending[:0]
 	}
 	for {
 		select {
@@ -433,20 +431,21 @@ func (l *Log) writer() {
 			for _, g := range got {
 				eager = eager || !g.lazy
 			}
-			if eager || len(pending)+len(got) >= l.cfg.MaxBatch {
-				flush(append([]*request(nil), got...))
-				l.tidy()
+			if !eager && len(pending)+len(got) < l.cfg.MaxBatch {
+				if len(pending) == 0 {
+					lazyTimer.Reset(l.cfg.LazyDelay)
+				}
+				pending = append(pending, got...)
 				continue
 			}
-			if len(pending) == 0 {
-				lazyTimer.Reset(l.cfg.LazyDelay)
-			}
 			pending = append(pending, got...)
+			flush()
+			l.tidy()
 		case <-lazyTimer.C:
-			flush(nil)
+			flush()
 			l.tidy()
 		case reply := <-l.ckptReq:
-			flush(nil)
+			flush()
 			c, err := l.issue()
 			reply <- ckptResult{c, err}
 		case <-tick:
@@ -456,7 +455,7 @@ func (l *Log) writer() {
 				}
 			}
 		case <-l.stop:
-			flush(nil)
+			flush()
 			for {
 				select {
 				case r := <-l.queue:
