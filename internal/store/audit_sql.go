@@ -45,12 +45,18 @@ type AuditLog struct {
 	wins   *sql.Stmt
 }
 
+// The statements an append runs: the log's size, and one entry's insert.
+const (
+	sizeQuery   = `SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries`
+	insertEntry = `INSERT INTO audit_entries (idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation, tree) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
+)
+
 func (a *AuditLog) prepare(ctx context.Context) error {
 	a.prepOnce.Do(func() {
-		if a.sizeStmt, a.prepErr = a.db.PrepareContext(ctx, `SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries`); a.prepErr != nil {
+		if a.sizeStmt, a.prepErr = a.db.PrepareContext(ctx, sizeQuery); a.prepErr != nil {
 			return
 		}
-		a.insStmt, a.prepErr = a.db.PrepareContext(ctx, `INSERT INTO audit_entries (idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation, tree) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`)
+		a.insStmt, a.prepErr = a.db.PrepareContext(ctx, insertEntry)
 	})
 	return a.prepErr
 }
@@ -131,12 +137,12 @@ func (a *AuditLog) writerConn(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	size, err := c.PrepareContext(ctx, `SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries`)
+	size, err := c.PrepareContext(ctx, sizeQuery)
 	if err != nil {
 		c.Close()
 		return err
 	}
-	ins, err := c.PrepareContext(ctx, `INSERT INTO audit_entries (idx, data, hash, time_ms, class_uid, agent, tool, outcome, correlation, tree) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`)
+	ins, err := c.PrepareContext(ctx, insertEntry)
 	if err != nil {
 		size.Close()
 		c.Close()
@@ -386,7 +392,7 @@ func (a *AuditLog) Hashes(ctx context.Context, indexes []int64) ([]tlog.Hash, er
 // Size implements audit.Backend.
 func (a *AuditLog) Size(ctx context.Context) (int64, error) {
 	var n int64
-	if err := a.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_entries`).Scan(&n); err != nil {
+	if err := a.db.QueryRowContext(ctx, sizeQuery).Scan(&n); err != nil {
 		return 0, fmt.Errorf("reading audit log size: %w", err)
 	}
 	return n, nil
