@@ -496,7 +496,7 @@ func checkApprovals(g *Gateway, d *Descriptor) []Finding {
 						risk, orDefault(act.Approval, "approvers"), risk, act.Tool)})
 			case act.Approval != "" && !groups[act.Approval]:
 				fs = append(fs, Finding{Severity: Condition, Agent: a.ID,
-					Message:  fmt.Sprintf("high-risk tool %s is approved by %s, not by the descriptor's approver group %q", act.Tool, strings.Join(sortedKeys(groups), ", "), act.Approval),
+					Message:  fmt.Sprintf("high-risk tool %s is approved by %s, not by the descriptor's approver group %q", act.Tool, strings.Join(sortedMapKeys(groups), ", "), act.Approval),
 					Location: d.Location(k+".approval") + " " + k + ".approval"})
 			default:
 				fs = append(fs, Finding{Severity: Info, Agent: a.ID,
@@ -552,15 +552,6 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
-}
-
-func sortedKeys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // secretName matches names that say they hold a credential; notSecret
