@@ -238,10 +238,10 @@ func (s *Slack) Wants(event string) bool {
 	return slices.Contains(s.Events, event)
 }
 
-// slackEscape escapes the three characters Slack's mrkdwn reserves.
-func slackEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
+// slackEscaper escapes the three characters Slack's mrkdwn reserves.
+var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+func slackEscape(s string) string { return slackEscaper.Replace(s) }
 
 var slackTitles = map[string]string{
 	EventRequested:  "Approval required",
