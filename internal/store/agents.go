@@ -234,7 +234,7 @@ func (s *Agents) change(ctx context.Context, id, action string, ci identity.Chan
 	if ci.By == "" {
 		return nil, &identity.ValidationError{Err: errors.New("a registry change must name who makes it")}
 	}
-	before, err := s.readAgent(ctx, s.db, id)
+	before, err := readAgent(ctx, s.db, id)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +272,7 @@ func cloneAgent(a *identity.Agent) *identity.Agent {
 }
 
 // readAgent reads one agent (nil when absent).
-func (s *Agents) readAgent(ctx context.Context, q interface {
+func readAgent(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, id string) (*identity.Agent, error) {
 	var doc string
@@ -301,7 +301,7 @@ func (s *Agents) applyChange(ctx context.Context, id string, before, after *iden
 	if err := tx.QueryRowContext(ctx, `UPDATE agent_registry_version SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v); err != nil {
 		return nil, fmt.Errorf("changing agent %s: %w", id, err)
 	}
-	cur, err := s.readAgent(ctx, tx, id)
+	cur, err := readAgent(ctx, tx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -442,7 +442,7 @@ func ReadAgent(ctx context.Context, db *DB, id string) (*identity.Agent, error) 
 	if !ok {
 		return nil, ErrNoRegistry
 	}
-	a, err := (&Agents{db: db}).readAgent(ctx, db, id)
+	a, err := readAgent(ctx, db, id)
 	if err != nil {
 		return nil, err
 	}
