@@ -94,10 +94,11 @@ func runPolicyReplay(ctx context.Context, args []string, stdout, stderr io.Write
 		agents[a.ID] = a
 	}
 	var replayed, skipped, noArgs, undecidable int
+	cutoff := time.Now().Add(-*since)
 	records := func(yield func(policy.Request, policy.Decision) bool) {
 		from := int64(0)
 		for {
-			recs, err := audit.Search(ctx, backend, audit.Filter{Class: audit.ClassAPIActivity, Since: time.Now().Add(-*since), From: from, Limit: 1000})
+			recs, err := audit.Search(ctx, backend, audit.Filter{Class: audit.ClassAPIActivity, Since: cutoff, From: from, Limit: 1000})
 			if err != nil {
 				fmt.Fprintf(stderr, "gatehouse: reading the audit log: %v\n", err)
 				return
