@@ -181,10 +181,7 @@ func (v *EntraVerifier) Verify(ctx context.Context, token string) (*Identity, er
 		id.Attributes["entra_agent_id"] = "true"
 	}
 	if user {
-		if id.Groups, err = c.groups(); err != nil {
-			return nil, err
-		}
-		if id.Tags, err = c.tags(v.cfg.UserTags); err != nil {
+		if err := c.userFacts(id, v.cfg.UserTags); err != nil {
 			return nil, err
 		}
 	}

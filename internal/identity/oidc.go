@@ -73,10 +73,7 @@ func (v *OIDCVerifier) Verify(ctx context.Context, token string) (*Identity, err
 		id.Act = parseAct(act)
 	}
 	if id.User {
-		if id.Groups, err = c.groups(); err != nil {
-			return nil, err
-		}
-		if id.Tags, err = c.tags(v.cfg.UserTags); err != nil {
+		if err := c.userFacts(id, v.cfg.UserTags); err != nil {
 			return nil, err
 		}
 	}

@@ -243,6 +243,16 @@ func (c *rawClaims) tags(names map[string]string) (map[string][]string, error) {
 	return out, nil
 }
 
+// userFacts sets the groups and user tags (tag name → claim name) of id,
+// a user's identity, from its token's claims.
+func (c *rawClaims) userFacts(id *Identity, tags map[string]string) (err error) {
+	if id.Groups, err = c.groups(); err != nil {
+		return err
+	}
+	id.Tags, err = c.tags(tags)
+	return err
+}
+
 // peekClaims decodes a compact JWT's payload without verifying it, for
 // routing only. It returns nil for anything that is not a JWS compact
 // serialisation of a JSON object.
