@@ -623,11 +623,7 @@ func (m *Manager) Decide(ctx context.Context, id string, who Approver, d Decisio
 		r := Review{Approver: who, Vote: d.Vote, Comment: d.Comment, Justification: d.Justification, Time: now}
 		switch d.Vote {
 		case Deny:
-			in := false
-			for _, q := range a.Requirements {
-				in = in || who.inGroup(q.Group)
-			}
-			if !in {
+			if !slices.ContainsFunc(a.Requirements, func(q Requirement) bool { return who.inGroup(q.Group) }) {
 				return nil, refuse(ErrNotEligible)
 			}
 			a.Reviews = append(a.Reviews, r)
