@@ -456,11 +456,14 @@ func ReadAgent(ctx context.Context, db *DB, id string) (*identity.Agent, error) 
 // jtis and single-use task-token jtis. (It lives here with the rest of the
 // identity layer's storage.)
 type Replay struct {
-	db    *DB
-	now   func() time.Time
-	uses  atomic.Int64
-	sweep int64
+	db   *DB
+	now  func() time.Time
+	uses atomic.Int64
 }
+
+// sweepEvery is how many writes a Replay or Flow makes between deletions
+// of its expired rows.
+const sweepEvery = 1024
 
 var replayMigrations = []string{`
 CREATE TABLE IF NOT EXISTS replay_ids (
@@ -476,7 +479,7 @@ func NewReplay(ctx context.Context, db *DB, now func() time.Time) (*Replay, erro
 	if now == nil {
 		now = time.Now
 	}
-	return &Replay{db: db, now: now, sweep: 1024}, nil
+	return &Replay{db: db, now: now}, nil
 }
 
 // Use implements identity.ReplayCache: one statement inserts the id, or
@@ -495,7 +498,7 @@ func (r *Replay) Use(ctx context.Context, id string, until time.Time) error {
 	if n == 0 {
 		return identity.ErrReplay
 	}
-	if r.uses.Add(1)%r.sweep == 0 {
+	if r.uses.Add(1)%sweepEvery == 0 {
 		_, _ = r.db.ExecContext(ctx, `DELETE FROM replay_ids WHERE until_ns < $1`, now)
 	}
 	return nil

@@ -31,7 +31,6 @@ type Flow struct {
 	// it again cost as much as running it.
 	labels *sql.Stmt
 	raises atomic.Int64
-	sweep  int64
 
 	mu     sync.Mutex
 	raised map[flowLabel]int64 // until_ns made durable by this Flow
@@ -66,7 +65,7 @@ func NewFlow(ctx context.Context, db *DB, now func() time.Time) (*Flow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("preparing the information-flow label read: %w", err)
 	}
-	return &Flow{db: db, now: now, labels: labels, sweep: 1024, raised: map[flowLabel]int64{}}, nil
+	return &Flow{db: db, now: now, labels: labels, raised: map[flowLabel]int64{}}, nil
 }
 
 // Labels implements pipeline.FlowStore.
@@ -125,7 +124,7 @@ func (f *Flow) Raise(ctx context.Context, key string, labels []verdict.Label, un
 		return fmt.Errorf("raising information-flow labels: %w", err)
 	}
 	f.remember(key, labels, u)
-	if f.raises.Add(1)%f.sweep == 0 {
+	if f.raises.Add(1)%sweepEvery == 0 {
 		_, _ = f.db.ExecContext(ctx, `DELETE FROM flow_labels WHERE until_ns <= $1`, f.now().UnixNano())
 	}
 	return nil
