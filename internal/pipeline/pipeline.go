@@ -362,6 +362,14 @@ func New(cfg Config) (*Pipeline, error) {
 	return &Pipeline{cfg: cfg}, nil
 }
 
+// callStage times stage when r is a call (other phases are not timed).
+func (p *Pipeline) callStage(ctx context.Context, r *Request, stage string) (context.Context, func(error)) {
+	if r.Phase != PhaseCall {
+		return nopTracer{}.StartStage(ctx, stage)
+	}
+	return p.cfg.Tracer.StartStage(ctx, stage)
+}
+
 // nopTracer times nothing (Config.Tracer nil).
 type nopTracer struct{}
 
@@ -438,10 +446,7 @@ func (p *Pipeline) decide(ctx context.Context, r *Request) verdict.Verdict {
 		return verdict.Deny(verdict.Core, "flow.unavailable", "the task's information-flow labels are unavailable; the request was refused")
 	}
 	for _, s := range p.cfg.Stages {
-		sctx, end := ctx, func(error) {}
-		if r.Phase == PhaseCall {
-			sctx, end = p.cfg.Tracer.StartStage(ctx, s.Name())
-		}
+		sctx, end := p.callStage(ctx, r, s.Name())
 		if rs, ok := s.(Resolver); ok {
 			if r.Phase != PhaseCall || v.Outcome != verdict.Challenge {
 				end(nil)
@@ -490,10 +495,7 @@ func (p *Pipeline) readFlow(ctx context.Context, r *Request) error {
 	if key == "" {
 		return nil
 	}
-	end := func(error) {}
-	if r.Phase == PhaseCall {
-		ctx, end = p.cfg.Tracer.StartStage(ctx, "flow")
-	}
+	ctx, end := p.callStage(ctx, r, "flow")
 	ls, err := p.cfg.Flow.Labels(ctx, key)
 	end(err)
 	if err != nil {
