@@ -17,9 +17,12 @@ import (
 // A size left out is the latest signed checkpoint's.
 func (g *Gateway) proofRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/audit/proofs/inclusion", func(w http.ResponseWriter, r *http.Request) {
-		index, ok1 := sizeParam(w, r, "index", true)
-		size, ok2 := sizeParam(w, r, "size", false)
-		if !ok1 || !ok2 {
+		index, ok := sizeParam(w, r, "index", true)
+		if !ok {
+			return
+		}
+		size, ok := sizeParam(w, r, "size", false)
+		if !ok {
 			return
 		}
 		b := g.recorder.backend
@@ -27,9 +30,12 @@ func (g *Gateway) proofRoutes(mux *http.ServeMux) {
 		g.writeProof(w, p, err)
 	})
 	mux.HandleFunc("GET /v1/audit/proofs/consistency", func(w http.ResponseWriter, r *http.Request) {
-		oldSize, ok1 := sizeParam(w, r, "old", true)
-		newSize, ok2 := sizeParam(w, r, "new", false)
-		if !ok1 || !ok2 {
+		oldSize, ok := sizeParam(w, r, "old", true)
+		if !ok {
+			return
+		}
+		newSize, ok := sizeParam(w, r, "new", false)
+		if !ok {
 			return
 		}
 		b := g.recorder.backend
