@@ -40,7 +40,7 @@ type Finding struct {
 	// Detector is a built-in Detector name or "remote:<name>".
 	Detector string `json:"detector"`
 	// Kind is a stable identifier of what was found: "prompt_injection",
-	// "instruction_override", "prompt_leak", "role_play", "role_marker",
+	// "instruction_override", "prompt_leak", "unrestricted_ai", "role_play", "role_marker",
 	// "encoded_payload", "tag_characters", "bidi_control",
 	// "invisible_characters", "confusables", "secret", "pii",
 	// "canary_leak", "exfil_image", "exfil_link", "detector_error".
@@ -441,7 +441,7 @@ func (s *screening) span(start, end int) (int, int) {
 // risk that the surface thresholds act on.
 var injectionKinds = map[string]bool{
 	"prompt_injection": true, "instruction_override": true, "prompt_leak": true,
-	"role_marker": true, "encoded_payload": true, "tag_characters": true,
+	"role_marker": true, "unrestricted_ai": true, "encoded_payload": true, "tag_characters": true,
 	"role_play": true, "bidi_control": true, "invisible_characters": true, "confusables": true,
 }
 

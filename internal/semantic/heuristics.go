@@ -35,7 +35,7 @@ const heuristicWindow = 160
 
 var heuristicList = []*heuristic{
 	{kind: "instruction_override", score: 0.9,
-		triggers: []string{"ignore", "disregard", "forget", "override", "bypass", "skip", "neglect", "abandon", "overlook", "do not follow", "do not obey", "do not listen to", "don't follow", "don't obey", "don't listen to", "pay no attention to", "stop following", "set aside"},
+		triggers: []string{"ignore", "ignoring", "disregard", "disregarding", "forget", "forgetting", "forgot", "forgotten", "override", "bypass", "skip", "neglect", "abandon", "overlook", "do not follow", "do not obey", "do not listen to", "don't follow", "don't obey", "don't listen to", "pay no attention to", "stop following", "set aside"},
 		pattern:  `[^.!?\n]*?\b(?:previous|previously|prior|above|earlier|preceding|foregoing|former|initial|original|all|any|every|your|system|developer'?s?)\b[^.!?\n]*?\b(?:instructions?|prompts?|rules|directives?|guidelines|guidance|orders|commands|context|constraints|restrictions|programming|policies|content polic(?:y|ies))\b`},
 	{kind: "instruction_override", score: 0.9,
 		triggers: []string{"ignore", "disregard", "forget", "pay no attention to"},
@@ -61,6 +61,9 @@ var heuristicList = []*heuristic{
 	{kind: "role_marker", score: 0.9, lineStart: true,
 		triggers: []string{"system", "admin", "administrator"},
 		pattern:  `\s*(?:override|notice|message|prompt|instructions?)?\s*:\s`},
+	{kind: "unrestricted_ai", score: 0.9,
+		triggers: []string{"ai", "ai model", "assistant", "chatbot", "language model", "llm", "version of yourself", "version of you"},
+		pattern:  `(?: that| which| who)?(?: has| had| have| is| was| were)? (?:without|with no|with zero|free (?:of|from)|freed from|unbound by|not bound by|no longer bound by|unconstrained by|lacking) (?:any |all |its |your )?(?:ethics|ethical|morals?|moral|restrictions|limits|limitations|filters|guidelines|rules|censorship|safeguards|boundaries|content polic(?:y|ies))\b`},
 	{kind: "role_play", score: 0.5,
 		triggers: []string{"you are now", "from now on", "pretend to be", "pretend you are", "pretend that you", "act as", "roleplay as", "role-play as", "stay in character", "developer mode", "dan mode", "do anything now", "jailbreak", "no ethical", "no moral", "without restrictions", "without any restrictions", "without filters", "without censorship"},
 		pattern:  ``},
