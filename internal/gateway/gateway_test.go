@@ -180,6 +180,9 @@ func (h *harness) events(f audit.Filter, min int) []map[string]any {
 	h.t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for {
+		// Records are durable in the audit journal first; this handle reads
+		// the SQLite file (best effort: during a store outage it fails).
+		_ = gateway.SettleAudit(context.Background(), h.g)
 		db, err := store.Open(context.Background(), filepath.Join(h.dataDir, "gatehouse.db"))
 		if err != nil {
 			h.t.Fatal(err)

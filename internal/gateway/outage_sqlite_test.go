@@ -64,6 +64,11 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	if _, err := db.Exec(`CREATE TRIGGER audit_outage BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`); err != nil {
 		t.Fatal(err)
 	}
+	// A call whose intent the audit journal took before SQLite's refusal
+	// was noticed is durable (it is in the journal) and goes through; from
+	// then on side-effecting calls are refused.
+	journaled := awaitOutage(t, func() error { return send(20) })
+	before -= 20 * float64(journaled)
 	if err := send(20); err == nil || !strings.Contains(err.Error(), "audit log is unavailable") {
 		t.Errorf("side-effecting call during the outage: %v", err)
 	}
@@ -113,6 +118,17 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	if evs := h.events(audit.Filter{Agent: "assistant", Tool: "get_balance"}, 1); len(evs) == 0 {
 		t.Error("the records of the read made during the outage were lost")
 	}
+	// The journaled calls' intents reached SQLite once it was back: the
+	// 10 before, the journaled 20s and the 30 after.
+	sends := 0
+	for _, ev := range h.events(audit.Filter{Agent: "assistant", Tool: "send_money"}, 2+journaled) {
+		if api, _ := ev["api"].(map[string]any); api != nil {
+			sends++
+		}
+	}
+	if sends < 2+journaled {
+		t.Errorf("%d send_money records after the outage, want at least %d", sends, 2+journaled)
+	}
 
 	// The log resumed consistently: it verifies against a new checkpoint.
 	if code := adminDo(t, h, "POST", "/v1/audit/checkpoint", nil, nil); code != http.StatusOK {
@@ -136,6 +152,28 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	}
 }
 
+// awaitOutage makes side-effecting calls with send until one is refused
+// because the audit log is unavailable, and returns how many went through
+// before: the audit journal takes records until its applier finds that
+// SQLite refuses them (within its apply delay).
+func awaitOutage(t *testing.T, send func() error) int {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n := 0; ; n++ {
+		err := send()
+		if err != nil {
+			if !strings.Contains(err.Error(), "audit log is unavailable") {
+				t.Fatalf("side-effecting call during the outage: %v", err)
+			}
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d side-effecting calls went through during the outage", n+1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestAuditSpillAtShutdown: records still waiting for an unavailable
 // store when the gateway stops are kept in <data_dir>/audit-spill, and the
 // next start appends them, so the records of answered calls survive; the
@@ -152,6 +190,16 @@ func TestAuditSpillAtShutdown(t *testing.T) {
 	if _, err := db.Exec(`CREATE TRIGGER audit_outage BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`); err != nil {
 		t.Fatal(err)
 	}
+	// Calls the journal took before the outage was noticed are durable
+	// there; once it is noticed, records wait in the log's queue.
+	awaitOutage(t, func() error {
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__send_money", Arguments: map[string]any{
+			"from_account": "acc-checking", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": 1}})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("tool error: %v", res.Content)
+		}
+		return err
+	})
 	// A read is answered during the outage; its records wait in the queue.
 	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__get_balance", Arguments: map[string]any{"account": "acc-savings"}})
 	if err != nil || res.IsError {

@@ -68,6 +68,11 @@ func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
 	if err != nil {
 		return nil, err
 	}
+	// On SQLite, a batch is durable once written to the audit journal and
+	// reaches SQLite in the background (store.AuditLog.UseJournal).
+	if err := backend.UseJournal(ctx, g.log); err != nil {
+		return nil, err
+	}
 	cfg := audit.Config{Backend: backend, Signer: signer, Logger: g.log, Now: g.now, Privacy: mode, Salt: salt,
 		CheckpointInterval: ac.CheckpointInterval.Std(), Registerer: g.registerer}
 	if ac.CheckpointDir != "" {

@@ -43,6 +43,10 @@ type AuditLog struct {
 	wconn  *sql.Conn
 	wsize  *sql.Stmt
 	wins   *sql.Stmt
+
+	// j, when set (UseJournal), makes appends durable in a journal file
+	// and applies them to SQLite in the background.
+	j *auditJournal
 }
 
 // The statements an append runs: the log's size, and one entry's insert.
@@ -116,6 +120,9 @@ func OpenAuditLog(ctx context.Context, db *DB) (*AuditLog, error) {
 	a := &AuditLog{db: db}
 	if db.Dialect == SQLite {
 		db.onClose(func() {
+			if a.j != nil {
+				a.j.close() // commits what the journal holds first
+			}
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			a.closed = true
@@ -173,6 +180,9 @@ const auditChunk = 500
 func (a *AuditLog) Append(ctx context.Context, b audit.Batch) error {
 	if len(b.Entries) == 0 {
 		return nil
+	}
+	if a.j != nil {
+		return a.j.append(ctx, b)
 	}
 	if a.db.Dialect == SQLite {
 		return a.appendSQLite(ctx, b)
@@ -285,10 +295,18 @@ func insertEntries(ctx context.Context, ins *sql.Stmt, b audit.Batch) error {
 // growing, and syncing a commit no longer has to journal a larger file
 // size. The background checkpointer (DB.checkpoint) alone rarely finishes
 // while commits keep arriving. On PostgreSQL it does nothing.
+//
+// With a journal, the journal's applier checkpoints after its own commits
+// instead, and Tidy does nothing: the log's writer never waits for SQLite.
 func (a *AuditLog) Tidy(ctx context.Context) error {
-	if a.db.Dialect != SQLite {
+	if a.db.Dialect != SQLite || a.j != nil {
 		return nil
 	}
+	return a.checkpointWAL(ctx)
+}
+
+// checkpointWAL runs a PASSIVE checkpoint on the writer's connection.
+func (a *AuditLog) checkpointWAL(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.writerConn(ctx); err != nil {
@@ -320,6 +338,9 @@ func scanEntries(rows *sql.Rows) ([]audit.Entry, error) {
 
 // Entries implements audit.Backend.
 func (a *AuditLog) Entries(ctx context.Context, from, to int64) ([]audit.Entry, error) {
+	if err := a.settle(ctx); err != nil {
+		return nil, fmt.Errorf("reading audit entries: %w", err)
+	}
 	rows, err := a.db.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx`, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("reading audit entries: %w", err)
@@ -334,6 +355,9 @@ func (a *AuditLog) Entries(ctx context.Context, from, to int64) ([]audit.Entry, 
 // Hashes implements audit.Backend. The node at stored index x was added by
 // the record that completed it: n = (k+1)·2^level − 1 for x = (level, k).
 func (a *AuditLog) Hashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
+	if err := a.settle(ctx); err != nil {
+		return nil, fmt.Errorf("reading audit hashes: %w", err)
+	}
 	owner := make([]int64, len(indexes))
 	need := map[int64]bool{}
 	for i, x := range indexes {
@@ -391,6 +415,11 @@ func (a *AuditLog) Hashes(ctx context.Context, indexes []int64) ([]tlog.Hash, er
 
 // Size implements audit.Backend.
 func (a *AuditLog) Size(ctx context.Context) (int64, error) {
+	if a.j != nil {
+		a.j.mu.Lock()
+		defer a.j.mu.Unlock()
+		return a.j.size, nil
+	}
 	var n int64
 	if err := a.db.QueryRowContext(ctx, sizeQuery).Scan(&n); err != nil {
 		return 0, fmt.Errorf("reading audit log size: %w", err)
@@ -399,7 +428,12 @@ func (a *AuditLog) Size(ctx context.Context) (int64, error) {
 }
 
 // PutCheckpoint implements audit.CheckpointStore.
+// With a journal it first waits until SQLite holds the records c covers,
+// so that a reader of the file never finds a checkpoint beyond its log.
 func (a *AuditLog) PutCheckpoint(ctx context.Context, c audit.Checkpoint) error {
+	if err := a.settle(ctx); err != nil {
+		return fmt.Errorf("storing checkpoint: %w", err)
+	}
 	_, err := a.db.ExecContext(ctx, `INSERT INTO audit_checkpoints (size, root, note, time_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING`,
 		c.Size, c.Root[:], c.Note, c.Time.UnixMilli())
 	if err != nil {
@@ -439,6 +473,9 @@ func (a *AuditLog) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) 
 
 // Search implements audit.Searcher.
 func (a *AuditLog) Search(ctx context.Context, f audit.Filter) ([]audit.Entry, error) {
+	if err := a.settle(ctx); err != nil {
+		return nil, fmt.Errorf("searching audit log: %w", err)
+	}
 	var where []string
 	var args []any
 	add := func(cond string, v any) {
@@ -482,6 +519,19 @@ func (a *AuditLog) Search(ctx context.Context, f audit.Filter) ([]audit.Entry, e
 		return nil, fmt.Errorf("searching audit log: %w", err)
 	}
 	return es, nil
+}
+
+// Settle waits, with a journal, until SQLite holds every durable record,
+// so that another connection or process reading the file sees them too.
+// Without a journal it returns at once.
+func (a *AuditLog) Settle(ctx context.Context) error { return a.settle(ctx) }
+
+// settle waits, with a journal, until SQLite holds every durable record.
+func (a *AuditLog) settle(ctx context.Context) error {
+	if a.j == nil {
+		return nil
+	}
+	return a.j.sync(ctx)
 }
 
 // Cursor implements audit.CursorStore.

@@ -1,0 +1,308 @@
+package store_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/audit"
+	"github.com/gatehouse/gatehouse/internal/audit/audittest"
+	"github.com/gatehouse/gatehouse/internal/store"
+	"github.com/gatehouse/gatehouse/internal/verdict"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// openJournaled opens (or reopens) the SQLite store at path with the audit
+// journal on.
+func openJournaled(t *testing.T, path string) (*store.DB, *store.AuditLog) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := store.OpenAuditLog(ctx, db)
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	if err := a.UseJournal(ctx, nil); err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db, a
+}
+
+func TestAuditJournalContract(t *testing.T) {
+	audittest.Run(t, func(t *testing.T) audittest.Store {
+		db, a := openJournaled(t, filepath.Join(t.TempDir(), "gatehouse.db"))
+		t.Cleanup(func() { db.Close() })
+		return a
+	})
+}
+
+// appendEvents appends n intent events through a Log on a.
+func appendEvents(t *testing.T, l *audit.Log, n int, tag string) {
+	t.Helper()
+	for i := range n {
+		e := audittest.Event("agent-"+tag, "tool", fmt.Sprintf("%s-%d", tag, i), verdict.Allow)
+		if _, err := l.Append(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func openLog(t *testing.T, b audit.Backend, signer note.Signer) *audit.Log {
+	t.Helper()
+	l, err := audit.Open(context.Background(), audit.Config{Backend: b, Signer: signer, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestAuditJournalReplay: records that reached the journal but not SQLite
+// (the process died in between) are in SQLite after the next open, and the
+// log verifies.
+func TestAuditJournalReplay(t *testing.T) {
+	ctx := context.Background()
+	signer, verifier, _ := audittest.Keys(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gatehouse.db")
+	db, a := openJournaled(t, path)
+	l := openLog(t, a, signer)
+	appendEvents(t, l, 5, "a")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	// Keep a copy of SQLite as it is now (5 records), append 7 more, and
+	// put the old SQLite files back: the journal alone holds records 5–11,
+	// as after a crash before the applier committed them.
+	saved := copyFiles(t, dir, "gatehouse.db", "gatehouse.db-wal")
+	db, a = openJournaled(t, path)
+	l = openLog(t, a, signer)
+	appendEvents(t, l, 7, "b")
+	l.Close()
+	db.Close()
+	restoreFiles(t, dir, saved)
+
+	db, a = openJournaled(t, path)
+	defer db.Close()
+	if n, err := a.Size(ctx); err != nil || n != 12 {
+		t.Fatalf("Size after replay = %d, %v; want 12", n, err)
+	}
+	es, err := a.Search(ctx, audit.Filter{Agent: "agent-b"})
+	if err != nil || len(es) != 7 {
+		t.Fatalf("replayed records: %d, %v; want 7", len(es), err)
+	}
+	l = openLog(t, a, signer)
+	appendEvents(t, l, 2, "c")
+	if err := l.Close(); err != nil { // issues a checkpoint at 14
+		t.Fatal(err)
+	}
+	if n, _ := a.Size(ctx); n != 14 {
+		t.Fatalf("Size after more appends = %d; want 14", n)
+	}
+	verify(t, a, verifier)
+}
+
+// TestAuditJournalTornTail: a record cut short or corrupted by a crash
+// ends the journal; the intact records before it are replayed.
+func TestAuditJournalTornTail(t *testing.T) {
+	for _, damage := range []string{"truncate", "flip"} {
+		t.Run(damage, func(t *testing.T) {
+			ctx := context.Background()
+			signer, _, _ := audittest.Keys(t)
+			dir := t.TempDir()
+			path := filepath.Join(dir, "gatehouse.db")
+			db, a := openJournaled(t, path)
+			l := openLog(t, a, signer)
+			l.Close()
+			db.Close()
+			saved := copyFiles(t, dir, "gatehouse.db", "gatehouse.db-wal")
+
+			db, a = openJournaled(t, path)
+			l = openLog(t, a, signer)
+			appendEvents(t, l, 3, "a") // three records of one batch each
+			l.Close()
+			db.Close()
+			restoreFiles(t, dir, saved)
+
+			// Damage the third record.
+			jpath := path + "-audit-journal"
+			j, err := os.ReadFile(jpath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			third := nthRecord(t, j, 2)
+			switch damage {
+			case "truncate": // the write stopped half-way: zeros follow
+				clear(j[third+20:])
+			case "flip":
+				j[third+30] ^= 0x40
+			}
+			if err := os.WriteFile(jpath, j, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db, a = openJournaled(t, path)
+			defer db.Close()
+			if n, err := a.Size(ctx); err != nil || n != 2 {
+				t.Fatalf("Size = %d, %v; want the 2 intact records", n, err)
+			}
+		})
+	}
+}
+
+// TestAuditJournalGap: a journal that starts beyond what SQLite holds (the
+// database was replaced by an older copy) refuses to open.
+func TestAuditJournalGap(t *testing.T) {
+	signer, _, _ := audittest.Keys(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gatehouse.db")
+	db, a := openJournaled(t, path)
+	l := openLog(t, a, signer)
+	l.Close()
+	db.Close()
+	empty := copyFiles(t, dir, "gatehouse.db", "gatehouse.db-wal")
+
+	db, a = openJournaled(t, path)
+	l = openLog(t, a, signer)
+	appendEvents(t, l, 3, "a")
+	l.Close()
+	db.Close()
+	// All three are in SQLite, so the next record starts the journal again
+	// at its front, with index 3.
+	db, a = openJournaled(t, path)
+	l = openLog(t, a, signer)
+	appendEvents(t, l, 1, "b")
+	l.Close()
+	db.Close()
+	restoreFiles(t, dir, empty)
+
+	ctx := context.Background()
+	db2, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	a2, err := store.OpenAuditLog(ctx, db2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a2.UseJournal(ctx, nil)
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("UseJournal = %v; want an error about missing records", err)
+	}
+}
+
+// TestAuditJournalWraps: the journal is reused from its start once SQLite
+// holds everything, so it never grows; records stay readable throughout.
+func TestAuditJournalWraps(t *testing.T) {
+	ctx := context.Background()
+	signer, verifier, _ := audittest.Keys(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gatehouse.db")
+	db, a := openJournaled(t, path)
+	defer db.Close()
+	l := openLog(t, a, signer)
+	for round := range 3 {
+		appendEvents(t, l, 50, fmt.Sprint(round))
+		// A read waits for the applier; the next append then starts the
+		// journal again at offset 0.
+		es, err := a.Search(ctx, audit.Filter{Agent: fmt.Sprint("agent-", round)})
+		if err != nil || len(es) != 50 {
+			t.Fatalf("round %d: %d records, %v", round, len(es), err)
+		}
+	}
+	// The journal's chain holds the last round only, from offset 0.
+	j, err := os.ReadFile(path + "-audit-journal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, n := chain(j); first != 100 || n != 50 {
+		t.Fatalf("journal chain: %d records from %d; want 50 from 100", n, first)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	verify(t, a, verifier)
+}
+
+// chain returns the first index and the number of records of the
+// journal's chain from offset 0 (one entry per record).
+func chain(j []byte) (first int64, n int) {
+	off, next := 0, int64(-1)
+	for off+12 <= len(j) && string(j[off:off+4]) == "GHJ1" {
+		size := int(binary.LittleEndian.Uint32(j[off+4:]))
+		idx, _ := binary.Uvarint(j[off+12:])
+		if next >= 0 && int64(idx) != next {
+			break
+		}
+		if next < 0 {
+			first = int64(idx)
+		}
+		next = int64(idx) + 1
+		n++
+		off += 12 + size
+	}
+	return first, n
+}
+
+func verify(t *testing.T, a *store.AuditLog, v note.Verifier) {
+	t.Helper()
+	rep, err := audit.VerifyBackend(context.Background(), a, a, audit.VerifyOptions{Verifier: v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || len(rep.Verified) == 0 || rep.Unsigned != 0 {
+		t.Fatalf("verify: %+v", rep)
+	}
+}
+
+// nthRecord returns the offset of the journal's record i.
+func nthRecord(t *testing.T, j []byte, i int) int {
+	t.Helper()
+	off := 0
+	for range i {
+		if string(j[off:off+4]) != "GHJ1" {
+			t.Fatalf("no record at %d", off)
+		}
+		n := int(binary.LittleEndian.Uint32(j[off+4:]))
+		off += 12 + n
+	}
+	return off
+}
+
+func copyFiles(t *testing.T, dir string, names ...string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[n] = b
+	}
+	return out
+}
+
+func restoreFiles(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	for _, n := range []string{"gatehouse.db", "gatehouse.db-wal", "gatehouse.db-shm"} {
+		os.Remove(filepath.Join(dir, n))
+	}
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
