@@ -8,6 +8,9 @@
 #   bench/run.sh --layers all       # every layer on (default: --layers core)
 #   bench/run.sh --also execution   # a second gateway (target gateway-execution)
 #                                   # with those layers, interleaved with the first
+#   bench/run.sh --also core --also-bin /tmp/gatehouse-old
+#                                   # the second gateway runs another build (A/B
+#                                   # of two commits in one run: target gateway-core)
 #
 # It builds the gateway, the bare reverse proxy and the load generator from
 # this tree, builds (or reuses) the go-sdk everything-server, and starts four
@@ -53,6 +56,7 @@ mode=measure
 profile_s=0
 layers=core
 also=""
+also_bin=""
 extra=()
 while (($#)); do
 	case "$1" in
@@ -71,6 +75,15 @@ while (($#)); do
 			;;
 		esac
 		if [[ $1 == --layers ]]; then layers="$2"; else also="$2"; fi
+		shift
+		;;
+	--also-bin)
+		also_bin="${2:?--also-bin needs a gatehouse binary}"
+		[[ -x $also_bin ]] || {
+			echo "run.sh: --also-bin $also_bin is not an executable" >&2
+			exit 2
+		}
+		also_bin="$(cd "$(dirname "$also_bin")" && pwd)/$(basename "$also_bin")"
 		shift
 		;;
 	--)
@@ -230,7 +243,7 @@ pids+=("$gw_pid")
 gh_wait_http "http://127.0.0.1:$gw_port/healthz" 30 "$gw_pid"
 if [[ -n $also ]]; then
 	write_config "$also" "$work/also" "$gw2_port" "$admin2_port"
-	"$work/gatehouse" serve --config "$work/also/gatehouse.yaml" >"$work/also/gateway.log" 2>&1 &
+	"${also_bin:-$work/gatehouse}" serve --config "$work/also/gatehouse.yaml" >"$work/also/gateway.log" 2>&1 &
 	gw2_pid=$!
 	pids+=("$gw2_pid")
 	gh_wait_http "http://127.0.0.1:$gw2_port/healthz" 30 "$gw2_pid"
@@ -255,6 +268,7 @@ layer_desc() {
 }
 notes="commit $commit; upstream everything-server $GH_GOSDK_VERSION session mode; gateway layers $layers: $(layer_desc "$layers")"
 if [[ -n $also ]]; then notes+="; gateway-$also layers: $(layer_desc "$also")"; fi
+if [[ -n $also_bin ]]; then notes+="; gateway-$also runs the build $also_bin"; fi
 
 direct="name=direct,url=http://127.0.0.1:$up_port/mcp"
 gateway="name=gateway,url=http://127.0.0.1:$gw_port/mcp,pid=$gw_pid,token-file=$work/token"

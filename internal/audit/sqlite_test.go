@@ -35,12 +35,22 @@ var millionSize = flag.Int64("audit.size", 1_000_000, "entries in TestVerifyMill
 
 func openSQLite(t testing.TB, path string) (*store.DB, *store.AuditLog) {
 	t.Helper()
+	return openSQLiteJournal(t, path, false)
+}
+
+// openSQLiteJournal opens the store, with the audit journal on if journal
+// is set (which replays what the journal holds and SQLite lacks).
+func openSQLiteJournal(t testing.TB, path string, journal bool) (*store.DB, *store.AuditLog) {
+	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, err := store.OpenAuditLog(ctx, db)
+	if err == nil && journal {
+		err = a.UseJournal(ctx, nil)
+	}
 	if err != nil {
 		db.Close()
 		t.Fatal(err)
@@ -63,7 +73,7 @@ func TestCrashHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, a := openSQLite(t, path)
+	_, a := openSQLiteJournal(t, path, os.Getenv(helperEnv+"_JOURNAL") == "1")
 	l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -95,11 +105,18 @@ func TestCrashHelper(t *testing.T) {
 
 // TestCrashKill9 kills a process appending under load with SIGKILL, three
 // times, and checks after each that every acknowledged record is present
-// and the log verifies.
+// and the log verifies: with appends committed to SQLite, and with the
+// audit journal (records acknowledged from the journal, replayed into
+// SQLite at the next open).
 func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
+	t.Run("direct", func(t *testing.T) { crashKill9(t, false) })
+	t.Run("journal", func(t *testing.T) { crashKill9(t, true) })
+}
+
+func crashKill9(t *testing.T, journal bool) {
 	ctx := context.Background()
 	skey, vkey, err := note.GenerateKey(rand.Reader, "gatehouse.test/audit")
 	if err != nil {
@@ -111,6 +128,9 @@ func TestCrashKill9(t *testing.T) {
 	for round := range 3 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
 		cmd.Env = append(os.Environ(), helperEnv+"="+path, helperEnv+"_KEY="+skey, helperEnv+"_ROUND="+strconv.Itoa(round))
+		if journal {
+			cmd.Env = append(cmd.Env, helperEnv+"_JOURNAL=1")
+		}
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -148,7 +168,7 @@ func TestCrashKill9(t *testing.T) {
 		}
 		t.Logf("round %d: %d records acknowledged before SIGKILL", round, n)
 
-		db, a := openSQLite(t, path)
+		db, a := openSQLiteJournal(t, path, journal)
 		size, err := a.Size(ctx)
 		if err != nil {
 			t.Fatal(err)
