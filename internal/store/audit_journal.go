@@ -47,8 +47,8 @@ import (
 // Readers (Entries, Hashes, Search, …) first wait until SQLite holds every
 // journaled batch, asking the applier to commit at once, so they see the
 // same log as with direct appends. Other processes that read the SQLite
-// file (the CLI) may see it up to journalApplyDelay behind a running
-// gateway; checkpoints are stored only once SQLite holds what they cover.
+// file (the CLI) may see it up to journalApplyDelay (100 ms) behind a
+// running gateway; checkpoints are stored only once SQLite holds what they cover.
 
 const (
 	journalMagic = "GHJ1"
@@ -58,7 +58,7 @@ const (
 	journalSize = 16 << 20
 	// journalApplyDelay is how long the applier collects batches before
 	// committing them to SQLite, unless a reader or the writer waits.
-	journalApplyDelay = 50 * time.Millisecond
+	journalApplyDelay = 100 * time.Millisecond
 	// journalTidyEvery is how often the applier checkpoints SQLite's WAL.
 	journalTidyEvery = time.Second
 )
@@ -263,9 +263,15 @@ func (j *auditJournal) append(ctx context.Context, b audit.Batch) error {
 	j.off += n
 	j.mu.Lock()
 	j.size = b.Entries[0].Index + int64(len(b.Entries))
+	first := len(j.pending) == 0
 	j.pending = append(j.pending, b)
 	j.mu.Unlock()
-	j.signal()
+	if first {
+		// The applier is idle or applying what it took: this batch
+		// starts its next collection. Later batches join it without
+		// waking the applier.
+		j.signal()
+	}
 	return nil
 }
 
@@ -352,7 +358,7 @@ func (j *auditJournal) applier() {
 			timer.Reset(d)
 			select {
 			case <-timer.C:
-			case <-j.wake:
+			case <-j.wake: // someone waits, or a stale signal
 				timer.Stop()
 			case <-j.stop:
 				timer.Stop()
