@@ -567,18 +567,13 @@ type journalDecoder struct {
 	bad bool
 }
 
-func (d *journalDecoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.p)
-	if n <= 0 {
-		d.bad, d.p = true, nil
-		return 0
-	}
-	d.p = d.p[n:]
-	return v
-}
+func (d *journalDecoder) uvarint() uint64 { return readVarint(d, binary.Uvarint) }
 
-func (d *journalDecoder) varint() int64 {
-	v, n := binary.Varint(d.p)
+func (d *journalDecoder) varint() int64 { return readVarint(d, binary.Varint) }
+
+// readVarint reads one varint with read (binary.Uvarint or binary.Varint).
+func readVarint[T uint64 | int64](d *journalDecoder, read func([]byte) (T, int)) T {
+	v, n := read(d.p)
 	if n <= 0 {
 		d.bad, d.p = true, nil
 		return 0

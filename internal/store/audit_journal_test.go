@@ -56,6 +56,32 @@ func appendEvents(t *testing.T, l *audit.Log, n int, tag string) {
 	}
 }
 
+// session opens the store at path with the journal, appends n events
+// tagged tag through a log, and closes both.
+func session(t *testing.T, path string, signer note.Signer, n int, tag string) {
+	t.Helper()
+	db, a := openJournaled(t, path)
+	l := openLog(t, a, signer)
+	appendEvents(t, l, n, tag)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+}
+
+// lagSQLite runs a session of n appends, keeps a copy of SQLite's files,
+// runs a session of m appends (tagged "b") and puts the copy back: the
+// journal alone holds those m records, as after a crash before the
+// applier committed them.
+func lagSQLite(t *testing.T, path string, signer note.Signer, n, m int) {
+	t.Helper()
+	dir := filepath.Dir(path)
+	session(t, path, signer, n, "a")
+	saved := copyFiles(t, dir, "gatehouse.db", "gatehouse.db-wal")
+	session(t, path, signer, m, "b")
+	restoreFiles(t, dir, saved)
+}
+
 func openLog(t *testing.T, b audit.Backend, signer note.Signer) *audit.Log {
 	t.Helper()
 	l, err := audit.Open(context.Background(), audit.Config{Backend: b, Signer: signer, CheckpointInterval: -1})
@@ -71,28 +97,10 @@ func openLog(t *testing.T, b audit.Backend, signer note.Signer) *audit.Log {
 func TestAuditJournalReplay(t *testing.T) {
 	ctx := context.Background()
 	signer, verifier, _ := audittest.Keys(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "gatehouse.db")
+	path := filepath.Join(t.TempDir(), "gatehouse.db")
+	lagSQLite(t, path, signer, 5, 7) // records 5–11 in the journal only
+
 	db, a := openJournaled(t, path)
-	l := openLog(t, a, signer)
-	appendEvents(t, l, 5, "a")
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	// Keep a copy of SQLite as it is now (5 records), append 7 more, and
-	// put the old SQLite files back: the journal alone holds records 5–11,
-	// as after a crash before the applier committed them.
-	saved := copyFiles(t, dir, "gatehouse.db", "gatehouse.db-wal")
-	db, a = openJournaled(t, path)
-	l = openLog(t, a, signer)
-	appendEvents(t, l, 7, "b")
-	l.Close()
-	db.Close()
-	restoreFiles(t, dir, saved)
-
-	db, a = openJournaled(t, path)
 	defer db.Close()
 	if n, err := a.Size(ctx); err != nil || n != 12 {
 		t.Fatalf("Size after replay = %d, %v; want 12", n, err)
@@ -101,7 +109,7 @@ func TestAuditJournalReplay(t *testing.T) {
 	if err != nil || len(es) != 7 {
 		t.Fatalf("replayed records: %d, %v; want 7", len(es), err)
 	}
-	l = openLog(t, a, signer)
+	l := openLog(t, a, signer)
 	appendEvents(t, l, 2, "c")
 	if err := l.Close(); err != nil { // issues a checkpoint at 14
 		t.Fatal(err)
@@ -119,20 +127,8 @@ func TestAuditJournalTornTail(t *testing.T) {
 		t.Run(damage, func(t *testing.T) {
 			ctx := context.Background()
 			signer, _, _ := audittest.Keys(t)
-			dir := t.TempDir()
-			path := filepath.Join(dir, "gatehouse.db")
-			db, a := openJournaled(t, path)
-			l := openLog(t, a, signer)
-			l.Close()
-			db.Close()
-			saved := copyFiles(t, dir, "gatehouse.db", "gatehouse.db-wal")
-
-			db, a = openJournaled(t, path)
-			l = openLog(t, a, signer)
-			appendEvents(t, l, 3, "a") // three records of one batch each
-			l.Close()
-			db.Close()
-			restoreFiles(t, dir, saved)
+			path := filepath.Join(t.TempDir(), "gatehouse.db")
+			lagSQLite(t, path, signer, 0, 3) // three records of one batch each
 
 			// Damage the third record.
 			jpath := path + "-audit-journal"
@@ -150,7 +146,7 @@ func TestAuditJournalTornTail(t *testing.T) {
 			if err := os.WriteFile(jpath, j, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			db, a = openJournaled(t, path)
+			db, a := openJournaled(t, path)
 			defer db.Close()
 			if n, err := a.Size(ctx); err != nil || n != 2 {
 				t.Fatalf("Size = %d, %v; want the 2 intact records", n, err)
@@ -165,24 +161,12 @@ func TestAuditJournalGap(t *testing.T) {
 	signer, _, _ := audittest.Keys(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gatehouse.db")
-	db, a := openJournaled(t, path)
-	l := openLog(t, a, signer)
-	l.Close()
-	db.Close()
+	session(t, path, signer, 0, "")
 	empty := copyFiles(t, dir, "gatehouse.db", "gatehouse.db-wal")
-
-	db, a = openJournaled(t, path)
-	l = openLog(t, a, signer)
-	appendEvents(t, l, 3, "a")
-	l.Close()
-	db.Close()
+	session(t, path, signer, 3, "a")
 	// All three are in SQLite, so the next record starts the journal again
 	// at its front, with index 3.
-	db, a = openJournaled(t, path)
-	l = openLog(t, a, signer)
-	appendEvents(t, l, 1, "b")
-	l.Close()
-	db.Close()
+	session(t, path, signer, 1, "b")
 	restoreFiles(t, dir, empty)
 
 	ctx := context.Background()
