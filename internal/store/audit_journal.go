@@ -52,16 +52,17 @@ import (
 
 const (
 	journalMagic = "GHJ1"
-	// journalSize is the journal's initial size. A batch that does not fit
-	// behind the records waiting for SQLite waits until they are applied;
-	// one that does not fit at all grows the file.
-	journalSize = 16 << 20
 	// journalApplyDelay is how long the applier collects batches before
 	// committing them to SQLite, unless a reader or the writer waits.
 	journalApplyDelay = 100 * time.Millisecond
 	// journalTidyEvery is how often the applier checkpoints SQLite's WAL.
 	journalTidyEvery = time.Second
 )
+
+// journalSize is the journal's initial size. A batch that does not fit
+// behind the records waiting for SQLite waits until they are applied; one
+// that does not fit at all grows the file. A variable for tests.
+var journalSize int64 = 16 << 20
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 

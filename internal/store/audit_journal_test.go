@@ -186,8 +186,12 @@ func TestAuditJournalGap(t *testing.T) {
 }
 
 // TestAuditJournalWraps: the journal is reused from its start once SQLite
-// holds everything, so it never grows; records stay readable throughout.
+// holds everything, so it never grows; records stay readable and the log
+// verifies. A small journal takes both ways back to the front: at once
+// when SQLite has caught up (after a read), and after a wait for the
+// applier when the file is full.
 func TestAuditJournalWraps(t *testing.T) {
+	store.SetJournalSize(t, 64<<10)
 	ctx := context.Background()
 	signer, verifier, _ := audittest.Keys(t)
 	dir := t.TempDir()
@@ -195,22 +199,26 @@ func TestAuditJournalWraps(t *testing.T) {
 	db, a := openJournaled(t, path)
 	defer db.Close()
 	l := openLog(t, a, signer)
-	for round := range 3 {
+	for round := range 6 {
 		appendEvents(t, l, 50, fmt.Sprint(round))
-		// A read waits for the applier; the next append then starts the
-		// journal again at offset 0.
 		es, err := a.Search(ctx, audit.Filter{Agent: fmt.Sprint("agent-", round)})
 		if err != nil || len(es) != 50 {
 			t.Fatalf("round %d: %d records, %v", round, len(es), err)
 		}
 	}
-	// The journal's chain holds the last round only, from offset 0.
+	st, err := os.Stat(path + "-audit-journal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != 64<<10 {
+		t.Fatalf("the journal is %d bytes, want %d", st.Size(), 64<<10)
+	}
 	j, err := os.ReadFile(path + "-audit-journal")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first, n := chain(j); first != 100 || n != 50 {
-		t.Fatalf("journal chain: %d records from %d; want 50 from 100", n, first)
+	if first, n := chain(j); n == 0 || n >= 300 || first+int64(n) != 300 {
+		t.Fatalf("journal chain: %d records from %d; want the latest records, ending at 300", n, first)
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
