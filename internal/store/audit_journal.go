@@ -55,6 +55,10 @@ const (
 	// journalApplyDelay is how long the applier collects batches before
 	// committing them to SQLite, unless a reader or the writer waits.
 	journalApplyDelay = 100 * time.Millisecond
+	// journalApplyBatch is how many waiting records make the applier
+	// commit without waiting for the rest of journalApplyDelay: under a
+	// heavy load SQLite then keeps close behind the journal.
+	journalApplyBatch = 1024
 	// journalTidyEvery is how often the applier checkpoints SQLite's WAL.
 	journalTidyEvery = time.Second
 )
@@ -76,11 +80,13 @@ type auditJournal struct {
 	off   int64
 	limit int64
 	buf   []byte
+	ends  [2]int64 // per half, the end index of its last record (0: none unapplied)
 
 	mu       sync.Mutex
 	size     int64         // journaled (durable) size
 	applied  int64         // size held by SQLite
 	pending  []audit.Batch // journaled, not yet applied, in order
+	pendingN int           // entries in pending
 	urgent   bool          // someone waits for the applier
 	applyErr error         // the applier's last failure, nil after a success
 	failed   error         // a journal write failed: no further appends
@@ -115,7 +121,11 @@ func (a *AuditLog) UseJournal(ctx context.Context, logger *slog.Logger) error {
 	if err := j.open(); err != nil {
 		return err
 	}
-	if err := j.recover(ctx); err != nil {
+	err := j.recover(ctx)
+	if err == nil {
+		err = j.prepare()
+	}
+	if err != nil {
 		j.f.Close()
 		return err
 	}
@@ -124,8 +134,9 @@ func (a *AuditLog) UseJournal(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
-// open opens the journal file, creating and zero-filling it when missing
-// or short.
+// open opens the journal file (created empty when missing). Its size
+// fixes where its halves start, so it is read at the size it has; prepare
+// extends it after recovery.
 func (j *auditJournal) open() error {
 	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -136,18 +147,20 @@ func (j *auditJournal) open() error {
 		f.Close()
 		return fmt.Errorf("opening audit journal: %w", err)
 	}
-	j.f, j.limit = f, max(st.Size(), journalSize)
-	if st.Size() < journalSize {
-		if err := j.fill(st.Size(), journalSize); err != nil {
-			f.Close()
-			return err
-		}
-		if err := syncDir(filepath.Dir(j.path)); err != nil {
-			f.Close()
-			return err
-		}
-	}
+	j.f, j.limit = f, st.Size()
 	return nil
+}
+
+// prepare extends a new or short journal to journalSize with zeros (after
+// recovery: SQLite then holds every record, so the halves may move).
+func (j *auditJournal) prepare() error {
+	if j.limit >= journalSize {
+		return nil
+	}
+	if err := j.fill(j.limit, journalSize); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(j.path))
 }
 
 // fill writes zeros over [from, to) and syncs the file.
@@ -185,27 +198,35 @@ func (j *auditJournal) recover(ctx context.Context) error {
 	if err := j.a.db.QueryRowContext(ctx, sizeQuery).Scan(&stored); err != nil {
 		return fmt.Errorf("reading audit log size: %w", err)
 	}
+	// The chains of both halves, in index order.
+	var chains [][]audit.Batch
+	for _, start := range []int64{0, j.limit / 2} {
+		if c := j.readChain(start); len(c) > 0 {
+			chains = append(chains, c)
+		}
+	}
+	if len(chains) == 2 && chains[1][0].Entries[0].Index < chains[0][0].Entries[0].Index {
+		chains[0], chains[1] = chains[1], chains[0]
+	}
 	var missing []audit.Batch
-	r := bufio.NewReaderSize(io.NewSectionReader(j.f, 0, j.limit), 1<<20)
-	next := int64(-1)
-	for {
-		b, ok := readJournal(r, j.limit)
-		if !ok || next >= 0 && b.Entries[0].Index != next {
-			break
+	next := stored
+	for _, c := range chains {
+		for _, b := range c {
+			first, end := b.Entries[0].Index, b.Entries[0].Index+int64(len(b.Entries))
+			switch {
+			case end <= next:
+				continue // SQLite holds it
+			case first > next:
+				return fmt.Errorf("audit journal %s holds records from %d but the store holds %d records: records %d to %d are missing (was the database replaced?)",
+					j.path, first, next, next, first-1)
+			}
+			missing = append(missing, trimBatch(b, next))
+			next = end
 		}
-		next = b.Entries[0].Index + int64(len(b.Entries))
-		if next <= stored {
-			continue
-		}
-		if b.Entries[0].Index > stored && len(missing) == 0 {
-			return fmt.Errorf("audit journal %s starts at record %d but the store holds %d records: records %d to %d are missing (was the database replaced?)",
-				j.path, b.Entries[0].Index, stored, stored, b.Entries[0].Index-1)
-		}
-		missing = append(missing, b)
 	}
 	size := stored
 	if len(missing) > 0 {
-		b := trimBatch(mergeBatches(missing), stored)
+		b := mergeBatches(missing)
 		if err := j.a.appendSQLite(ctx, b); err != nil {
 			return fmt.Errorf("replaying the audit journal: %w", err)
 		}
@@ -213,6 +234,21 @@ func (j *auditJournal) recover(ctx context.Context) error {
 	}
 	j.size, j.applied = size, size
 	return nil
+}
+
+// readChain reads the records that follow one another from offset start.
+func (j *auditJournal) readChain(start int64) []audit.Batch {
+	r := bufio.NewReaderSize(io.NewSectionReader(j.f, start, j.limit-start), 1<<20)
+	var out []audit.Batch
+	next := int64(-1)
+	for {
+		b, ok := readJournal(r, j.limit)
+		if !ok || next >= 0 && b.Entries[0].Index != next {
+			return out
+		}
+		next = b.Entries[0].Index + int64(len(b.Entries))
+		out = append(out, b)
+	}
 }
 
 // append journals b durably and queues it for SQLite (the log's writer).
@@ -239,21 +275,8 @@ func (j *auditJournal) append(ctx context.Context, b audit.Batch) error {
 	}
 	j.buf = encodeJournal(j.buf[:0], b)
 	n := int64(len(j.buf))
-	if j.off > 0 && j.settled() {
-		j.off = 0 // everything is in SQLite: start again at the front
-	}
-	if j.off+n > j.limit {
-		// Wait until SQLite holds every journaled batch, then reuse the
-		// file from its start (or grow it for one huge batch).
-		if err := j.waitApplied(ctx, size); err != nil {
-			return fmt.Errorf("appending audit batch: %w", err)
-		}
-		j.off = 0
-		if n > j.limit {
-			if err := j.fill(j.limit, 2*n); err != nil {
-				return err
-			}
-		}
+	if err := j.place(ctx, n, size); err != nil {
+		return fmt.Errorf("appending audit batch: %w", err)
 	}
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
 		return j.fail(err)
@@ -262,16 +285,59 @@ func (j *auditJournal) append(ctx context.Context, b audit.Batch) error {
 		return j.fail(err)
 	}
 	j.off += n
+	j.ends[j.half()] = b.Entries[0].Index + int64(len(b.Entries))
 	j.mu.Lock()
 	j.size = b.Entries[0].Index + int64(len(b.Entries))
 	first := len(j.pending) == 0
+	full := j.pendingN < journalApplyBatch && j.pendingN+len(b.Entries) >= journalApplyBatch
 	j.pending = append(j.pending, b)
+	j.pendingN += len(b.Entries)
 	j.mu.Unlock()
-	if first {
+	if first || full {
 		// The applier is idle or applying what it took: this batch
 		// starts its next collection. Later batches join it without
-		// waking the applier.
+		// waking the applier, until there are enough to commit at once.
 		j.signal()
+	}
+	return nil
+}
+
+// half is the half of the file the writer is in.
+func (j *auditJournal) half() int {
+	if j.off < j.limit/2 {
+		return 0
+	}
+	return 1
+}
+
+// place chooses where the next record (n bytes, first index size) goes.
+// The file has two halves, each a chain of records from its start. The
+// writer fills one half, then starts the other again from its start once
+// SQLite holds every record that half holds: they are older than the
+// current half's, so that is normally long done. When SQLite holds every
+// journaled record, the writer starts its half again at once. A record
+// larger than a half waits for SQLite to hold everything and grows the
+// file.
+func (j *auditJournal) place(ctx context.Context, n, size int64) error {
+	h := j.half()
+	start, end := int64(h)*(j.limit/2), int64(h+1)*(j.limit/2)
+	switch {
+	case n > j.limit/2:
+		if err := j.waitApplied(ctx, size); err != nil {
+			return err
+		}
+		if err := j.fill(j.limit, 4*n); err != nil {
+			return err
+		}
+		j.off, j.ends = 0, [2]int64{}
+	case j.off > start && j.settled():
+		j.off, j.ends = start, [2]int64{}
+	case j.off+n > end:
+		other := 1 - h
+		if err := j.waitApplied(ctx, j.ends[other]); err != nil {
+			return err
+		}
+		j.off, j.ends[other] = int64(other)*(j.limit/2), 0
 	}
 	return nil
 }
@@ -389,17 +455,19 @@ func (j *auditJournal) applier() {
 	}
 }
 
+// isUrgent reports whether the applier should commit without waiting
+// longer: someone waits for it, or enough records wait.
 func (j *auditJournal) isUrgent() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.urgent
+	return j.urgent || j.pendingN >= journalApplyBatch
 }
 
 // apply commits every pending batch to SQLite in one transaction.
 func (j *auditJournal) apply() error {
 	j.mu.Lock()
 	batches, applied := j.pending, j.applied
-	j.pending, j.urgent = nil, false
+	j.pending, j.pendingN, j.urgent = nil, 0, false
 	j.mu.Unlock()
 	if len(batches) == 0 {
 		return nil
@@ -422,6 +490,9 @@ func (j *auditJournal) apply() error {
 	defer j.mu.Unlock()
 	if err != nil {
 		j.pending = append(batches, j.pending...)
+		for _, b := range batches {
+			j.pendingN += len(b.Entries)
+		}
 		if j.applyErr == nil {
 			close(j.progress)
 			j.progress = make(chan struct{})
