@@ -84,6 +84,9 @@ func limitsConfig(cfg *config.File) (limits.Config, limits.BreakerConfig, error)
 // listener and loads no classifier (serve --check).
 func Validate(cfg *config.File) error {
 	var errs []error
+	if err := validateTrustSources(cfg); err != nil {
+		errs = append(errs, err)
+	}
 	if !cfg.Semantic.Disabled {
 		if _, err := SemanticConfig(cfg); err != nil {
 			errs = append(errs, err)

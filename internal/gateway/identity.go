@@ -150,6 +150,32 @@ func configAgent(a config.Agent) (*identity.Agent, error) {
 	return ia, nil
 }
 
+// validateTrustSources builds every trust source the way a start does,
+// for serve --check, and returns all their errors: unreadable or invalid
+// JWKS and SPIFFE bundle files, bad trust domains, options a verifier
+// refuses. A SPIFFE source that reads its bundles from the Workload API is
+// skipped: checking it means connecting to the agent, which a start does.
+func validateTrustSources(cfg *config.File) error {
+	g := &Gateway{cfg: cfg, now: time.Now}
+	var errs []error
+	var vs []identity.Verifier
+	for i, ts := range cfg.Identity.TrustSources {
+		if ts.Kind == "spiffe" && ts.BundleFile == "" {
+			continue
+		}
+		v, err := g.trustSource(context.Background(), ts)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("identity.trust_sources[%d] (%s): %w", i, ts.Name, err))
+			continue
+		}
+		vs = append(vs, v)
+	}
+	if _, err := identity.NewSources(vs...); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
 // trustSource builds one verifier from its configuration.
 func (g *Gateway) trustSource(ctx context.Context, ts config.TrustSource) (identity.Verifier, error) {
 	policy := identity.TrustPolicy{Issuer: ts.Issuer, Audience: ts.Audience, Subjects: ts.Subjects, SubjectPrefixes: ts.SubjectPrefixes,
