@@ -577,6 +577,10 @@ type Audit struct {
 	// Export streams the log as OCSF JSON Lines to SIEMs, with
 	// back-pressure (an exporter lags, it never drops) and a durable cursor.
 	Export []AuditExport `yaml:"export"`
+	// Journal (SQLite only; default true) makes a record durable in the
+	// audit journal file and moves it into SQLite in the background;
+	// false commits every batch to SQLite before acknowledging it.
+	Journal *bool `yaml:"journal"`
 }
 
 // AuditExport is one export stream: exactly one of File, Stdout and URL.

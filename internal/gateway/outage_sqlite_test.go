@@ -248,3 +248,53 @@ func TestAuditSpillAtShutdown(t *testing.T) {
 		t.Errorf("the log does not verify after the spilled records: %+v, %v", rep, err)
 	}
 }
+
+// TestAuditDirectCommit: with audit.journal false there is no journal
+// file, every batch is committed to SQLite before it is acknowledged, so
+// the first side-effecting call during an outage is refused, and records
+// are in the file as soon as the call is answered.
+func TestAuditDirectCommit(t *testing.T) {
+	h := start(t, "audit: {journal: false}\n")
+	cs := h.connect("assistant", nil, "")
+	ctx := context.Background()
+	send := func() error {
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__send_money", Arguments: map[string]any{
+			"from_account": "acc-checking", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": 5}})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("tool error: %v", res.Content)
+		}
+		return err
+	}
+	if err := send(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(h.dataDir, "gatehouse.db-audit-journal")); !os.IsNotExist(err) {
+		t.Errorf("audit journal file with journal: false: %v", err)
+	}
+	db, err := store.Open(ctx, filepath.Join(h.dataDir, "gatehouse.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b, err := store.OpenAuditLog(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The intent was committed before the call went upstream.
+	if recs, err := audit.Search(ctx, b, audit.Filter{Agent: "assistant", Tool: "send_money"}); err != nil || len(recs) == 0 {
+		t.Fatalf("send_money records in the file right after the call: %d, %v", len(recs), err)
+	}
+	if _, err := db.Exec(`CREATE TRIGGER audit_outage BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`); err != nil {
+		t.Fatal(err)
+	}
+	before := h.demo.Bank.Balance("acc-checking")
+	if err := send(); err == nil || !strings.Contains(err.Error(), "audit log is unavailable") {
+		t.Errorf("the first side-effecting call during the outage: %v", err)
+	}
+	if got := h.demo.Bank.Balance("acc-checking"); got != before {
+		t.Errorf("balance %v, want %v", got, before)
+	}
+	if _, err := db.Exec(`DROP TRIGGER audit_outage`); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -69,8 +69,14 @@ func openRecorder(ctx context.Context, g *Gateway) (*recorder, error) {
 		return nil, err
 	}
 	// On SQLite, a batch is durable once written to the audit journal and
-	// reaches SQLite in the background (store.AuditLog.UseJournal).
-	if err := backend.UseJournal(ctx, g.log); err != nil {
+	// reaches SQLite in the background (store.AuditLog.UseJournal); with
+	// the journal off, a journal an earlier start left is replayed first.
+	if ac.Journal == nil || *ac.Journal {
+		err = backend.UseJournal(ctx, g.log)
+	} else {
+		err = backend.RetireJournal(ctx)
+	}
+	if err != nil {
 		return nil, err
 	}
 	cfg := audit.Config{Backend: backend, Signer: signer, Logger: g.log, Now: g.now, Privacy: mode, Salt: salt,

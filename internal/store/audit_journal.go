@@ -134,6 +134,33 @@ func (a *AuditLog) UseJournal(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
+// RetireJournal is for a store that appends without the journal: it
+// replays into SQLite whatever a journal left by an earlier start holds
+// that SQLite lacks, then removes the journal file, so that turning the
+// journal off loses nothing. Without a journal file it does nothing.
+func (a *AuditLog) RetireJournal(ctx context.Context) error {
+	if a.db.Dialect != SQLite || a.j != nil || a.db.Path == "" {
+		return nil
+	}
+	path := journalPath(a.db.Path)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	j := &auditJournal{a: a, path: path}
+	if err := j.open(); err != nil {
+		return err
+	}
+	err := j.recover(ctx)
+	j.f.Close()
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing the audit journal: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
 // open opens the journal file (created empty when missing). Its size
 // fixes where its halves start, so it is read at the size it has; prepare
 // extends it after recovery.

@@ -301,3 +301,40 @@ func restoreFiles(t *testing.T, dir string, files map[string][]byte) {
 		}
 	}
 }
+
+// TestAuditJournalRetire: a store that turns the journal off first gets
+// what the journal alone held, and the journal file is gone.
+func TestAuditJournalRetire(t *testing.T) {
+	ctx := context.Background()
+	signer, verifier, _ := audittest.Keys(t)
+	path := filepath.Join(t.TempDir(), "gatehouse.db")
+	lagSQLite(t, path, signer, 4, 6) // records 4–9 in the journal only
+
+	db, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	a, err := store.OpenAuditLog(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RetireJournal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + "-audit-journal"); !os.IsNotExist(err) {
+		t.Fatalf("the journal file is still there: %v", err)
+	}
+	if n, err := a.Size(ctx); err != nil || n != 10 {
+		t.Fatalf("Size = %d, %v; want 10", n, err)
+	}
+	l := openLog(t, a, signer) // appends without the journal
+	appendEvents(t, l, 1, "c")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	verify(t, a, verifier)
+	if err := a.RetireJournal(ctx); err != nil { // no journal: nothing to do
+		t.Fatal(err)
+	}
+}
