@@ -441,7 +441,7 @@ func (j *auditJournal) applier() {
 		select {
 		case <-j.wake:
 		case <-j.stop:
-			j.apply()
+			j.final()
 			return
 		}
 		for deadline := time.Now().Add(journalApplyDelay); !j.isUrgent(); {
@@ -456,7 +456,7 @@ func (j *auditJournal) applier() {
 				timer.Stop()
 			case <-j.stop:
 				timer.Stop()
-				j.apply()
+				j.final()
 				return
 			}
 		}
@@ -465,7 +465,7 @@ func (j *auditJournal) applier() {
 			select {
 			case <-time.After(backoff):
 			case <-j.stop:
-				j.apply()
+				j.final()
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -488,6 +488,14 @@ func (j *auditJournal) isUrgent() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.urgent || j.pendingN >= journalApplyBatch
+}
+
+// final commits what is pending when the applier stops. A failure loses
+// nothing: the journal keeps the records and the next start replays them.
+func (j *auditJournal) final() {
+	if err := j.apply(); err != nil {
+		j.logger.Error("audit journal: committing to SQLite at close failed; the next start replays the journal", "err", err)
+	}
 }
 
 // apply commits every pending batch to SQLite in one transaction.
