@@ -20,8 +20,9 @@
 #   gateway    gatehouse serve, one endpoint, namespace off, with the
 #              layers that --layers chooses:
 #              core  bearer-token authentication (EdDSA JWT), tool pinning,
-#                    durable SQLite audit log (write-ahead intent, group
-#                    commit, synchronous=FULL); semantic layer off, no Cedar
+#                    durable audit log (write-ahead intent, group commit,
+#                    fdatasynced journal, SQLite synchronous=FULL behind it);
+#                    semantic layer off, no Cedar
 #                    policy. The gateway-core issue's configuration; default
 #              execution  core plus the execution layer: Cedar policy (the
 #                    default library in policies/ and a permit for the bench

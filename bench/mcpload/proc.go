@@ -93,9 +93,9 @@ type machine struct {
 	MemTotal    string `json:"mem_total,omitempty"`
 	Virtualized string `json:"hypervisor,omitempty"`
 	// Fsync is the latency of appending 4 KiB to a file and calling fsync
-	// in the gateway's data directory (what SQLite does to commit a WAL
-	// transaction with synchronous=FULL): the floor under every write-ahead
-	// audit record.
+	// in the gateway's data directory (about what the audit journal or a
+	// SQLite WAL commit with synchronous=FULL costs): the floor under every
+	// write-ahead audit record.
 	Fsync *fsyncProbe `json:"fsync,omitempty"`
 }
 
