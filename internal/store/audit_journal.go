@@ -305,6 +305,7 @@ func (j *auditJournal) append(ctx context.Context, b audit.Batch) error {
 	if err := j.place(ctx, n, size); err != nil {
 		return fmt.Errorf("appending audit batch: %w", err)
 	}
+	h := j.half() // before the offset moves: a record may end exactly at the middle
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
 		return j.fail(err)
 	}
@@ -312,7 +313,7 @@ func (j *auditJournal) append(ctx context.Context, b audit.Batch) error {
 		return j.fail(err)
 	}
 	j.off += n
-	j.ends[j.half()] = b.Entries[0].Index + int64(len(b.Entries))
+	j.ends[h] = b.Entries[0].Index + int64(len(b.Entries))
 	j.mu.Lock()
 	j.size = b.Entries[0].Index + int64(len(b.Entries))
 	first := len(j.pending) == 0

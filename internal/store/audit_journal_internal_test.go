@@ -123,3 +123,37 @@ func TestJournalRecoversBothHalves(t *testing.T) {
 		})
 	}
 }
+
+// TestJournalHalfBoundary: a record that ends exactly at the middle of the
+// file belongs to the first half, so the writer waits for it before it
+// reuses that half.
+func TestJournalHalfBoundary(t *testing.T) {
+	var half int64 // four records fill a half exactly
+	for i := range 4 {
+		half += int64(len(encodeJournal(nil, testBatch(int64(i), 1))))
+	}
+	old := journalSize
+	journalSize = 2 * half
+	defer func() { journalSize = old }()
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "gatehouse.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	a, err := OpenAuditLog(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UseJournal(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := a.Append(ctx, testBatch(int64(i), 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.j.off != journalSize/2 || a.j.ends != [2]int64{4, 0} {
+		t.Fatalf("after four records: offset %d, ends %v; want %d, [4 0]", a.j.off, a.j.ends, journalSize/2)
+	}
+}
