@@ -409,7 +409,7 @@ func (j *auditJournal) sync(ctx context.Context) error {
 func (j *auditJournal) waitApplied(ctx context.Context, size int64) error {
 	for {
 		j.mu.Lock()
-		applied, err, ch := j.applied, j.applyErr, j.progress
+		applied, err, ch, closed := j.applied, j.applyErr, j.progress, j.closed
 		if applied < size {
 			j.urgent = true
 		}
@@ -419,6 +419,21 @@ func (j *auditJournal) waitApplied(ctx context.Context, size int64) error {
 			return nil
 		case err != nil:
 			return fmt.Errorf("the audit store lags its journal: %w", err)
+		case closed:
+			// The applier has stopped (or is about to, after its last
+			// commit): nothing more reaches SQLite until the next start.
+			select {
+			case <-j.done:
+				j.mu.Lock()
+				applied = j.applied
+				j.mu.Unlock()
+				if applied >= size {
+					return nil
+				}
+				return errors.New("the audit store lags its journal, which is closed: the next start replays it")
+			case <-ch:
+				continue
+			}
 		}
 		j.signal()
 		select {
