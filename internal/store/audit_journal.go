@@ -524,6 +524,9 @@ func (j *auditJournal) apply() error {
 		return nil
 	}
 	b := trimBatch(mergeBatches(batches), applied)
+	if len(b.Entries) == 0 {
+		return nil // SQLite holds them already
+	}
 	err := j.a.appendSQLite(context.Background(), b)
 	if errors.Is(err, audit.ErrConflict) {
 		// A commit reported as failed may have been stored: resume from
@@ -584,11 +587,15 @@ func mergeBatches(bs []audit.Batch) audit.Batch {
 	return out
 }
 
-// trimBatch drops the entries of b below index from (and their hashes).
+// trimBatch drops the entries of b below index from (and their hashes);
+// the result is empty when b holds none from there on.
 func trimBatch(b audit.Batch, from int64) audit.Batch {
 	first := b.Entries[0].Index
 	if from <= first {
 		return b
+	}
+	if from >= first+int64(len(b.Entries)) {
+		return audit.Batch{}
 	}
 	k := from - first
 	hs := tlog.StoredHashIndex(0, from)

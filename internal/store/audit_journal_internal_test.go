@@ -49,6 +49,9 @@ func TestJournalRecordRoundTrip(t *testing.T) {
 		int64(len(m.Hashes)) != tlog.StoredHashIndex(0, 9)-m.HashStart {
 		t.Fatalf("trimmed batch: first %d, %d entries, hashes from %d, %d hashes", m.Entries[0].Index, len(m.Entries), m.HashStart, len(m.Hashes))
 	}
+	if e := trimBatch(testBatch(3, 2), 5); len(e.Entries) != 0 || len(e.Hashes) != 0 {
+		t.Fatalf("a batch trimmed past its end keeps %d entries", len(e.Entries))
+	}
 }
 
 // FuzzJournalRecord: any bytes read as a journal record either fail or
