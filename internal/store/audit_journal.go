@@ -36,13 +36,17 @@ import (
 //	magic "GHJ1" | payload length (u32) | CRC-32C of the payload (u32) | payload
 //
 // The payload holds the batch's first index, HashStart, its entries and its
-// hashes (see encodeJournal). Records follow one another from offset 0.
-// When every journaled batch is in SQLite (committed with synchronous=FULL),
-// the journal is redundant and the next record starts again at offset 0.
-// Recovery reads records from offset 0 while each one is intact and starts
-// where the previous one ended (first index = previous first index + its
-// entries): stale records of an earlier pass hold lower indexes, so they
-// end the chain, as does a torn write (bad CRC) or the zero fill.
+// hashes (see encodeJournal). The file has two halves; in each, records
+// follow one another from the half's start. The writer fills one half and
+// then starts the other again from its start, once SQLite holds (committed
+// with synchronous=FULL) every record that half held; when SQLite holds
+// every journaled record, the journal is redundant and the writer starts
+// its half again at once (see place). Recovery reads each half's chain
+// from its start while each record is intact and starts where the previous
+// one ended (first index = previous first index + its entries): stale
+// records of an earlier pass hold lower indexes, so they end the chain, as
+// does a torn write (bad CRC) or the zero fill. The two chains, in index
+// order, give what SQLite may lack.
 //
 // Readers (Entries, Hashes, Search, …) first wait until SQLite holds every
 // journaled batch, asking the applier to commit at once, so they see the
@@ -63,9 +67,10 @@ const (
 	journalTidyEvery = time.Second
 )
 
-// journalSize is the journal's initial size. A batch that does not fit
-// behind the records waiting for SQLite waits until they are applied; one
-// that does not fit at all grows the file. A variable for tests.
+// journalSize is the journal's size when created (a journal is read at
+// the size it has, then extended to this). A batch larger than half of it
+// waits until SQLite holds everything and grows the file. A variable for
+// tests.
 var journalSize int64 = 16 << 20
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
