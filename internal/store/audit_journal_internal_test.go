@@ -94,15 +94,7 @@ func TestJournalRecoversBothHalves(t *testing.T) {
 			if err := os.WriteFile(journalPath(path), j, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			db, err := Open(ctx, path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			a, err := OpenAuditLog(ctx, db)
-			if err != nil {
-				t.Fatal(err)
-			}
+			a := openAuditLog(t, path)
 			if stored > 0 {
 				if err := a.appendSQLite(ctx, testBatch(0, int(stored))); err != nil {
 					t.Fatal(err)
@@ -139,15 +131,7 @@ func TestJournalHalfBoundary(t *testing.T) {
 	journalSize = 2 * half
 	defer func() { journalSize = old }()
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "gatehouse.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	a, err := OpenAuditLog(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := openAuditLog(t, filepath.Join(t.TempDir(), "gatehouse.db"))
 	if err := a.UseJournal(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -159,4 +143,20 @@ func TestJournalHalfBoundary(t *testing.T) {
 	if a.j.off != journalSize/2 || a.j.ends != [2]int64{4, 0} {
 		t.Fatalf("after four records: offset %d, ends %v; want %d, [4 0]", a.j.off, a.j.ends, journalSize/2)
 	}
+}
+
+// openAuditLog opens the SQLite store at path (closed with t) and its
+// audit backend, without the journal.
+func openAuditLog(t *testing.T, path string) *AuditLog {
+	t.Helper()
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	a, err := OpenAuditLog(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

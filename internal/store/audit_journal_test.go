@@ -20,6 +20,18 @@ import (
 // journal on.
 func openJournaled(t *testing.T, path string) (*store.DB, *store.AuditLog) {
 	t.Helper()
+	db, a := openAudit(t, path)
+	if err := a.UseJournal(context.Background(), nil); err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db, a
+}
+
+// openAudit opens the SQLite store at path and its audit backend, without
+// the journal.
+func openAudit(t *testing.T, path string) (*store.DB, *store.AuditLog) {
+	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, path)
 	if err != nil {
@@ -27,10 +39,6 @@ func openJournaled(t *testing.T, path string) (*store.DB, *store.AuditLog) {
 	}
 	a, err := store.OpenAuditLog(ctx, db)
 	if err != nil {
-		db.Close()
-		t.Fatal(err)
-	}
-	if err := a.UseJournal(ctx, nil); err != nil {
 		db.Close()
 		t.Fatal(err)
 	}
@@ -169,17 +177,9 @@ func TestAuditJournalGap(t *testing.T) {
 	session(t, path, signer, 1, "b")
 	restoreFiles(t, dir, empty)
 
-	ctx := context.Background()
-	db2, err := store.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db2, a2 := openAudit(t, path)
 	defer db2.Close()
-	a2, err := store.OpenAuditLog(ctx, db2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = a2.UseJournal(ctx, nil)
+	err := a2.UseJournal(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("UseJournal = %v; want an error about missing records", err)
 	}
@@ -310,15 +310,8 @@ func TestAuditJournalRetire(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gatehouse.db")
 	lagSQLite(t, path, signer, 4, 6) // records 4–9 in the journal only
 
-	db, err := store.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, a := openAudit(t, path)
 	defer db.Close()
-	a, err := store.OpenAuditLog(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := a.RetireJournal(ctx); err != nil {
 		t.Fatal(err)
 	}
