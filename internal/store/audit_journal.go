@@ -166,9 +166,10 @@ func (a *AuditLog) RetireJournal(ctx context.Context) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// open opens the journal file (created empty when missing). Its size
-// fixes where its halves start, so it is read at the size it has; prepare
-// extends it after recovery.
+// open opens the journal file (created empty when missing) and locks it
+// (flock, exclusive): two processes appending to one journal would
+// overwrite each other's records. Its size fixes where its halves start,
+// so it is read at the size it has; prepare extends it after recovery.
 func (j *auditJournal) open() error {
 	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -178,6 +179,13 @@ func (j *auditJournal) open() error {
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("opening audit journal: %w", err)
+	}
+	if err := lockFile(f); err != nil {
+		f.Close()
+		if errors.Is(err, errLocked) {
+			return fmt.Errorf("audit journal %s is in use by another process: one gateway per SQLite store (replicas share a PostgreSQL store)", j.path)
+		}
+		return fmt.Errorf("locking audit journal: %w", err)
 	}
 	j.f, j.limit = f, st.Size()
 	return nil

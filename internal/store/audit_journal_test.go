@@ -331,3 +331,25 @@ func TestAuditJournalRetire(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAuditJournalExclusive: a second store on the same file cannot use
+// (or retire) the journal while the first holds it.
+func TestAuditJournalExclusive(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "gatehouse.db")
+	db, _ := openJournaled(t, path)
+	db2, a2 := openAudit(t, path)
+	defer db2.Close()
+	for name, f := range map[string]func() error{
+		"UseJournal":    func() error { return a2.UseJournal(ctx, nil) },
+		"RetireJournal": func() error { return a2.RetireJournal(ctx) },
+	} {
+		if err := f(); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+			t.Errorf("%s while another store holds the journal: %v", name, err)
+		}
+	}
+	db.Close() // releases the journal
+	if err := a2.UseJournal(ctx, nil); err != nil {
+		t.Fatalf("UseJournal after the first store closed: %v", err)
+	}
+}
