@@ -115,13 +115,19 @@ func WriteFileSync(path string, b []byte) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	// The rename is durable once the directory is synced.
-	d, err := os.Open(filepath.Dir(path))
+	return SyncDir(filepath.Dir(path))
+}
+
+// SyncDir syncs directory dir, which makes the creation, removal or
+// renaming of its entries durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("syncing the directory of %s: %w", path, err)
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing the directory of %s: %w", path, err)
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
 	}
 	return nil
 }

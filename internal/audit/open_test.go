@@ -32,7 +32,7 @@ func TestOpenRefusesTamperedStore(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "audit.db")
-			db, a := openSQLite(t, path)
+			db, a := audittest.OpenSQLite(t, path, false)
 			l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: -1})
 			if err != nil {
 				t.Fatal(err)
@@ -52,7 +52,7 @@ func TestOpenRefusesTamperedStore(t *testing.T) {
 			}
 			db.Close()
 
-			db, a = openSQLite(t, path)
+			db, a = audittest.OpenSQLite(t, path, false)
 			defer db.Close()
 			l, err = audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: -1})
 			if tc.want == "" {

@@ -21,7 +21,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/audit/audittest"
-	"github.com/gatehouse/gatehouse/internal/store"
 	"github.com/gatehouse/gatehouse/internal/verdict"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
@@ -32,31 +31,6 @@ var appenders = flag.Int("audit.appenders", 256, "concurrent appenders in Benchm
 var long = flag.Bool("audit.long", false, "run the 1,000,000-entry verification test")
 
 var millionSize = flag.Int64("audit.size", 1_000_000, "entries in TestVerifyMillion")
-
-func openSQLite(t testing.TB, path string) (*store.DB, *store.AuditLog) {
-	t.Helper()
-	return openSQLiteJournal(t, path, false)
-}
-
-// openSQLiteJournal opens the store, with the audit journal on if journal
-// is set (which replays what the journal holds and SQLite lacks).
-func openSQLiteJournal(t testing.TB, path string, journal bool) (*store.DB, *store.AuditLog) {
-	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := store.OpenAuditLog(ctx, db)
-	if err == nil && journal {
-		err = a.UseJournal(ctx, nil)
-	}
-	if err != nil {
-		db.Close()
-		t.Fatal(err)
-	}
-	return db, a
-}
 
 const helperEnv = "GATEHOUSE_AUDIT_CRASH_HELPER"
 
@@ -73,7 +47,7 @@ func TestCrashHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, a := openSQLiteJournal(t, path, os.Getenv(helperEnv+"_JOURNAL") == "1")
+	_, a := audittest.OpenSQLite(t, path, os.Getenv(helperEnv+"_JOURNAL") == "1")
 	l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +142,7 @@ func crashKill9(t *testing.T, journal bool) {
 		}
 		t.Logf("round %d: %d records acknowledged before SIGKILL", round, n)
 
-		db, a := openSQLiteJournal(t, path, journal)
+		db, a := audittest.OpenSQLite(t, path, journal)
 		size, err := a.Size(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -254,7 +228,7 @@ func TestOutageFailsClosed(t *testing.T) {
 func TestSQLiteOutage(t *testing.T) {
 	ctx := context.Background()
 	signer, _, _ := audittest.Keys(t)
-	db, a := openSQLite(t, filepath.Join(t.TempDir(), "audit.db"))
+	db, a := audittest.OpenSQLite(t, filepath.Join(t.TempDir(), "audit.db"), false)
 	l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +251,7 @@ func TestSQLiteWALRestarts(t *testing.T) {
 	ctx := context.Background()
 	signer, _, _ := audittest.Keys(t)
 	path := filepath.Join(t.TempDir(), "audit.db")
-	db, a := openSQLite(t, path)
+	db, a := audittest.OpenSQLite(t, path, false)
 	defer db.Close()
 	l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: -1, TidyInterval: 5 * time.Millisecond})
 	if err != nil {
@@ -334,7 +308,7 @@ func BenchmarkAppendSQLiteJournal(b *testing.B) { benchmarkAppend(b, true) }
 func benchmarkAppend(b *testing.B, journal bool) {
 	ctx := context.Background()
 	signer, _, _ := audittest.Keys(b)
-	db, a := openSQLiteJournal(b, filepath.Join(b.TempDir(), "audit.db"), journal)
+	db, a := audittest.OpenSQLite(b, filepath.Join(b.TempDir(), "audit.db"), journal)
 	defer db.Close()
 	l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: -1})
 	if err != nil {
@@ -385,7 +359,7 @@ func TestVerifyMillion(t *testing.T) {
 	}
 	ctx := context.Background()
 	signer, verifier, _ := audittest.Keys(t)
-	db, a := openSQLite(t, filepath.Join(t.TempDir(), "audit.db"))
+	db, a := audittest.OpenSQLite(t, filepath.Join(t.TempDir(), "audit.db"), false)
 	defer db.Close()
 	l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: -1, MaxBatch: 4096})
 	if err != nil {

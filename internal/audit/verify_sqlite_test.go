@@ -26,7 +26,7 @@ func TestVerifySQLiteTampering(t *testing.T) {
 	ctx := context.Background()
 	signer, verifier, _ := audittest.Keys(t)
 	path := filepath.Join(t.TempDir(), "audit.db")
-	db, a := openSQLite(t, path)
+	db, a := audittest.OpenSQLite(t, path, false)
 	l, err := audit.Open(ctx, audit.Config{Backend: a, Signer: signer, CheckpointInterval: -1, MaxBatch: 4096})
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestVerifySQLiteTampering(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "audit.db")
 			copyDB(t, pristine, p)
-			db, a := openSQLite(t, p)
+			db, a := audittest.OpenSQLite(t, p, false)
 			defer db.Close()
 			if len(tc.sql) > 0 {
 				if _, err := db.Exec(`ATTACH DATABASE ? AS pristine`, pristine); err != nil {

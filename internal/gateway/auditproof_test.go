@@ -3,14 +3,11 @@ package gateway_test
 import (
 	"context"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
@@ -46,14 +43,7 @@ func TestAuditProofRoutes(t *testing.T) {
 		t.Fatalf("checkpoints %d then %d", old, latest)
 	}
 
-	pub, err := os.ReadFile(filepath.Join(h.dataDir, "keys", "audit.key.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(strings.TrimSpace(string(pub)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := auditVerifier(t, h.dataDir)
 	signed := func(msg string) tlog.Hash {
 		t.Helper()
 		c, err := audit.OpenCheckpoint([]byte(msg), v)

@@ -10,14 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
 )
@@ -99,14 +97,7 @@ func TestAuditPublication(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pub, err := os.ReadFile(filepath.Join(h.dataDir, "keys", "audit.key.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(strings.TrimSpace(string(pub)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := auditVerifier(t, h.dataDir)
 
 	// Wait until the log is quiet and the exports and the periodic
 	// checkpoints have caught up with it.

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -248,14 +247,7 @@ endpoints: [{path: /mcp, servers: [ledger], namespace: false}]
 	}
 
 	// The log verifies against its signed checkpoints.
-	pub, err := os.ReadFile(filepath.Join(data, "keys", "audit.key.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(strings.TrimSpace(string(pub)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := auditVerifier(t, data)
 	rep, err := audit.VerifyBackend(context.Background(), b, b, audit.VerifyOptions{Verifier: v})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -601,4 +602,19 @@ func listen(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
+}
+
+// auditVerifier returns the checkpoint verifier key a gateway with data
+// directory dir wrote at its first start.
+func auditVerifier(t *testing.T, dir string) note.Verifier {
+	t.Helper()
+	pub, err := os.ReadFile(filepath.Join(dir, "keys", "audit.key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(strings.TrimSpace(string(pub)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/gatehouse/gatehouse/internal/approval"
 )
@@ -396,14 +395,7 @@ func TestGovernance(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		vkey, err := os.ReadFile(filepath.Join(h.dataDir, "keys", "audit.key.pub"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		verifier, err := note.NewVerifier(strings.TrimSpace(string(vkey)))
-		if err != nil {
-			t.Fatal(err)
-		}
+		verifier := auditVerifier(t, h.dataDir)
 		rep, err := approval.VerifyBundle(data, verifier)
 		if err != nil || !rep.OK() || rep.KeyFromBundle {
 			t.Fatalf("bundle does not verify: %v %+v", err, rep)

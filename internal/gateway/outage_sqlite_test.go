@@ -12,7 +12,6 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/gateway"
@@ -40,14 +39,7 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	h := start(t, "")
 	cs := h.connect("assistant", nil, "")
 	ctx := context.Background()
-	send := func(amount float64) error {
-		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__send_money", Arguments: map[string]any{
-			"from_account": "acc-checking", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": amount}})
-		if err == nil && res.IsError {
-			err = fmt.Errorf("tool error: %v", res.Content)
-		}
-		return err
-	}
+	send := func(amount float64) error { return sendMoney(cs, amount) }
 	if err := send(10); err != nil {
 		t.Fatalf("before the outage: %v", err)
 	}
@@ -134,14 +126,7 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	if code := adminDo(t, h, "POST", "/v1/audit/checkpoint", nil, nil); code != http.StatusOK {
 		t.Fatalf("checkpoint: HTTP %d", code)
 	}
-	pub, err := os.ReadFile(filepath.Join(h.dataDir, "keys", "audit.key.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(strings.TrimSpace(string(pub)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := auditVerifier(t, h.dataDir)
 	b, err := store.OpenAuditLog(ctx, db)
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +135,16 @@ func TestAuditOutageFailsClosedSQLite(t *testing.T) {
 	if err != nil || !rep.OK() || len(rep.Verified) == 0 {
 		t.Errorf("the log does not verify after the outage: %+v, %v", rep, err)
 	}
+}
+
+// sendMoney calls bank__send_money for amount; a tool error is an error.
+func sendMoney(cs *sdk.ClientSession, amount float64) error {
+	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "bank__send_money", Arguments: map[string]any{
+		"from_account": "acc-checking", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": amount}})
+	if err == nil && res.IsError {
+		err = fmt.Errorf("tool error: %v", res.Content)
+	}
+	return err
 }
 
 // awaitOutage makes side-effecting calls with send until one is refused
@@ -192,14 +187,7 @@ func TestAuditSpillAtShutdown(t *testing.T) {
 	}
 	// Calls the journal took before the outage was noticed are durable
 	// there; once it is noticed, records wait in the log's queue.
-	awaitOutage(t, func() error {
-		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__send_money", Arguments: map[string]any{
-			"from_account": "acc-checking", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": 1}})
-		if err == nil && res.IsError {
-			err = fmt.Errorf("tool error: %v", res.Content)
-		}
-		return err
-	})
+	awaitOutage(t, func() error { return sendMoney(cs, 1) })
 	// A read is answered during the outage; its records wait in the queue.
 	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__get_balance", Arguments: map[string]any{"account": "acc-savings"}})
 	if err != nil || res.IsError {
@@ -235,14 +223,7 @@ func TestAuditSpillAtShutdown(t *testing.T) {
 	if err != nil || len(recs) == 0 {
 		t.Fatalf("the read's records after the restart: %v, %v", recs, err)
 	}
-	pub, err := os.ReadFile(filepath.Join(h.dataDir, "keys", "audit.key.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(strings.TrimSpace(string(pub)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := auditVerifier(t, h.dataDir)
 	rep, err := audit.VerifyBackend(ctx, b, b, audit.VerifyOptions{Verifier: v})
 	if err != nil || !rep.OK() {
 		t.Errorf("the log does not verify after the spilled records: %+v, %v", rep, err)
@@ -257,14 +238,7 @@ func TestAuditDirectCommit(t *testing.T) {
 	h := start(t, "audit: {journal: false}\n")
 	cs := h.connect("assistant", nil, "")
 	ctx := context.Background()
-	send := func() error {
-		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "bank__send_money", Arguments: map[string]any{
-			"from_account": "acc-checking", "to_iban": "DE89 3704 0044 0532 0130 00", "amount": 5}})
-		if err == nil && res.IsError {
-			err = fmt.Errorf("tool error: %v", res.Content)
-		}
-		return err
-	}
+	send := func() error { return sendMoney(cs, 5) }
 	if err := send(); err != nil {
 		t.Fatal(err)
 	}

@@ -163,7 +163,7 @@ func (a *AuditLog) RetireJournal(ctx context.Context) error {
 	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("removing the audit journal: %w", err)
 	}
-	return syncDir(filepath.Dir(path))
+	return audit.SyncDir(filepath.Dir(path))
 }
 
 // open opens the journal file (created empty when missing) and locks it
@@ -200,7 +200,7 @@ func (j *auditJournal) prepare() error {
 	if err := j.fill(j.limit, journalSize); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(j.path))
+	return audit.SyncDir(filepath.Dir(j.path))
 }
 
 // fill writes zeros over [from, to) and syncs the file.
@@ -217,18 +217,6 @@ func (j *auditJournal) fill(from, to int64) error {
 		return fmt.Errorf("preparing audit journal: %w", err)
 	}
 	j.limit = max(j.limit, to)
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
 	return nil
 }
 

@@ -16,38 +16,9 @@ import (
 	"golang.org/x/mod/sumdb/note"
 )
 
-// openJournaled opens (or reopens) the SQLite store at path with the audit
-// journal on.
-func openJournaled(t *testing.T, path string) (*store.DB, *store.AuditLog) {
-	t.Helper()
-	db, a := openAudit(t, path)
-	if err := a.UseJournal(context.Background(), nil); err != nil {
-		db.Close()
-		t.Fatal(err)
-	}
-	return db, a
-}
-
-// openAudit opens the SQLite store at path and its audit backend, without
-// the journal.
-func openAudit(t *testing.T, path string) (*store.DB, *store.AuditLog) {
-	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := store.OpenAuditLog(ctx, db)
-	if err != nil {
-		db.Close()
-		t.Fatal(err)
-	}
-	return db, a
-}
-
 func TestAuditJournalContract(t *testing.T) {
 	audittest.Run(t, func(t *testing.T) audittest.Store {
-		db, a := openJournaled(t, filepath.Join(t.TempDir(), "gatehouse.db"))
+		db, a := audittest.OpenSQLite(t, filepath.Join(t.TempDir(), "gatehouse.db"), true)
 		t.Cleanup(func() { db.Close() })
 		return a
 	})
@@ -68,7 +39,7 @@ func appendEvents(t *testing.T, l *audit.Log, n int, tag string) {
 // tagged tag through a log, and closes both.
 func session(t *testing.T, path string, signer note.Signer, n int, tag string) {
 	t.Helper()
-	db, a := openJournaled(t, path)
+	db, a := audittest.OpenSQLite(t, path, true)
 	l := openLog(t, a, signer)
 	appendEvents(t, l, n, tag)
 	if err := l.Close(); err != nil {
@@ -108,7 +79,7 @@ func TestAuditJournalReplay(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gatehouse.db")
 	lagSQLite(t, path, signer, 5, 7) // records 5–11 in the journal only
 
-	db, a := openJournaled(t, path)
+	db, a := audittest.OpenSQLite(t, path, true)
 	defer db.Close()
 	if n, err := a.Size(ctx); err != nil || n != 12 {
 		t.Fatalf("Size after replay = %d, %v; want 12", n, err)
@@ -154,7 +125,7 @@ func TestAuditJournalTornTail(t *testing.T) {
 			if err := os.WriteFile(jpath, j, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			db, a := openJournaled(t, path)
+			db, a := audittest.OpenSQLite(t, path, true)
 			defer db.Close()
 			if n, err := a.Size(ctx); err != nil || n != 2 {
 				t.Fatalf("Size = %d, %v; want the 2 intact records", n, err)
@@ -177,7 +148,7 @@ func TestAuditJournalGap(t *testing.T) {
 	session(t, path, signer, 1, "b")
 	restoreFiles(t, dir, empty)
 
-	db2, a2 := openAudit(t, path)
+	db2, a2 := audittest.OpenSQLite(t, path, false)
 	defer db2.Close()
 	err := a2.UseJournal(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), "missing") {
@@ -196,7 +167,7 @@ func TestAuditJournalWraps(t *testing.T) {
 	signer, verifier, _ := audittest.Keys(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gatehouse.db")
-	db, a := openJournaled(t, path)
+	db, a := audittest.OpenSQLite(t, path, true)
 	defer db.Close()
 	l := openLog(t, a, signer)
 	for round := range 6 {
@@ -310,7 +281,7 @@ func TestAuditJournalRetire(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gatehouse.db")
 	lagSQLite(t, path, signer, 4, 6) // records 4–9 in the journal only
 
-	db, a := openAudit(t, path)
+	db, a := audittest.OpenSQLite(t, path, false)
 	defer db.Close()
 	if err := a.RetireJournal(ctx); err != nil {
 		t.Fatal(err)
@@ -337,8 +308,8 @@ func TestAuditJournalRetire(t *testing.T) {
 func TestAuditJournalExclusive(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "gatehouse.db")
-	db, _ := openJournaled(t, path)
-	db2, a2 := openAudit(t, path)
+	db, _ := audittest.OpenSQLite(t, path, true)
+	db2, a2 := audittest.OpenSQLite(t, path, false)
 	defer db2.Close()
 	for name, f := range map[string]func() error{
 		"UseJournal":    func() error { return a2.UseJournal(ctx, nil) },

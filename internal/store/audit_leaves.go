@@ -15,7 +15,7 @@ import (
 // instead of reading the filter columns with Entries and the tree's leaf
 // hashes with one Hashes query per few hundred entries.
 func (a *AuditLog) ReadLeaves(ctx context.Context, from, to int64) ([]audit.LeafRow, error) {
-	if err := a.settle(ctx); err != nil {
+	if err := a.Settle(ctx); err != nil {
 		return nil, fmt.Errorf("reading audit leaves: %w", err)
 	}
 	rows, err := a.db.QueryContext(ctx, `SELECT idx, data, hash, substr(tree, 1, 32) FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx`, from, to)

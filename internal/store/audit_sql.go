@@ -338,7 +338,7 @@ func scanEntries(rows *sql.Rows) ([]audit.Entry, error) {
 
 // Entries implements audit.Backend.
 func (a *AuditLog) Entries(ctx context.Context, from, to int64) ([]audit.Entry, error) {
-	if err := a.settle(ctx); err != nil {
+	if err := a.Settle(ctx); err != nil {
 		return nil, fmt.Errorf("reading audit entries: %w", err)
 	}
 	rows, err := a.db.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx`, from, to)
@@ -355,7 +355,7 @@ func (a *AuditLog) Entries(ctx context.Context, from, to int64) ([]audit.Entry, 
 // Hashes implements audit.Backend. The node at stored index x was added by
 // the record that completed it: n = (k+1)·2^level − 1 for x = (level, k).
 func (a *AuditLog) Hashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
-	if err := a.settle(ctx); err != nil {
+	if err := a.Settle(ctx); err != nil {
 		return nil, fmt.Errorf("reading audit hashes: %w", err)
 	}
 	owner := make([]int64, len(indexes))
@@ -431,7 +431,7 @@ func (a *AuditLog) Size(ctx context.Context) (int64, error) {
 // With a journal it first waits until SQLite holds the records c covers,
 // so that a reader of the file never finds a checkpoint beyond its log.
 func (a *AuditLog) PutCheckpoint(ctx context.Context, c audit.Checkpoint) error {
-	if err := a.settle(ctx); err != nil {
+	if err := a.Settle(ctx); err != nil {
 		return fmt.Errorf("storing checkpoint: %w", err)
 	}
 	_, err := a.db.ExecContext(ctx, `INSERT INTO audit_checkpoints (size, root, note, time_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING`,
@@ -473,7 +473,7 @@ func (a *AuditLog) Checkpoints(ctx context.Context) ([]audit.Checkpoint, error) 
 
 // Search implements audit.Searcher.
 func (a *AuditLog) Search(ctx context.Context, f audit.Filter) ([]audit.Entry, error) {
-	if err := a.settle(ctx); err != nil {
+	if err := a.Settle(ctx); err != nil {
 		return nil, fmt.Errorf("searching audit log: %w", err)
 	}
 	var where []string
@@ -522,12 +522,9 @@ func (a *AuditLog) Search(ctx context.Context, f audit.Filter) ([]audit.Entry, e
 }
 
 // Settle waits, with a journal, until SQLite holds every durable record,
-// so that another connection or process reading the file sees them too.
-// Without a journal it returns at once.
-func (a *AuditLog) Settle(ctx context.Context) error { return a.settle(ctx) }
-
-// settle waits, with a journal, until SQLite holds every durable record.
-func (a *AuditLog) settle(ctx context.Context) error {
+// so that another connection or process reading the file sees them too;
+// every read method calls it first. Without a journal it returns at once.
+func (a *AuditLog) Settle(ctx context.Context) error {
 	if a.j == nil {
 		return nil
 	}

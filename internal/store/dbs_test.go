@@ -25,10 +25,30 @@ func testDBs(t *testing.T) map[string]*store.DB {
 	}
 	t.Cleanup(func() { lite.Close() })
 	out["sqlite"] = lite
-	dsn := os.Getenv("GATEHOUSE_TEST_POSTGRES")
-	if dsn == "" {
+	dsn, ok := postgresSchema(t)
+	if !ok {
 		return out
 	}
+	pg, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	out["postgres"] = pg
+	return out
+}
+
+// postgresSchema creates a fresh schema in the GATEHOUSE_TEST_POSTGRES
+// database, dropped when t ends, and returns a DSN whose search_path is
+// that schema; ok is false when the variable is unset. Cleanups run last
+// in first out, so stores opened on the DSN afterwards close first.
+func postgresSchema(t testing.TB) (dsn string, ok bool) {
+	t.Helper()
+	dsn = os.Getenv("GATEHOUSE_TEST_POSTGRES")
+	if dsn == "" {
+		return "", false
+	}
+	ctx := context.Background()
 	admin, err := store.Open(ctx, dsn)
 	if err != nil {
 		t.Fatalf("GATEHOUSE_TEST_POSTGRES is set but unusable: %v", err)
@@ -37,21 +57,16 @@ func testDBs(t *testing.T) map[string]*store.DB {
 	rand.Read(b)
 	schema := "t_" + hex.EncodeToString(b)
 	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		admin.Close()
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		admin.Close()
+	})
 	sep := "?"
 	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	pg, err := store.Open(ctx, dsn+sep+"search_path="+schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		pg.Close()
-		admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		admin.Close()
-	})
-	out["postgres"] = pg
-	return out
+	return dsn + sep + "search_path=" + schema, true
 }

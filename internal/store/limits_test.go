@@ -3,10 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -123,30 +120,15 @@ func benchDBs(b *testing.B) map[string]*store.DB {
 	}
 	b.Cleanup(func() { lite.Close() })
 	out["sqlite"] = lite
-	dsn := os.Getenv("GATEHOUSE_TEST_POSTGRES")
-	if dsn == "" {
+	dsn, ok := postgresSchema(b)
+	if !ok {
 		return out
 	}
 	pg, err := store.Open(ctx, dsn)
 	if err != nil {
 		b.Fatal(err)
 	}
-	schema := fmt.Sprintf("bench_%d", time.Now().UnixNano())
-	if _, err := pg.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		b.Fatal(err)
-	}
-	pg.Close()
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	if pg, err = store.Open(ctx, dsn+sep+"search_path="+schema); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		pg.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		pg.Close()
-	})
+	b.Cleanup(func() { pg.Close() })
 	out["postgres"] = pg
 	return out
 }

@@ -2,13 +2,10 @@ package store_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -36,38 +33,20 @@ func readOnlyPair(t *testing.T) map[string][2]*store.DB {
 	t.Cleanup(func() { ro.Close() })
 	out["sqlite"] = [2]*store.DB{rw, ro}
 
-	dsn := os.Getenv("GATEHOUSE_TEST_POSTGRES")
-	if dsn == "" {
+	dsn, ok := postgresSchema(t)
+	if !ok {
 		return out
 	}
-	admin, err := store.Open(ctx, dsn)
-	if err != nil {
-		t.Fatalf("GATEHOUSE_TEST_POSTGRES is set but unusable: %v", err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "t_" + hex.EncodeToString(b)
-	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	pg, err := store.Open(ctx, dsn+sep+"search_path="+schema)
+	pg, err := store.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pgro, err := store.OpenReadOnly(ctx, dsn+sep+"search_path="+schema)
+	t.Cleanup(func() { pg.Close() })
+	pgro, err := store.OpenReadOnly(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		pgro.Close()
-		pg.Close()
-		admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		admin.Close()
-	})
+	t.Cleanup(func() { pgro.Close() })
 	out["postgres"] = [2]*store.DB{pg, pgro}
 	return out
 }

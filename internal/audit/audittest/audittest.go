@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/audit"
+	"github.com/gatehouse/gatehouse/internal/store"
 	"github.com/gatehouse/gatehouse/internal/verdict"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -23,6 +24,27 @@ type Store interface {
 	audit.CheckpointStore
 	audit.Searcher
 	audit.CursorStore
+}
+
+// OpenSQLite opens the SQLite store at path and its audit backend, with
+// the audit journal on if journal is set (which replays what the journal
+// holds and SQLite lacks). The caller closes the store.
+func OpenSQLite(t testing.TB, path string, journal bool) (*store.DB, *store.AuditLog) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := store.OpenAuditLog(ctx, db)
+	if err == nil && journal {
+		err = a.UseJournal(ctx, nil)
+	}
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db, a
 }
 
 // Keys returns a fresh Ed25519 note signer and its verifier.
