@@ -123,14 +123,10 @@ func (a *AuditLog) UseJournal(ctx context.Context, logger *slog.Logger) error {
 	}
 	j := &auditJournal{a: a, path: journalPath(a.db.Path), logger: logger, progress: make(chan struct{}),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	if err := j.open(); err != nil {
+	if err := j.openRecovered(ctx); err != nil {
 		return err
 	}
-	err := j.recover(ctx)
-	if err == nil {
-		err = j.prepare()
-	}
-	if err != nil {
+	if err := j.prepare(); err != nil {
 		j.f.Close()
 		return err
 	}
@@ -152,18 +148,27 @@ func (a *AuditLog) RetireJournal(ctx context.Context) error {
 		return nil
 	}
 	j := &auditJournal{a: a, path: path}
-	if err := j.open(); err != nil {
+	if err := j.openRecovered(ctx); err != nil {
 		return err
 	}
-	err := j.recover(ctx)
 	j.f.Close()
-	if err != nil {
-		return err
-	}
 	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("removing the audit journal: %w", err)
 	}
 	return audit.SyncDir(filepath.Dir(path))
+}
+
+// openRecovered opens the journal file and applies to SQLite what it holds
+// and SQLite lacks; the file stays open (and locked) on success.
+func (j *auditJournal) openRecovered(ctx context.Context) error {
+	if err := j.open(); err != nil {
+		return err
+	}
+	if err := j.recover(ctx); err != nil {
+		j.f.Close()
+		return err
+	}
+	return nil
 }
 
 // open opens the journal file (created empty when missing) and locks it
