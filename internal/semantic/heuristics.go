@@ -27,7 +27,9 @@ type heuristic struct {
 	triggers  []string
 	pattern   string // matched, case-insensitively, right after the trigger
 	lineStart bool   // the trigger must open a line (after blanks or '#')
+	unless    string // a match containing this is not one
 	re        *regexp.Regexp
+	reUnless  *regexp.Regexp
 }
 
 // heuristicWindow bounds how far past its trigger a pattern may match.
@@ -64,6 +66,14 @@ var heuristicList = []*heuristic{
 	{kind: "unrestricted_ai", score: 0.9,
 		triggers: []string{"ai", "ai model", "assistant", "chatbot", "language model", "llm", "version of yourself", "version of you"},
 		pattern:  `(?: that| which| who)?(?: has| had| have| is| was| were)? (?:without|with no|with zero|free (?:of|from)|freed from|unbound by|not bound by|no longer bound by|unconstrained by|lacking) (?:any |all |its |your )?(?:ethics|ethical|morals?|moral|restrictions|limits|limitations|filters|guidelines|rules|censorship|safeguards|boundaries|content polic(?:y|ies))\b`},
+	// A request to produce false content ("formulate an untrue headline",
+	// "make up a fake review") hijacks the model's task toward
+	// disinformation; it counts toward the risk but stays below the block
+	// threshold: a human may have a reason (a media-literacy class).
+	{kind: "deception_request", score: 0.8,
+		triggers: []string{"formulate", "write", "generate", "create", "compose", "make up", "invent", "fabricate", "produce", "draft", "come up with", "spread", "publish", "post"},
+		pattern:  `(?: me| us)?(?: an?| some| the| \d+| several| many)?(?: \w+){0,2}? (?:untrue|false|fake|fabricated|made-up|bogus|deceptive|misleading)\s+(?:headlines?|news|claims?|statements?|reports?|reviews?|facts?|information|articles?|rumou?rs?|testimonials?|quotes?|citations?|evidence)\b`,
+		unless: `\b(?:about|on|of|regarding|concerning|against|how|why|what|whether|to (?:spot|detect|identify|recogni[sz]e|debunk|counter|avoid|flag))\b`},
 	{kind: "role_play", score: 0.5,
 		triggers: []string{"you are now", "from now on", "pretend to be", "pretend you are", "pretend that you", "act as", "roleplay as", "role-play as", "stay in character", "developer mode", "dan mode", "do anything now", "jailbreak", "no ethical", "no moral", "without restrictions", "without any restrictions", "without filters", "without censorship"},
 		pattern:  ``},
@@ -79,6 +89,9 @@ func init() {
 	var kws []string
 	for i, h := range heuristicList {
 		h.re = regexp.MustCompile(`^(?i:` + h.pattern + `)`)
+		if h.unless != "" {
+			h.reUnless = regexp.MustCompile(`(?i:` + h.unless + `)`)
+		}
 		for _, t := range h.triggers {
 			kws = append(kws, t)
 			triggerOwners = append(triggerOwners, []int{i})
@@ -117,7 +130,7 @@ func matchHeuristics(t string) []heuristicMatch {
 				continue // the trigger is part of a longer word
 			}
 			loc := h.re.FindStringIndex(t[q:min(len(t), q+heuristicWindow)])
-			if loc == nil {
+			if loc == nil || h.reUnless != nil && h.reUnless.MatchString(t[q:q+loc[1]]) {
 				continue
 			}
 			done[hi] = true
