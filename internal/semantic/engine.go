@@ -441,7 +441,7 @@ func (s *screening) span(start, end int) (int, int) {
 // risk that the surface thresholds act on.
 var injectionKinds = map[string]bool{
 	"prompt_injection": true, "instruction_override": true, "prompt_leak": true,
-	"role_marker": true, "unrestricted_ai": true, "encoded_payload": true, "tag_characters": true,
+	"role_marker": true, "unrestricted_ai": true, "deception_request": true, "encoded_payload": true, "tag_characters": true,
 	"role_play": true, "bidi_control": true, "invisible_characters": true, "confusables": true,
 }
 
@@ -495,7 +495,8 @@ func (s *screening) decide() Result {
 			if f.Action == ActionBlock {
 				o = verdict.Block
 			}
-			v = v.Combine(verdict.Verdict{Outcome: o, Reasons: []verdict.Reason{reason(*f, o)}})
+			v.Outcome = max(v.Outcome, o)
+			v.Reasons = append(v.Reasons, reason(*f, o))
 		}
 	}
 	if len(redact) > 0 {

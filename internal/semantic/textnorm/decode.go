@@ -182,19 +182,20 @@ func rot13Reading(s string) (string, bool) {
 	if len(s) > 1<<16 {
 		s = s[:1<<16]
 	}
-	orig, words := countCommon(s)
+	orig, rot, words := countCommon(s)
 	if words < 3 || orig*6 >= words {
 		return "", false // too short, or already reads as English
 	}
-	r := Rotate13(s)
-	rot, _ := countCommon(r)
 	if rot >= 3 && rot*4 >= words && rot >= 3*orig+3 {
-		return r, true
+		return Rotate13(s), true
 	}
 	return "", false
 }
 
-func countCommon(s string) (common, words int) {
+// countCommon counts the words of s, and those that are common English
+// words as they stand and in their rot13 reading, without building the
+// reading.
+func countCommon(s string) (common, rotCommon, words int) {
 	start := -1
 	for i := 0; i <= len(s); i++ {
 		letter := i < len(s) && (s[i] >= 'a' && s[i] <= 'z' || s[i] >= 'A' && s[i] <= 'Z')
@@ -207,20 +208,24 @@ func countCommon(s string) (common, words int) {
 		if start >= 0 {
 			words++
 			if n := i - start; n <= 12 {
-				var buf [12]byte
+				var buf, rbuf [12]byte
 				for k := 0; k < n; k++ {
 					c := s[start+k]
 					if c >= 'A' && c <= 'Z' {
 						c += 'a' - 'A'
 					}
 					buf[k] = c
+					rbuf[k] = 'a' + (c-'a'+13)%26
 				}
 				if commonWords[string(buf[:n])] {
 					common++
+				}
+				if commonWords[string(rbuf[:n])] {
+					rotCommon++
 				}
 			}
 			start = -1
 		}
 	}
-	return common, words
+	return common, rotCommon, words
 }
