@@ -73,7 +73,7 @@ var heuristicList = []*heuristic{
 	{kind: "deception_request", score: 0.8,
 		triggers: []string{"formulate", "write", "generate", "create", "compose", "make up", "invent", "fabricate", "produce", "draft", "come up with", "spread", "publish", "post"},
 		pattern:  `(?: me| us)?(?: an?| some| the| \d+| several| many)?(?: \w+){0,2}? (?:untrue|false|fake|fabricated|made-up|bogus|deceptive|misleading)\s+(?:headlines?|news|claims?|statements?|reports?|reviews?|facts?|information|articles?|rumou?rs?|testimonials?|quotes?|citations?|evidence)\b`,
-		unless: `\b(?:about|on|of|regarding|concerning|against|how|why|what|whether|to (?:spot|detect|identify|recogni[sz]e|debunk|counter|avoid|flag))\b`},
+		unless:   `\b(?:about|on|of|regarding|concerning|against|how|why|what|whether|to (?:spot|detect|identify|recogni[sz]e|debunk|counter|avoid|flag))\b`},
 	{kind: "role_play", score: 0.5,
 		triggers: []string{"you are now", "from now on", "pretend to be", "pretend you are", "pretend that you", "act as", "roleplay as", "role-play as", "stay in character", "developer mode", "dan mode", "do anything now", "jailbreak", "no ethical", "no moral", "without restrictions", "without any restrictions", "without filters", "without censorship"},
 		pattern:  ``},
