@@ -2,6 +2,7 @@ package injection
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -21,6 +22,9 @@ const (
 	nsWord   = 0x9E3779B1
 	nsBigram = 0x85EBCA77
 	nsChar   = 0xC2B2AE3D
+	// charSalt times n is mixed into a character n-gram's hash (n+1 bytes
+	// long) so that n-grams of different lengths differ.
+	charSalt = 0x27d4eb2f
 )
 
 const (
@@ -220,13 +224,26 @@ func (f *featurizer) span(ls string, idx []uint32) ([]uint32, counts) {
 		f.buf = append(f.buf, ' ')
 	}
 	b := f.buf
-	for i := 0; i+3 <= len(b); i++ {
+	idx = slices.Grow(idx, 3*len(b))
+	i := 0
+	for ; i+5 <= len(b); i++ {
+		// the loop below, unrolled where all three n-grams fit
+		g := b[i : i+5 : i+5]
+		h := ((uint32(fnvOffset)^nsChar^uint32(g[0]))*fnvPrime ^ uint32(g[1])) * fnvPrime
+		h = (h ^ uint32(g[2])) * fnvPrime
+		idx = append(idx, mix(h^2*charSalt)&hashMask)
+		h = (h ^ uint32(g[3])) * fnvPrime
+		idx = append(idx, mix(h^3*charSalt)&hashMask)
+		h = (h ^ uint32(g[4])) * fnvPrime
+		idx = append(idx, mix(h^4*charSalt)&hashMask)
+	}
+	for ; i+3 <= len(b); i++ {
 		h := uint32(fnvOffset) ^ nsChar
 		for k := 0; k < 5 && i+k < len(b); k++ {
 			h ^= uint32(b[i+k])
 			h *= fnvPrime
 			if k >= 2 {
-				idx = append(idx, mix(h^uint32(k)*0x27d4eb2f)&hashMask)
+				idx = append(idx, mix(h^uint32(k)*charSalt)&hashMask)
 			}
 		}
 	}
