@@ -617,35 +617,45 @@ func maxLength(re *syntax.Regexp) int {
 
 // Scan returns the secrets in text, in order of position.
 func (s *Scanner) Scan(text string) []Match {
-	type hit struct{ rule, start int }
+	type hit struct{ rule, start int32 }
 	var hits []hit
 	s.keywords.Find(text, func(id, start int) {
 		for _, r := range s.kwRules[id] {
-			hits = append(hits, hit{r, start})
+			hits = append(hits, hit{int32(r), int32(start)})
 		}
 	})
 	var out []Match
 	if len(hits) == 0 && len(s.always) == 0 {
 		return nil
 	}
-	slices.SortFunc(hits, func(a, b hit) int {
-		if a.rule != b.rule {
-			return a.rule - b.rule
-		}
-		return a.start - b.start
-	})
+	// Group the keyword occurrences by rule (a counting sort: text dense
+	// with keywords has thousands of hits, and comparison sorting them
+	// cost a quarter of the scan); within a rule they stay in the order
+	// found, which is by end and almost always by start.
+	first := make([]int32, len(s.rules)+1)
+	for _, h := range hits {
+		first[h.rule+1]++
+	}
+	for r := 1; r < len(first); r++ {
+		first[r] += first[r-1]
+	}
+	starts := make([]int, len(hits))
+	next := slices.Clone(first[:len(s.rules)])
+	for _, h := range hits {
+		starts[next[h.rule]] = int(h.start)
+		next[h.rule]++
+	}
 	var lines lineIndex
-	for i := 0; i < len(hits); {
-		j := i
-		var starts []int
-		for j < len(hits) && hits[j].rule == hits[i].rule {
-			if len(starts) == 0 || starts[len(starts)-1] != hits[j].start {
-				starts = append(starts, hits[j].start)
-			}
-			j++
+	for r := range s.rules {
+		st := starts[first[r]:first[r+1]]
+		if len(st) == 0 {
+			continue
 		}
-		out = s.scanRule(&s.rules[hits[i].rule], text, starts, &lines, out)
-		i = j
+		if !slices.IsSorted(st) {
+			slices.Sort(st)
+		}
+		st = slices.Compact(st)
+		out = s.scanRule(&s.rules[r], text, st, &lines, out)
 	}
 	for _, r := range s.always {
 		out = s.scanRule(&s.rules[r], text, nil, &lines, out)
