@@ -8,7 +8,10 @@ package keyword
 type Set struct {
 	class   [256]uint8 // byte -> alphabet class; 0 = no keyword uses it
 	nclass  int
-	delta   []int32   // state*nclass + class -> next state
+	// delta maps state*nclass + class to the next state, premultiplied by
+	// nclass, with hasOut set when keywords end there: the scan loop
+	// then needs no multiplication, and looks at out only on a hit.
+	delta   []int32
 	out     [][]int32 // state -> keyword ids ending here (after fail links)
 	lengths []int     // keyword id -> length
 }
@@ -84,18 +87,29 @@ func New(keywords []string) *Set {
 			}
 		}
 	}
+	// premultiply and flag, now that the fail links are built
+	for i, n := range m.delta {
+		v := n * int32(m.nclass)
+		if len(m.out[n]) > 0 {
+			v |= hasOut
+		}
+		m.delta[i] = v
+	}
 	return m
 }
+
+// hasOut flags a delta entry whose state ends keywords.
+const hasOut = -1 << 31
 
 // Find calls hit with the index (in the slice given to New) and the start
 // offset of every occurrence of every keyword, in order of their ends.
 func (m *Set) Find(s string, hit func(id int, start int)) {
-	state := int32(0)
-	nc := int32(m.nclass)
+	off := int32(0) // the state times nclass
 	for i := 0; i < len(s); i++ {
-		state = m.delta[state*nc+int32(m.class[s[i]])]
-		if out := m.out[state]; len(out) > 0 {
-			for _, id := range out {
+		v := m.delta[off+int32(m.class[s[i]])]
+		off = v &^ hasOut
+		if v < 0 {
+			for _, id := range m.out[off/int32(m.nclass)] {
 				hit(int(id), i+1-m.lengths[id])
 			}
 		}

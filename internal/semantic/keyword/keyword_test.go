@@ -1,6 +1,7 @@
 package keyword_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -30,4 +31,61 @@ func TestFind(t *testing.T) {
 			}
 		})
 	}
+}
+
+// naive finds every occurrence of every keyword, ASCII case folded, in
+// the order Find promises: by end, then by keyword index.
+func naive(keywords []string, text string) [][2]int {
+	lower := func(s string) string { // ASCII only, byte for byte
+		b := []byte(s)
+		for i, c := range b {
+			if c >= 'A' && c <= 'Z' {
+				b[i] = c + 'a' - 'A'
+			}
+		}
+		return string(b)
+	}
+	lt := lower(text)
+	var out [][2]int
+	for end := 1; end <= len(text); end++ {
+		for id, k := range keywords {
+			k = lower(k)
+			if k != "" && end >= len(k) && lt[end-len(k):end] == k {
+				out = append(out, [2]int{id, end - len(k)})
+			}
+		}
+	}
+	return out
+}
+
+// multiset counts hits, since Find orders keywords ending at one byte
+// by its own rule.
+func multiset(h [][2]int) map[[2]int]int {
+	m := map[[2]int]int{}
+	for _, x := range h {
+		m[x]++
+	}
+	return m
+}
+
+func FuzzFind(f *testing.F) {
+	f.Add("api_key,key,password,pass,token", "my API_KEY=abc; password: hunter2, passkey token")
+	f.Add("he,she,his,hers", "ushers and HIS hers")
+	f.Add("aa,a", "aaaa")
+	f.Fuzz(func(t *testing.T, list, text string) {
+		var keywords []string
+		for _, k := range strings.Split(list, ",") {
+			if k != "" && len(k) <= 16 {
+				keywords = append(keywords, k)
+			}
+		}
+		if len(keywords) == 0 || len(keywords) > 64 || len(text) > 4096 {
+			return
+		}
+		var got [][2]int
+		keyword.New(keywords).Find(text, func(id, start int) { got = append(got, [2]int{id, start}) })
+		if want := naive(keywords, text); !cmp.Equal(multiset(want), multiset(got)) {
+			t.Errorf("keywords %q in %q: got %v, want %v", keywords, text, got, want)
+		}
+	})
 }
