@@ -6,8 +6,8 @@ package keyword
 
 // Set is a compiled set of keywords.
 type Set struct {
-	class   [256]uint8 // byte -> alphabet class; 0 = no keyword uses it
-	nclass  int
+	class  [256]uint8 // byte -> alphabet class; 0 = no keyword uses it
+	nclass int
 	// delta maps state*nclass + class to the next state, premultiplied by
 	// nclass, with hasOut set when keywords end there: the scan loop
 	// then needs no multiplication, and looks at out only on a hit.
