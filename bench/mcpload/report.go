@@ -212,8 +212,12 @@ func writeTable(w io.Writer, r *results) {
 	fmt.Fprintf(w, "machine: %d CPUs (GOMAXPROCS %d), %s, kernel %s, %s; load average %s → %s\n",
 		m.NProc, m.GOMAXPROCS, m.CPUModel, m.Kernel, m.GoVersion, m.LoadStart, m.LoadEnd)
 	if f := m.Fsync; f != nil {
-		fmt.Fprintf(w, "disk: append 4 KiB + fsync in %s (%s): mean %.2f ms, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n",
+		fmt.Fprintf(w, "disk: append 4 KiB + fsync in %s (%s): mean %.2f ms, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms",
 			f.Dir, f.Filesystem, f.MeanMS, f.P50MS, f.P90MS, f.P99MS)
+		if f.CPUUS > 0 {
+			fmt.Fprintf(w, "; %.0f µs of CPU each", f.CPUUS)
+		}
+		fmt.Fprintln(w)
 	}
 	o := r.Options
 	fmt.Fprintf(w, "load: tools/call %s, %d sessions per target, baseline %q; open loop %s arrivals, %d rounds × %gs per target per rate; closed loop %d in flight, %d rounds × %gs\n",
