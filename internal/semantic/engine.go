@@ -441,7 +441,7 @@ func (s *screening) span(start, end int) (int, int) {
 // risk that the surface thresholds act on.
 var injectionKinds = map[string]bool{
 	"prompt_injection": true, "instruction_override": true, "prompt_leak": true,
-	"role_marker": true, "unrestricted_ai": true, "deception_request": true, "encoded_payload": true, "tag_characters": true,
+	"role_marker": true, "unrestricted_ai": true, "deception_request": true, "ai_addressee": true, "encoded_payload": true, "tag_characters": true,
 	"role_play": true, "bidi_control": true, "invisible_characters": true, "confusables": true,
 }
 

@@ -27,6 +27,7 @@ type heuristic struct {
 	triggers  []string
 	pattern   string // matched, case-insensitively, right after the trigger
 	lineStart bool   // the trigger must open a line (after blanks or '#')
+	dataOnly  bool   // only in data (tool results, documents), never in a principal's text
 	unless    string // a match containing this is not one
 	re        *regexp.Regexp
 	reUnless  *regexp.Regexp
@@ -66,6 +67,22 @@ var heuristicList = []*heuristic{
 	{kind: "unrestricted_ai", score: 0.9,
 		triggers: []string{"ai", "ai model", "assistant", "chatbot", "language model", "llm", "version of yourself", "version of you"},
 		pattern:  `(?: that| which| who)?(?: has| had| have| is| was| were)? (?:without|with no|with zero|free (?:of|from)|freed from|unbound by|not bound by|no longer bound by|unconstrained by|lacking) (?:any |all |its |your )?(?:ethics|ethical|morals?|moral|restrictions|limits|limitations|filters|guidelines|rules|censorship|safeguards|boundaries|content polic(?:y|ies))\b`},
+	// Text addressed to an AI that reads it ("Note to the AI reading
+	// this:", "if an AI model is summarising this page", "AI assistants
+	// processing these reviews must …"): in data, the shape of an
+	// indirect injection whatever it then asks; in a prompt, a user
+	// talking to the assistant, so these match data only. Bare
+	// "assistant" and "agent" are left out: in e-mail they are often
+	// people.
+	{kind: "ai_addressee", score: 0.85, dataOnly: true,
+		triggers: []string{"note to", "note for", "message to", "message for", "instructions to", "instructions for", "instruction to", "instruction for", "attention", "reminder to", "reminder for", "request to", "request for", "notice to", "notice for", "dear", "hey", "hello", "hi"},
+		pattern:  ` (?:the |any |all |every |an? )?` + aiReader + `s?\b\s*[:,-]`},
+	{kind: "ai_addressee", score: 0.85, dataOnly: true,
+		triggers: []string{"if", "when", "whenever", "in case"},
+		pattern:  ` (?:you are |you're )?(?:an? |any |the |some )?` + aiReader + `s? (?:is |are )?(?:reading|processing|summari[sz]ing|handling|parsing|scanning|indexing|browsing|crawling|analy[sz]ing|viewing|reads|processes|summari[sz]es|sees)\b`},
+	{kind: "ai_addressee", score: 0.85, dataOnly: true,
+		triggers: []string{"ai", "llm", "llms", "language model", "language models", "chatbot", "chatbots", "automated", "virtual", "digital"},
+		pattern:  `(?: (?:assistant|agent|model|bot|system|helper|crawler|tool|reader|scraper)s?)? (?:that is |who is |which is |that are |who are )?(?:reading|processing|summari[sz]ing|parsing|scanning|indexing|crawling|analy[sz]ing) (?:this|these)\b`},
 	// A request to produce false content ("formulate an untrue headline",
 	// "make up a fake review") hijacks the model's task toward
 	// disinformation; it counts toward the risk but stays below the block
@@ -78,6 +95,11 @@ var heuristicList = []*heuristic{
 		triggers: []string{"you are now", "from now on", "pretend to be", "pretend you are", "pretend that you", "act as", "roleplay as", "role-play as", "stay in character", "developer mode", "dan mode", "do anything now", "jailbreak", "no ethical", "no moral", "without restrictions", "without any restrictions", "without filters", "without censorship"},
 		pattern:  ``},
 }
+
+// aiReader names an AI as the reader of a text: an AI, a language model, a
+// chatbot, or an assistant, agent, model or bot that is called AI,
+// automated, virtual or digital.
+const aiReader = `(?:(?:ai|automated|virtual|digital)(?: \w+)?? (?:assistant|agent|model|bot|system|helper)|ai|llm|large language model|language model|chatbot|gpt|chatgpt)`
 
 var (
 	heuristicKeywords *keyword.Set
@@ -112,8 +134,10 @@ type heuristicMatch struct {
 	score      float64
 }
 
-// matchHeuristics returns the first match of each heuristic in t.
-func matchHeuristics(t string) []heuristicMatch {
+// matchHeuristics returns the first match of each heuristic in t; data
+// says whether t is data (a tool result, a document) rather than text from
+// a principal.
+func matchHeuristics(t string, data bool) []heuristicMatch {
 	var out []heuristicMatch
 	done := make([]bool, len(heuristicList))
 	heuristicKeywords.Find(t, func(id, p int) {
@@ -122,7 +146,7 @@ func matchHeuristics(t string) []heuristicMatch {
 			if done[hi] || p > 0 && isWordByte(t[p-1]) && isWordByte(t[p]) {
 				continue
 			}
-			if h.lineStart && !opensLine(t, p) {
+			if h.dataOnly && !data || h.lineStart && !opensLine(t, p) {
 				continue
 			}
 			q := p + triggerLens[id]
@@ -180,7 +204,7 @@ func (s *screening) heuristics() {
 			continue
 		}
 		hidden := t == n.Hidden && t != n.Text
-		for _, m := range matchHeuristics(t) {
+		for _, m := range matchHeuristics(t, s.in.Surface.Untrusted()) {
 			a, b := s.span(m.start, m.end)
 			if hidden {
 				a, b = -1, -1
@@ -210,7 +234,7 @@ func (s *screening) encoded() {
 	for _, d := range textnorm.FindEncoded(s.norm.Text) {
 		text := textnorm.Normalize(d.Text).Text
 		score := 0.0
-		for _, m := range matchHeuristics(text) {
+		for _, m := range matchHeuristics(text, s.in.Surface.Untrusted()) {
 			if m.h.kind != "role_play" {
 				score = max(score, m.score)
 			}
