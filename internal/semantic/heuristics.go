@@ -28,6 +28,7 @@ type heuristic struct {
 	pattern   string // matched, case-insensitively, right after the trigger
 	lineStart bool   // the trigger must open a line (after blanks or '#')
 	dataOnly  bool   // only in data (tool results, documents), never in a principal's text
+	needsAI   bool   // only in a text that names an AI reader (see mentionsAI)
 	unless    string // a match containing this is not one
 	re        *regexp.Regexp
 	reUnless  *regexp.Regexp
@@ -74,13 +75,13 @@ var heuristicList = []*heuristic{
 	// talking to the assistant, so these match data only. Bare
 	// "assistant" and "agent" are left out: in e-mail they are often
 	// people.
-	{kind: "ai_addressee", score: 0.85, dataOnly: true,
+	{kind: "ai_addressee", score: 0.85, dataOnly: true, needsAI: true,
 		triggers: []string{"note to", "note for", "message to", "message for", "instructions to", "instructions for", "instruction to", "instruction for", "attention", "reminder to", "reminder for", "request to", "request for", "notice to", "notice for", "dear", "hey", "hello", "hi"},
 		pattern:  ` (?:the |any |all |every |an? )?` + aiReader + `s?\b\s*[:,-]`},
-	{kind: "ai_addressee", score: 0.85, dataOnly: true,
+	{kind: "ai_addressee", score: 0.85, dataOnly: true, needsAI: true,
 		triggers: []string{"if", "when", "whenever", "in case"},
 		pattern:  ` (?:you are |you're )?(?:an? |any |the |some )?` + aiReader + `s? (?:is |are )?(?:reading|processing|summari[sz]ing|handling|parsing|scanning|indexing|browsing|crawling|analy[sz]ing|viewing|reads|processes|summari[sz]es|sees)\b`},
-	{kind: "ai_addressee", score: 0.85, dataOnly: true,
+	{kind: "ai_addressee", score: 0.85, dataOnly: true, needsAI: true,
 		triggers: []string{"ai", "llm", "llms", "language model", "language models", "chatbot", "chatbots", "automated", "virtual", "digital"},
 		pattern:  `(?: (?:assistant|agent|model|bot|system|helper|crawler|tool|reader|scraper)s?)? (?:that is |who is |which is |that are |who are )?(?:reading|processing|summari[sz]ing|parsing|scanning|indexing|crawling|analy[sz]ing) (?:this|these)\b`},
 	// A request to produce false content ("formulate an untrue headline",
@@ -123,6 +124,26 @@ func init() {
 	heuristicKeywords = keyword.New(kws)
 }
 
+// aiWords open every aiReader; a text without one of them, as a word,
+// cannot match a needsAI heuristic, whose triggers ("if", "hi", "note
+// to") are common.
+var (
+	aiWordList = []string{"ai", "llm", "llms", "language model", "chatbot", "chatbots", "gpt", "chatgpt", "automated", "virtual", "digital"}
+	aiWords    = keyword.New(aiWordList)
+)
+
+// mentionsAI reports whether t contains one of aiWords as a word.
+func mentionsAI(t string) bool {
+	found := false
+	aiWords.Find(t, func(id, p int) {
+		q := p + len(aiWordList[id])
+		if !found && (p == 0 || !isWordByte(t[p-1])) && (q == len(t) || !isWordByte(t[q])) {
+			found = true
+		}
+	})
+	return found
+}
+
 func isWordByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
 }
@@ -140,6 +161,7 @@ type heuristicMatch struct {
 func matchHeuristics(t string, data bool) []heuristicMatch {
 	var out []heuristicMatch
 	done := make([]bool, len(heuristicList))
+	ai := 0 // whether t mentions an AI reader: 0 not yet known, 1 yes, -1 no
 	heuristicKeywords.Find(t, func(id, p int) {
 		for _, hi := range triggerOwners[id] {
 			h := heuristicList[hi]
@@ -148,6 +170,17 @@ func matchHeuristics(t string, data bool) []heuristicMatch {
 			}
 			if h.dataOnly && !data || h.lineStart && !opensLine(t, p) {
 				continue
+			}
+			if h.needsAI {
+				if ai == 0 {
+					ai = -1
+					if mentionsAI(t) {
+						ai = 1
+					}
+				}
+				if ai < 0 {
+					continue
+				}
 			}
 			q := p + triggerLens[id]
 			if q < len(t) && isWordByte(t[q-1]) && isWordByte(t[q]) {
