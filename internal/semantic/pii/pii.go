@@ -82,8 +82,15 @@ func isAlnum(c byte) bool {
 // backtracking regular expression runs over the whole text.
 func (s *Scanner) Scan(text string) []Match {
 	var out []Match
+	// checked is how many of out a new match must not overlap: all of
+	// them, except while numeric runs are classified (see below).
+	checked := -1
 	taken := func(a, b int) bool {
-		for _, m := range out {
+		prior := out
+		if checked >= 0 {
+			prior = out[:checked]
+		}
+		for _, m := range prior {
 			if a < m.End && m.Start < b {
 				return true
 			}
@@ -110,6 +117,11 @@ func (s *Scanner) Scan(text string) []Match {
 	// Numeric runs: digits with single separators, optionally opened by
 	// "+" or "(".
 	budget := maxPhoneChecks
+	// Numeric runs do not overlap one another and each gives at most one
+	// match, so they are checked against the IBANs only: checking each
+	// against every earlier match was quadratic in a text full of phone
+	// numbers.
+	checked = len(out)
 	for i := 0; i < len(text); i++ {
 		c := text[i]
 		if !isDigit(c) || i > 0 && (isAlnum(text[i-1]) || text[i-1] == '.' || text[i-1] == '-' || text[i-1] == '_') {
@@ -127,6 +139,7 @@ func (s *Scanner) Scan(text string) []Match {
 		s.classify(text, start, end, addMatch, &budget)
 		i = end
 	}
+	checked = -1
 	if s.want(Email) {
 		for i := 0; i < len(text); i++ {
 			if text[i] == '@' {
@@ -241,9 +254,9 @@ func (s *Scanner) classify(text string, start, end int, addMatch func(Match), ph
 		if region == "" {
 			region = "US"
 		}
-		d := len(digits(run))
+		d := countDigits(run)
 		if d >= 7 && d <= 15 && !dateShaped(run, d) {
-			key := region + "\x00" + run
+			key := phoneKey{region, run} // looked up without a copy
 			phoneCache.Lock()
 			valid, ok := phoneCache.m[key]
 			phoneCache.Unlock()
@@ -254,7 +267,9 @@ func (s *Scanner) classify(text string, start, end int, addMatch func(Match), ph
 				if len(phoneCache.m) >= phoneCacheSize {
 					clear(phoneCache.m)
 				}
-				phoneCache.m[key] = valid
+				// the stored key is a copy: a substring would keep the
+				// whole text alive
+				phoneCache.m[phoneKey{region, strings.Clone(run)}] = valid
 				phoneCache.Unlock()
 			}
 			switch {
@@ -277,8 +292,10 @@ const maxPhoneChecks = 4
 // cleared when full, which bounds its memory.
 var phoneCache = struct {
 	sync.Mutex
-	m map[string]bool
-}{m: map[string]bool{}}
+	m map[phoneKey]bool
+}{m: map[phoneKey]bool{}}
+
+type phoneKey struct{ region, candidate string }
 
 const phoneCacheSize = 4096
 
@@ -309,7 +326,7 @@ func cardIn(text string, start, end int) (int, int, bool) {
 			continue
 		}
 		c := strings.TrimRight(text[start:e], " -")
-		n := len(digits(c))
+		n := countDigits(c)
 		if n < 13 {
 			break
 		}
@@ -389,6 +406,17 @@ func emailAround(text string, at int) (int, int, bool) {
 		}
 	}
 	return a, b, true
+}
+
+// countDigits counts the ASCII digits of s.
+func countDigits(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			n++
+		}
+	}
+	return n
 }
 
 func digits(s string) []byte {

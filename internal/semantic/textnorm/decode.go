@@ -3,6 +3,7 @@ package textnorm
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"math/bits"
 	"strings"
 	"unicode/utf8"
 )
@@ -165,16 +166,24 @@ func Rotate13(s string) string {
 
 // commonWords are frequent English function words and the verbs of
 // instructions; they tell English from its rot13 reading.
-var commonWords = map[string]bool{
-	"the": true, "and": true, "you": true, "your": true, "to": true, "of": true, "is": true, "a": true,
-	"in": true, "all": true, "that": true, "it": true, "for": true, "are": true, "with": true, "this": true,
-	"ignore": true, "previous": true, "instructions": true, "now": true, "tell": true, "me": true,
-	"system": true, "prompt": true, "be": true, "as": true, "not": true, "do": true, "what": true, "on": true,
-}
+var commonWords = func() map[string]uint8 {
+	m := map[string]uint8{}
+	for i, w := range []string{
+		"the", "and", "you", "your", "to", "of", "is", "a",
+		"in", "all", "that", "it", "for", "are", "with", "this",
+		"ignore", "previous", "instructions", "now", "tell", "me",
+		"system", "prompt", "be", "as", "not", "do", "what", "on",
+	} {
+		m[w] = uint8(i)
+	}
+	return m
+}()
 
 // rot13Reading returns the rot13 reading of s when at least three words and
-// at least a quarter of the words of that reading are common English words
-// and s itself has at most a third as many.
+// at least a quarter of the words of that reading are common English words,
+// at least three of them different (one short word repeated — "or" reads as
+// "be" — is a coincidence, as in a list of phone numbers), and s itself has
+// at most a third as many.
 func rot13Reading(s string) (string, bool) {
 	if len(s) < 12 {
 		return "", false
@@ -182,20 +191,21 @@ func rot13Reading(s string) (string, bool) {
 	if len(s) > 1<<16 {
 		s = s[:1<<16]
 	}
-	orig, rot, words := countCommon(s)
+	orig, rot, rotDistinct, words := countCommon(s)
 	if words < 3 || orig*6 >= words {
 		return "", false // too short, or already reads as English
 	}
-	if rot >= 3 && rot*4 >= words && rot >= 3*orig+3 {
+	if rot >= 3 && rotDistinct >= 3 && rot*4 >= words && rot >= 3*orig+3 {
 		return Rotate13(s), true
 	}
 	return "", false
 }
 
-// countCommon counts the words of s, and those that are common English
-// words as they stand and in their rot13 reading, without building the
-// reading.
-func countCommon(s string) (common, rotCommon, words int) {
+// countCommon counts the words of s, those that are common English words
+// as they stand and in their rot13 reading, and the different common words
+// of that reading, without building the reading.
+func countCommon(s string) (common, rotCommon, rotDistinct, words int) {
+	var seen uint64 // bit i: commonWords' word i seen in the rot13 reading
 	start := -1
 	for i := 0; i <= len(s); i++ {
 		letter := i < len(s) && (s[i] >= 'a' && s[i] <= 'z' || s[i] >= 'A' && s[i] <= 'Z')
@@ -217,15 +227,16 @@ func countCommon(s string) (common, rotCommon, words int) {
 					buf[k] = c
 					rbuf[k] = 'a' + (c-'a'+13)%26
 				}
-				if commonWords[string(buf[:n])] {
+				if _, ok := commonWords[string(buf[:n])]; ok {
 					common++
 				}
-				if commonWords[string(rbuf[:n])] {
+				if i, ok := commonWords[string(rbuf[:n])]; ok {
 					rotCommon++
+					seen |= 1 << i
 				}
 			}
 			start = -1
 		}
 	}
-	return common, rotCommon, words
+	return common, rotCommon, bits.OnesCount64(seen), words
 }
