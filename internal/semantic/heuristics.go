@@ -77,7 +77,7 @@ var heuristicList = []*heuristic{
 	// people.
 	{kind: "ai_addressee", score: 0.85, dataOnly: true, needsAI: true,
 		triggers: []string{"note to", "note for", "message to", "message for", "instructions to", "instructions for", "instruction to", "instruction for", "attention", "reminder to", "reminder for", "request to", "request for", "notice to", "notice for", "dear", "hey", "hello", "hi"},
-		pattern:  ` (?:the |any |all |every |an? )?` + aiReader + `s?\b\s*[:,-]`},
+		pattern:  ` (?:the |any |all |every |an? )?` + aiReader + `s?\b\s*(?:[:,]|\s-\s|\s?\x{2014})`},
 	{kind: "ai_addressee", score: 0.85, dataOnly: true, needsAI: true,
 		triggers: []string{"if", "when", "whenever", "in case"},
 		pattern:  ` (?:you are |you're )?(?:an? |any |the |some )?` + aiReader + `s? (?:is |are )?(?:reading|processing|summari[sz]ing|handling|parsing|scanning|indexing|browsing|crawling|analy[sz]ing|viewing|reads|processes|summari[sz]es|sees)\b`},
