@@ -13,6 +13,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/lock"
 	"github.com/gatehouse/gatehouse/internal/store"
 )
 
@@ -81,6 +82,9 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if err := a.Usable(time.Now()); err != nil {
 		return agentRefusal(a, err)
+	}
+	if err := agentLocked(ctx, cfg, a.ID); err != nil {
+		return err
 	}
 	m := &identity.Minter{Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, MaxTTL: cfg.Identity.MaxTokenTTL.Std()}
 	if k := cfg.Identity.Keys; k != nil {
@@ -155,6 +159,42 @@ func registeredAgent(ctx context.Context, cfg *config.File, cfgPath, id string, 
 		fmt.Fprintf(stderr, "note: agent %s is in %s but not yet in the agent registry; the gateway registers it when it next starts and refuses the token until then\n", id, cfgPath)
 	}
 	return a, nil
+}
+
+// agentLocked refuses a token to an agent under the kill switch (a lock on
+// the agent or on the whole gateway), as the gateway's own token services
+// do; the token would be refused at its first use anyway. The store is
+// read, never created.
+func agentLocked(ctx context.Context, cfg *config.File, id string) error {
+	dsn, err := configDSN(cfg)
+	if err != nil {
+		return err
+	}
+	db, err := store.OpenReadOnly(ctx, dsn)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no gateway has started with this data_dir: no locks
+	}
+	if err != nil {
+		return fmt.Errorf("reading the kill switch's locks: %w (--admin URL mints through a running gateway instead)", err)
+	}
+	defer db.Close()
+	locks, err := store.ReadLocks(ctx, db)
+	if err != nil {
+		return fmt.Errorf("reading the kill switch's locks: %w (--admin URL mints through a running gateway instead)", err)
+	}
+	now := time.Now()
+	for _, l := range locks {
+		if !l.Active(now) {
+			continue
+		}
+		switch {
+		case l.Scope == lock.Global:
+			return fmt.Errorf("the gateway is locked by the kill switch (%s); gatehouse unlock global lifts it", l.Reason)
+		case l.Scope == lock.Agent && l.Target == id:
+			return fmt.Errorf("agent %q is locked by the kill switch (%s); gatehouse unlock agent %s lifts it", id, l.Reason, id)
+		}
+	}
+	return nil
 }
 
 // agentRefusal says why a registered agent gets no token (err is from

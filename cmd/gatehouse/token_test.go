@@ -111,7 +111,7 @@ servers:
 // TestTokenMintRegistry mints tokens for agents of the durable registry,
 // added at run time through the admin API (gatehouse agents add), next to
 // a running gateway: the gateway accepts the token of an active agent and
-// the CLI refuses unknown, suspended, retired and expired ones, reading the
+// the CLI refuses unknown, suspended, retired, expired and locked ones, reading the
 // store (--config) or asking the gateway (--admin). Minting while the
 // registry changes breaks neither side, and the CLI keeps reading the store
 // once the gateway has stopped.
@@ -170,12 +170,13 @@ servers:
 			t.Fatalf("%v: %v %s", args, err, msg)
 		}
 	}
-	for _, id := range []string{"runtime-bot", "paused-bot", "retired-bot", "toggled-bot"} {
+	for _, id := range []string{"runtime-bot", "paused-bot", "retired-bot", "toggled-bot", "locked-bot"} {
 		must("agents", "add", "--id", id, "--owner", "dana@example.com", "--server", "workspace")
 	}
 	must("agents", "add", "--id", "expired-bot", "--owner", "dana@example.com", "--server", "workspace", "--expires", "2020-01-01T00:00:00Z")
 	must("agents", "suspend", "paused-bot", "--reason", "under review")
 	must("agents", "retire", "retired-bot")
+	must("kill", "agent", "locked-bot", "--reason", "incident 42")
 
 	// connect opens an MCP session through the gateway with tok and lists
 	// the tools: it fails when the gateway refuses the token.
@@ -235,6 +236,7 @@ servers:
 				{"paused-bot", `agent "paused-bot" is suspended`},
 				{"retired-bot", `agent "retired-bot" is retired`},
 				{"expired-bot", `agent "expired-bot" expired at 2020-01-01T00:00:00Z`},
+				{"locked-bot", `agent "locked-bot" is locked by the kill switch`},
 			} {
 				out, _, err := mint(tt.agent)
 				if err == nil || !strings.Contains(err.Error(), tt.want) || out != "" {
@@ -281,6 +283,9 @@ servers:
 	}
 	if _, _, err := cli("token", "mint", "--config", cfgPath, "--agent", "paused-bot"); err == nil || !strings.Contains(err.Error(), "suspended") {
 		t.Errorf("paused-bot with the gateway stopped: %v", err)
+	}
+	if _, _, err := cli("token", "mint", "--config", cfgPath, "--agent", "locked-bot"); err == nil || !strings.Contains(err.Error(), "incident 42") {
+		t.Errorf("locked-bot with the gateway stopped: %v", err)
 	}
 	if err := os.WriteFile(cfgPath, []byte(strings.Replace(text, "agents: [", "agents: [{id: late-bot, owner: dana@example.com, servers: [workspace]}, ", 1)), 0o600); err != nil {
 		t.Fatal(err)

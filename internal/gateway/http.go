@@ -219,6 +219,11 @@ func (g *Gateway) adminMintToken(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, apiError{msg})
 		return
 	}
+	// The kill switch, as at authentication: a locked agent gets no token.
+	if err := g.lockedPrincipal(r.Context(), &identity.Principal{Agent: a}); err != nil {
+		writeJSON(w, http.StatusConflict, apiError{fmt.Sprintf("agent %q is locked by the kill switch (%v); gatehouse unlock lifts it", a.ID, err)})
+		return
+	}
 	tok, exp, err := g.minter.Mint(a.ID, ttl)
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})

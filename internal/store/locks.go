@@ -130,6 +130,20 @@ func (s *Locks) List(ctx context.Context) ([]lock.Lock, error) {
 	return out, rows.Err()
 }
 
+// ReadLocks lists the locks straight from the store, for tools that must
+// not migrate it (the store may be opened read-only): none when no gateway
+// has created the table yet.
+func ReadLocks(ctx context.Context, db *DB) ([]lock.Lock, error) {
+	ok, err := db.hasTable(ctx, "locks")
+	if err != nil {
+		return nil, fmt.Errorf("listing locks: %w", err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	return (&Locks{db: db}).List(ctx)
+}
+
 // DeleteExpired removes the locks that expired before t (expired locks are
 // not enforced; this only keeps the table small). It does not bump the
 // version.
