@@ -11,9 +11,13 @@ type Set struct {
 	// delta maps state*nclass + class to the next state, premultiplied by
 	// nclass, with hasOut set when keywords end there: the scan loop
 	// then needs no multiplication, and looks at out only on a hit.
-	delta   []int32
-	out     [][]int32 // state -> keyword ids ending here (after fail links)
-	lengths []int     // keyword id -> length
+	delta []int32
+	// rootStay[c] is set when byte c, read in the root state, leads back
+	// to it with nothing found: Find skips runs of such bytes without the
+	// table's dependent loads.
+	rootStay [256]bool
+	out      [][]int32 // state -> keyword ids ending here (after fail links)
+	lengths  []int     // keyword id -> length
 }
 
 func fold(c byte) byte {
@@ -87,6 +91,9 @@ func New(keywords []string) *Set {
 			}
 		}
 	}
+	for c := range 256 {
+		m.rootStay[c] = m.delta[m.class[c]] == 0 && len(m.out[0]) == 0
+	}
 	// premultiply and flag, now that the fail links are built
 	for i, n := range m.delta {
 		v := n * int32(m.nclass)
@@ -106,6 +113,14 @@ const hasOut = -1 << 31
 func (m *Set) Find(s string, hit func(id int, start int)) {
 	off := int32(0) // the state times nclass
 	for i := 0; i < len(s); i++ {
+		if off == 0 {
+			for i < len(s) && m.rootStay[s[i]] {
+				i++
+			}
+			if i == len(s) {
+				return
+			}
+		}
 		v := m.delta[off+int32(m.class[s[i]])]
 		off = v &^ hasOut
 		if v < 0 {
