@@ -14,6 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/lock"
+	"github.com/gatehouse/gatehouse/internal/pipeline"
 	"github.com/gatehouse/gatehouse/internal/store"
 )
 
@@ -76,14 +77,21 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	a, err := registeredAgent(ctx, cfg, *cfgPath, *agent, stderr)
+	db, err := openStoreReadOnly(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if db != nil {
+		defer db.Close()
+	}
+	a, err := registeredAgent(ctx, db, cfg, *cfgPath, *agent, stderr)
 	if err != nil {
 		return err
 	}
 	if err := a.Usable(time.Now()); err != nil {
 		return agentRefusal(a, err)
 	}
-	if err := agentLocked(ctx, cfg, a.ID); err != nil {
+	if err := agentLocked(ctx, db, a.ID); err != nil {
 		return err
 	}
 	m := &identity.Minter{Issuer: cfg.Identity.Issuer, Audience: cfg.Identity.Audience, MaxTTL: cfg.Identity.MaxTokenTTL.Std()}
@@ -110,24 +118,31 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// registeredAgent looks id up in the agent registry as the gateway sees
-// it once it has seeded the configuration's agents: the durable store's
-// agent when it holds one (its runtime status wins), else the
-// configuration's. The store is opened for reading only and never created.
-func registeredAgent(ctx context.Context, cfg *config.File, cfgPath, id string, stderr io.Writer) (*identity.Agent, error) {
+// openStoreReadOnly opens the store the configuration names for reading
+// only, never creating it: nil when no gateway has started with this
+// data_dir yet.
+func openStoreReadOnly(ctx context.Context, cfg *config.File) (*store.DB, error) {
 	dsn, err := configDSN(cfg)
 	if err != nil {
 		return nil, err
 	}
-	stored := false // the store holds an agent registry
 	db, err := store.OpenReadOnly(ctx, dsn)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		// No gateway has started with this data_dir yet.
+		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("reading the agent registry: %w (--admin URL mints through a running gateway instead)", err)
-	default:
-		defer db.Close()
+	}
+	return db, nil
+}
+
+// registeredAgent looks id up in the agent registry as the gateway sees
+// it once it has seeded the configuration's agents: the durable store's
+// agent when db (opened read-only, nil before any gateway started) holds
+// one (its runtime status wins), else the configuration's.
+func registeredAgent(ctx context.Context, db *store.DB, cfg *config.File, cfgPath, id string, stderr io.Writer) (*identity.Agent, error) {
+	stored := false // the store holds an agent registry
+	if db != nil {
 		a, err := store.ReadAgent(ctx, db, id)
 		switch {
 		case err == nil:
@@ -163,36 +178,26 @@ func registeredAgent(ctx context.Context, cfg *config.File, cfgPath, id string, 
 
 // agentLocked refuses a token to an agent under the kill switch (a lock on
 // the agent or on the whole gateway), as the gateway's own token services
-// do; the token would be refused at its first use anyway. The store is
-// read, never created.
-func agentLocked(ctx context.Context, cfg *config.File, id string) error {
-	dsn, err := configDSN(cfg)
-	if err != nil {
-		return err
+// do; the token would be refused at its first use anyway. db is the store
+// opened read-only, nil before any gateway started (no locks then).
+func agentLocked(ctx context.Context, db *store.DB, id string) error {
+	if db == nil {
+		return nil
 	}
-	db, err := store.OpenReadOnly(ctx, dsn)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // no gateway has started with this data_dir: no locks
-	}
-	if err != nil {
-		return fmt.Errorf("reading the kill switch's locks: %w (--admin URL mints through a running gateway instead)", err)
-	}
-	defer db.Close()
 	locks, err := store.ReadLocks(ctx, db)
 	if err != nil {
 		return fmt.Errorf("reading the kill switch's locks: %w (--admin URL mints through a running gateway instead)", err)
 	}
 	now := time.Now()
+	c := &pipeline.Caller{Agent: id}
 	for _, l := range locks {
-		if !l.Active(now) {
+		if !l.Active(now) || !l.BarsCaller(c) {
 			continue
 		}
-		switch {
-		case l.Scope == lock.Global:
+		if l.Scope == lock.Global {
 			return fmt.Errorf("the gateway is locked by the kill switch (%s); gatehouse unlock global lifts it", l.Reason)
-		case l.Scope == lock.Agent && l.Target == id:
-			return fmt.Errorf("agent %q is locked by the kill switch (%s); gatehouse unlock agent %s lifts it", id, l.Reason, id)
 		}
+		return fmt.Errorf("agent %q is locked by the kill switch (%s); gatehouse unlock agent %s lifts it", id, l.Reason, id)
 	}
 	return nil
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/gatehouse/gatehouse/internal/audit"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/identity"
-	"github.com/gatehouse/gatehouse/internal/lock"
 	"github.com/gatehouse/gatehouse/internal/pipeline"
 	"github.com/gatehouse/gatehouse/internal/policy"
 	"github.com/gatehouse/gatehouse/internal/store"
@@ -240,13 +239,10 @@ func (g *Gateway) lockedPrincipal(_ context.Context, p *identity.Principal) erro
 	if g.exec == nil || g.exec.locks == nil || p.Agent == nil {
 		return nil
 	}
-	r := &pipeline.Request{Caller: &pipeline.Caller{Agent: p.Agent.ID, User: p.User, Task: p.Task}}
+	c := &pipeline.Caller{Agent: p.Agent.ID, User: p.User, Task: p.Task}
 	for _, l := range g.exec.locks.Active() {
-		switch l.Scope {
-		case lock.Global, lock.Agent, lock.User, lock.Task:
-			if l.Matches(r) {
-				return fmt.Errorf("%s lock on %q", l.Scope, l.Target)
-			}
+		if l.BarsCaller(c) {
+			return fmt.Errorf("%s lock on %q", l.Scope, l.Target)
 		}
 	}
 	return nil

@@ -151,6 +151,17 @@ func (l *Lock) Matches(r *pipeline.Request) bool {
 	return false
 }
 
+// BarsCaller reports whether l keeps caller c out: a global lock, or a lock
+// on c's agent, user or task. Such a caller can neither authenticate nor
+// obtain a token.
+func (l *Lock) BarsCaller(c *pipeline.Caller) bool {
+	switch l.Scope {
+	case Global, Agent, User, Task:
+		return l.Matches(&pipeline.Request{Caller: c})
+	}
+	return false
+}
+
 // String returns "scope target" (or "global").
 func (l Lock) String() string {
 	if l.Scope == Global {

@@ -91,8 +91,10 @@ func New(keywords []string) *Set {
 			}
 		}
 	}
-	for c := range 256 {
-		m.rootStay[c] = m.delta[m.class[c]] == 0 && len(m.out[0]) == 0
+	if len(m.out[0]) == 0 {
+		for c := range 256 {
+			m.rootStay[c] = m.delta[m.class[c]] == 0
+		}
 	}
 	// premultiply and flag, now that the fail links are built
 	for i, n := range m.delta {

@@ -82,14 +82,7 @@ func isAlnum(c byte) bool {
 // backtracking regular expression runs over the whole text.
 func (s *Scanner) Scan(text string) []Match {
 	var out []Match
-	// checked is how many of out a new match must not overlap: all of
-	// them, except while numeric runs are classified (see below).
-	checked := -1
-	taken := func(a, b int) bool {
-		prior := out
-		if checked >= 0 {
-			prior = out[:checked]
-		}
+	overlaps := func(prior []Match, a, b int) bool {
 		for _, m := range prior {
 			if a < m.End && m.Start < b {
 				return true
@@ -98,7 +91,7 @@ func (s *Scanner) Scan(text string) []Match {
 		return false
 	}
 	addMatch := func(m Match) {
-		if s.want(m.Type) && !taken(m.Start, m.End) {
+		if s.want(m.Type) && !overlaps(out, m.Start, m.End) {
 			out = append(out, m)
 		}
 	}
@@ -121,7 +114,12 @@ func (s *Scanner) Scan(text string) []Match {
 	// match, so they are checked against the IBANs only: checking each
 	// against every earlier match was quadratic in a text full of phone
 	// numbers.
-	checked = len(out)
+	ibans := len(out)
+	addRun := func(m Match) {
+		if s.want(m.Type) && !overlaps(out[:ibans], m.Start, m.End) {
+			out = append(out, m)
+		}
+	}
 	for i := 0; i < len(text); i++ {
 		c := text[i]
 		if !isDigit(c) || i > 0 && (isAlnum(text[i-1]) || text[i-1] == '.' || text[i-1] == '-' || text[i-1] == '_') {
@@ -136,10 +134,9 @@ func (s *Scanner) Scan(text string) []Match {
 			i = end
 			continue // part of an identifier
 		}
-		s.classify(text, start, end, addMatch, &budget)
+		s.classify(text, start, end, addRun, &budget)
 		i = end
 	}
-	checked = -1
 	if s.want(Email) {
 		for i := 0; i < len(text); i++ {
 			if text[i] == '@' {

@@ -191,21 +191,22 @@ func rot13Reading(s string) (string, bool) {
 	if len(s) > 1<<16 {
 		s = s[:1<<16]
 	}
-	orig, rot, rotDistinct, words := countCommon(s)
+	orig, _, words := countCommon(s, false)
 	if words < 3 || orig*6 >= words {
 		return "", false // too short, or already reads as English
 	}
+	rot, rotDistinct, _ := countCommon(s, true)
 	if rot >= 3 && rotDistinct >= 3 && rot*4 >= words && rot >= 3*orig+3 {
 		return Rotate13(s), true
 	}
 	return "", false
 }
 
-// countCommon counts the words of s, those that are common English words
-// as they stand and in their rot13 reading, and the different common words
-// of that reading, without building the reading.
-func countCommon(s string) (common, rotCommon, rotDistinct, words int) {
-	var seen uint64 // bit i: commonWords' word i seen in the rot13 reading
+// countCommon counts the words of s, and those of them, and the different
+// ones, that are common English words as they stand or, with rot, in their
+// rot13 reading (without building the reading).
+func countCommon(s string, rot bool) (common, distinct, words int) {
+	var seen uint64 // bit i: commonWords' word i seen
 	start := -1
 	for i := 0; i <= len(s); i++ {
 		letter := i < len(s) && (s[i] >= 'a' && s[i] <= 'z' || s[i] >= 'A' && s[i] <= 'Z')
@@ -218,25 +219,24 @@ func countCommon(s string) (common, rotCommon, rotDistinct, words int) {
 		if start >= 0 {
 			words++
 			if n := i - start; n <= 12 {
-				var buf, rbuf [12]byte
+				var buf [12]byte
 				for k := 0; k < n; k++ {
 					c := s[start+k]
 					if c >= 'A' && c <= 'Z' {
 						c += 'a' - 'A'
 					}
+					if rot {
+						c = 'a' + (c-'a'+13)%26
+					}
 					buf[k] = c
-					rbuf[k] = 'a' + (c-'a'+13)%26
 				}
-				if _, ok := commonWords[string(buf[:n])]; ok {
+				if w, ok := commonWords[string(buf[:n])]; ok {
 					common++
-				}
-				if i, ok := commonWords[string(rbuf[:n])]; ok {
-					rotCommon++
-					seen |= 1 << i
+					seen |= 1 << w
 				}
 			}
 			start = -1
 		}
 	}
-	return common, rotCommon, bits.OnesCount64(seen), words
+	return common, bits.OnesCount64(seen), words
 }
